@@ -1,0 +1,65 @@
+"""Typed access to MONAI Label ``--conf`` strings, validated (no ``eval``)."""
+
+import json
+from typing import Mapping, Sequence
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def conf_bool(conf: Mapping[str, str], key: str, default: bool) -> bool:
+    """Read a boolean option (true/false/yes/no/1/0)."""
+    value = conf.get(key)
+    if value is None or value == "":
+        return default
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"--conf {key} must be true or false, got {value!r}")
+
+
+def conf_float(conf: Mapping[str, str], key: str, default: float, low: float = None, high: float = None) -> float:
+    """Read a float option and check ``low <= value <= high``."""
+    value = conf.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--conf {key} must be a number, got {value!r}") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ValueError(f"--conf {key} must lie in [{low}, {high}], got {number}")
+    return number
+
+
+def conf_int(conf: Mapping[str, str], key: str, default: int, low: int = 1) -> int:
+    """Read an integer option and check ``value >= low``."""
+    value = conf.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ValueError(f"--conf {key} must be an integer, got {value!r}") from None
+    if number < low:
+        raise ValueError(f"--conf {key} must be >= {low}, got {number}")
+    return number
+
+
+def conf_ints(conf: Mapping[str, str], key: str, default: Sequence[int], length: int = None) -> tuple:
+    """Read a list of positive integers given as JSON (``[16, 32, 64]``) or comma separated (``16,32,64``)."""
+    value = conf.get(key)
+    if value is None or value == "":
+        return tuple(default)
+    text = str(value).strip()
+    try:
+        items = json.loads(text) if text.startswith("[") else [int(v) for v in text.split(",")]
+        numbers = tuple(int(v) for v in items)
+    except (ValueError, TypeError):
+        raise ValueError(f"--conf {key} must be a list of integers like [16,32,64], got {value!r}") from None
+    if not numbers or any(n < 1 for n in numbers) or (length is not None and len(numbers) != length):
+        need = f"{length} positive integers" if length else "positive integers"
+        raise ValueError(f"--conf {key} must hold {need}, got {value!r}")
+    return numbers

@@ -1,0 +1,1 @@
+"""One TaskConfig per task; the module name is the task name."""

@@ -1,0 +1,8 @@
+"""``dementia_stage``: Alzheimer stage from an axial T1 slice or volume."""
+
+from lib.task_config import ClassifierConfig
+
+
+class DementiaStageConfig(ClassifierConfig):
+    classes = ("NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented")
+    description = "Dementia stage from T1: NonDemented / VeryMildDemented / MildDemented / ModerateDemented"

@@ -1,0 +1,150 @@
+"""Training items drawn from the datastore, and a subject-level train/validation split.
+
+Items are dicts ``{"image": path, "label": path or class index, "slice": k, "subject": id}``; ``slice``
+is the axial slice index of a volume for 2D tasks (``-1`` for 2D images and 3D tasks).
+"""
+
+import hashlib
+import logging
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from monai.transforms import LoadImage
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+
+from lib.datastore import class_label
+from lib.transforms import axial_axis, brain_slices
+
+logger = logging.getLogger(__name__)
+
+# A volume's class label applies to its central head slices: those with at least this share of the largest head area.
+CLASS_SLICE_FRACTION = 0.5
+# Slices with this share of the largest head area or more can be negatives of tumor_gate / tumor_seg.
+GATE_SLICE_FRACTION = 0.2
+
+_loader = LoadImage(image_only=True, ensure_channel_first=True)
+
+
+def _read(path: str) -> torch.Tensor:
+    """``(C, H, W[, D])`` MetaTensor of a file, as the training transforms will see it."""
+    return _loader(path)
+
+
+def final_label(datastore: Datastore, image_id: str) -> Tuple[Optional[str], Dict]:
+    """Path and info of an image's ``final`` label, or ``(None, {})``."""
+    label_id = datastore.get_label_by_image_id(image_id, DefaultLabelTag.FINAL)
+    if not label_id:
+        return None, {}
+    return datastore.get_label_uri(label_id, DefaultLabelTag.FINAL), datastore.get_label_info(label_id, DefaultLabelTag.FINAL)
+
+
+def label_task(info: Dict, task_labels: Dict[str, Dict[str, int]]) -> Optional[str]:
+    """Which segmentation task a ``final`` label belongs to.
+
+    The label's info names it (``"task"``, written by our importers and sample data), or the segment
+    names sent by a viewer (MONAI Label's Slicer panel sends ``label_info: [{"name": ..., "idx": ...}]``)
+    all belong to one task's labels.
+    """
+    if info.get("task") in task_labels:
+        return info["task"]
+    names = {s.get("name") for s in info.get("label_info") or [] if isinstance(s, dict)} - {"background", None}
+    for task, labels in task_labels.items():
+        if names and names <= set(labels):
+            return task
+    return None
+
+
+def _volume_slices(volume: torch.Tensor, fraction: float) -> Tuple[int, List[int]]:
+    axis = axial_axis(volume.affine)
+    return axis, brain_slices(volume, axis, fraction)
+
+
+def classification_items(
+    datastore: Datastore,
+    task: str,
+    classes: Sequence[str],
+    mask_labels: Optional[Callable[[str], Optional[str]]] = None,
+) -> List[Dict]:
+    """Slice items with class indices for a classifier.
+
+    Args:
+        task: task name under which class labels are kept in image info.
+        classes: class names; the index in this list is the training target.
+        mask_labels: optional ``image_id -> mask path`` giving per-slice labels for ``tumor_gate``
+            (class 1 where the mask slice is non-empty). A mask wins over a volume-level class label.
+    """
+    items = []
+    for image_id in datastore.list_images():
+        info = datastore.get_image_info(image_id)
+        path, subject = info.get("path") or datastore.get_image_uri(image_id), info.get("subject", image_id)
+        mask_path = mask_labels(image_id) if mask_labels else None
+        name = class_label(info, task)
+        if mask_path is None and name is None:
+            continue
+        if name is not None and name not in classes:
+            logger.warning(f"{task}: image {image_id} has unknown class {name!r}; skipped")
+            continue
+        image = _read(path)
+        if image.ndim == 3:  # a 2D picture: one item
+            target = name if name is not None else classes[int(_read(mask_path).max() > 0)]
+            items.append({"image": path, "label": classes.index(target), "slice": -1, "subject": subject})
+            continue
+        if mask_path is not None:
+            axis, slices = _volume_slices(image, GATE_SLICE_FRACTION)
+            mask = _read(mask_path)[0] > 0
+            has = mask.sum(dim=[d for d in range(3) if d != axis]) > 0
+            items += [{"image": path, "label": int(has[k]), "slice": k, "subject": subject} for k in slices]
+        else:
+            _, slices = _volume_slices(image, CLASS_SLICE_FRACTION)
+            items += [{"image": path, "label": classes.index(name), "slice": k, "subject": subject} for k in slices]
+    return items
+
+
+def segmentation_items(
+    datastore: Datastore, task: str, task_labels: Dict[str, Dict[str, int]], slicewise: bool
+) -> List[Dict]:
+    """Image/mask items of the ``final`` labels that belong to ``task``.
+
+    For a 2D (slice-wise) task, a volume gives every slice with foreground plus as many head slices
+    without (evenly spaced), so the network also learns to leave healthy slices empty.
+    """
+    items = []
+    for image_id in datastore.list_images():
+        label_path, label_info = final_label(datastore, image_id)
+        if not label_path or label_task(label_info, task_labels) != task:
+            continue
+        info = datastore.get_image_info(image_id)
+        path, subject = info.get("path") or datastore.get_image_uri(image_id), info.get("subject", image_id)
+        if not slicewise:
+            items.append({"image": path, "label": label_path, "slice": -1, "subject": subject})
+            continue
+        image = _read(path)
+        if image.ndim == 3:
+            items.append({"image": path, "label": label_path, "slice": -1, "subject": subject})
+            continue
+        axis, slices = _volume_slices(image, GATE_SLICE_FRACTION)
+        mask = _read(label_path)[0] > 0
+        has = mask.sum(dim=[d for d in range(3) if d != axis]) > 0
+        positive = [k for k in range(len(has)) if has[k]]
+        negative = [k for k in slices if not has[k]]
+        step = max(1, len(negative) // max(1, len(positive)))
+        for k in sorted(positive + negative[::step][: max(1, len(positive))]):
+            items.append({"image": path, "label": label_path, "slice": k, "subject": subject})
+    return items
+
+
+def split_by_subject(items: List[Dict], val_fraction: float, seed: int = 0) -> Tuple[List[Dict], List[Dict]]:
+    """Deterministic train/validation split in which no subject is on both sides.
+
+    Subjects are ordered by a hash of ``(seed, subject)``; the first ``ceil(val_fraction * n)`` of them
+    (at least one when there are two or more subjects) go to validation.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    subjects = sorted({str(i["subject"]) for i in items}, key=lambda s: hashlib.sha1(f"{seed}:{s}".encode()).hexdigest())
+    n_val = min(len(subjects) - 1, max(1, math.ceil(val_fraction * len(subjects)))) if val_fraction > 0 else 0
+    val_subjects = set(subjects[:n_val])
+    train = [i for i in items if str(i["subject"]) not in val_subjects]
+    val = [i for i in items if str(i["subject"]) in val_subjects]
+    return train, val

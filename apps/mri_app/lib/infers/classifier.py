@@ -1,0 +1,116 @@
+"""Slice-wise 2D classifiers on a 2D image or a volume (sequence, dementia_stage, tumor_gate)."""
+
+from typing import Dict, List, Sequence
+
+import torch
+from monai.transforms import Activationsd
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from lib.datastore import bad_input
+from lib.datalists import CLASS_SLICE_FRACTION, GATE_SLICE_FRACTION
+from lib.infers import checkpoint_info
+from lib.slicewise import SlicewiseInferer
+from lib.transforms import axial_axis, brain_slices, infer_slices_pre
+
+
+class ClassifierInfer(BasicInferTask):
+    """Class probabilities of a slice, or of a volume aggregated over its slices.
+
+    A volume is classified slice by slice over its central head slices (head area at least
+    ``slice_fraction`` of the largest slice's); the volume answer is the mean of those slices'
+    softmax probabilities. The result JSON holds ``label``, ``probabilities`` (class -> p, summing to 1),
+    ``aggregation`` and ``slices`` (per-slice index and probabilities).
+    """
+
+    aggregation = "mean of the softmax probabilities of the central head slices"
+    slice_fraction = CLASS_SLICE_FRACTION
+
+    def __init__(self, path: str, network, labels: Dict[str, int], size: int, description: str, **kwargs):
+        super().__init__(
+            path=path,
+            network=network,
+            type=InferType.CLASSIFICATION,
+            labels=labels,
+            dimension=3,
+            description=description,
+            **kwargs,
+        )
+        self.size = size
+        self.classes = [name for name, _ in sorted(labels.items(), key=lambda kv: kv[1])]
+
+    def pre_transforms(self, data=None) -> Sequence:
+        return infer_slices_pre()
+
+    def inferer(self, data=None):
+        image = data["image"]
+        if image.ndim == 3:
+            data["slices_run"] = [0]
+            return SlicewiseInferer(self.size, segmentation=False)
+        axis = axial_axis(image.affine)
+        data["slices_run"] = brain_slices(image, axis, self.slice_fraction)
+        return SlicewiseInferer(self.size, axis=axis, segmentation=False, slices=data["slices_run"])
+
+    def inverse_transforms(self, data=None):
+        return []
+
+    def post_transforms(self, data=None) -> Sequence:
+        return [Activationsd(keys="pred", softmax=True, dim=-1)]
+
+    def aggregate(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """``(N, K)`` slice probabilities -> ``(K,)`` volume probabilities."""
+        return probabilities.mean(dim=0)
+
+    def summarise(self, probabilities: torch.Tensor, slices: List[int], data: Dict) -> Dict:
+        volume = self.aggregate(probabilities)
+        as_dict = lambda p: {c: round(float(v), 6) for c, v in zip(self.classes, p)}  # noqa: E731
+        return {
+            "task": data.get("model"),
+            "label": self.classes[int(torch.argmax(volume))],
+            "probabilities": as_dict(volume),
+            "aggregation": self.aggregation if len(slices) > 1 else "single slice",
+            "slices": [{"index": k, "probabilities": as_dict(p)} for k, p in zip(slices, probabilities)],
+            "checkpoint": checkpoint_info(self.get_path()),
+        }
+
+    def writer(self, data, extension=None, dtype=None):
+        probabilities = torch.as_tensor(data["pred"]).float().reshape(-1, len(self.classes))
+        return None, self.summarise(probabilities, data.get("slices_run", [0]), data)
+
+
+class TumorGateInfer(ClassifierInfer):
+    """Binary tumor gate: a volume is positive if any head slice reaches the operating threshold.
+
+    Adds ``probability`` (max slice p(tumor)), ``threshold``, ``tumor`` (bool) and ``fired_slices``.
+    ``threshold`` comes from ``--conf tumor_gate_threshold`` or the request's ``threshold`` (0..1).
+    """
+
+    aggregation = "max over head slices of p(tumor); the other classes' probabilities are its complement"
+    slice_fraction = GATE_SLICE_FRACTION
+
+    def __init__(self, *args, threshold: float = 0.5, **kwargs):
+        super().__init__(*args, config={"threshold": threshold}, **kwargs)
+        self.threshold = threshold
+
+    def aggregate(self, probabilities: torch.Tensor) -> torch.Tensor:
+        return probabilities[torch.argmax(probabilities[:, 1])]
+
+    def summarise(self, probabilities: torch.Tensor, slices: List[int], data: Dict) -> Dict:
+        try:
+            threshold = float(data.get("threshold", self.threshold))
+        except (TypeError, ValueError):
+            threshold = float("nan")
+        if not 0.0 <= threshold <= 1.0:
+            raise bad_input(422, f"threshold must be a number in [0, 1], got {data.get('threshold')!r}")
+        result = super().summarise(probabilities, slices, data)
+        probability = float(probabilities[:, 1].max()) if len(slices) else 0.0
+        result.update(
+            {
+                "probability": round(probability, 6),
+                "threshold": threshold,
+                "tumor": probability >= threshold,
+                "label": self.classes[int(probability >= threshold)],
+                "fired_slices": [k for k, p in zip(slices, probabilities[:, 1]) if float(p) >= threshold],
+            }
+        )
+        return result

@@ -1,0 +1,80 @@
+"""Segmentation infer tasks: slice-wise 2D (tumor_seg) and 3D sliding window (hippocampus).
+
+Both return a label map in the input's own grid (the stock MONAI Label Slicer panel loads it as is)
+and ``measurements`` in the result JSON: volume per label in mm³ (area in mm² for a 2D image),
+total, and left/right volumes for 3D input.
+"""
+
+from typing import Dict, Sequence
+
+from monai.inferers import SlidingWindowInferer
+from monai.transforms import Activationsd, AsDiscreted, SqueezeDimd
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+from monailabel.transform.post import Restored
+
+from lib.infers import checkpoint_info
+from lib.slicewise import SlicewiseInferer
+from lib.transforms import LabelVolumesd, axial_axis, infer_slices_pre, infer_volume_pre
+
+
+class _SegmentationInfer(BasicInferTask):
+    def __init__(self, path: str, network, labels: Dict[str, int], description: str, **kwargs):
+        super().__init__(
+            path=path,
+            network=network,
+            type=InferType.SEGMENTATION,
+            labels=labels,
+            dimension=3,
+            description=description,
+            **kwargs,
+        )
+
+    def inverse_transforms(self, data=None):
+        return []
+
+    def post_transforms(self, data=None) -> Sequence:
+        return [
+            Activationsd(keys="pred", softmax=True),
+            AsDiscreted(keys="pred", argmax=True),
+            SqueezeDimd(keys="pred", dim=0),
+            Restored(keys="pred", ref_image="image", has_channel=False),
+            LabelVolumesd(keys="pred", labels=self.labels),
+        ]
+
+    def writer(self, data, extension=None, dtype=None):
+        result_file, result = super().writer(data, extension=extension, dtype=dtype or "uint8")
+        result["checkpoint"] = checkpoint_info(self.get_path())
+        return result_file, result
+
+
+class SliceSegmentationInfer(_SegmentationInfer):
+    """2D network over the axial slices of a slice or volume; ``slices`` in the request limits which run."""
+
+    def __init__(self, *args, size: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.size = size
+
+    def pre_transforms(self, data=None) -> Sequence:
+        return infer_slices_pre()
+
+    def inferer(self, data=None):
+        image = data["image"]
+        axis = axial_axis(image.affine) if image.ndim == 4 else 2
+        return SlicewiseInferer(self.size, axis=axis, segmentation=True, slices=data.get("slices"))
+
+
+class VolumeSegmentationInfer(_SegmentationInfer):
+    """3D network, sliding window at ``spacing`` mm over patches of ``roi`` voxels; 2D input is refused."""
+
+    volume_only = True
+
+    def __init__(self, *args, spacing: Sequence[float], roi: Sequence[int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spacing, self.roi = tuple(spacing), tuple(roi)
+
+    def pre_transforms(self, data=None) -> Sequence:
+        return infer_volume_pre(self.spacing)
+
+    def inferer(self, data=None):
+        return SlidingWindowInferer(roi_size=self.roi, sw_batch_size=4, overlap=0.25, mode="gaussian")

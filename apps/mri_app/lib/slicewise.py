@@ -1,0 +1,75 @@
+"""Slice-wise inference of 2D networks on 2D images and on volumes."""
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.inferers import Inferer
+
+
+class SlicewiseInferer(Inferer):
+    """Run a 2D network on every axial slice (or a chosen subset) in batches.
+
+    Args:
+        size: side ``S`` of the network input; each slice is resized to ``(S, S)`` (bilinear).
+        axis: voxel axis (0, 1, 2) of the slices of a volume; ignored for 2D input.
+        segmentation: True: the network returns ``(N, K, S, S)`` logits, resized back to the slice size.
+            False: the network returns ``(N, K)`` class logits.
+        slices: indices of the slices to run (a 2D image is slice 0); the others get background
+            (segmentation) or are left out (classification). None runs all.
+        batch_size: slices per forward pass.
+
+    Returns (from ``__call__(inputs, network)`` with ``inputs`` of shape ``(1, C, H, W)`` or ``(1, C, H, W, D)``):
+        segmentation: logits ``(1, K, H, W)`` or ``(1, K, H, W, D)``;
+        classification: logits ``(1, N, K)`` for the ``N`` slices run, in increasing slice order.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        axis: int = 2,
+        segmentation: bool = True,
+        slices: Optional[Sequence[int]] = None,
+        batch_size: int = 32,
+    ):
+        super().__init__()
+        if size < 8:
+            raise ValueError(f"size must be >= 8 pixels, got {size}")
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.size = int(size)
+        self.axis = axis
+        self.segmentation = segmentation
+        self.slices = None if slices is None else sorted({int(s) for s in slices})
+        self.batch_size = batch_size
+
+    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+        if inputs.ndim not in (4, 5) or inputs.shape[0] != 1:
+            raise ValueError(f"inputs must have shape (1, C, H, W) or (1, C, H, W, D), got {tuple(inputs.shape)}")
+        is_2d = inputs.ndim == 4
+        volume = inputs[..., None] if is_2d else inputs.movedim(self.axis + 2, -1)
+        stack = volume[0].movedim(-1, 0)  # (D, C, H, W)
+        depth, height, width = stack.shape[0], stack.shape[2], stack.shape[3]
+        chosen = list(range(depth)) if self.slices is None else [s for s in self.slices if 0 <= s < depth]
+
+        outputs = []
+        for start in range(0, len(chosen), self.batch_size):
+            batch = stack[chosen[start : start + self.batch_size]]
+            batch = F.interpolate(batch.as_subclass(torch.Tensor), size=(self.size, self.size), mode="bilinear")
+            logits = network(batch)
+            if self.segmentation:
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear")
+            outputs.append(logits)
+
+        if not self.segmentation:
+            return torch.cat(outputs)[None] if outputs else inputs.new_zeros((1, 0, 0))
+
+        channels = outputs[0].shape[1] if outputs else 2
+        result = inputs.new_zeros((depth, channels, height, width)).as_subclass(torch.Tensor)
+        result[:, 0] = 1.0  # background wherever no slice was run
+        if outputs:
+            result[chosen] = torch.cat(outputs)
+        result = result.movedim(0, -1)[None]  # (1, K, H, W, D)
+        return result[..., 0] if is_2d else result.movedim(-1, self.axis + 2)

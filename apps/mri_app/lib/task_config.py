@@ -1,0 +1,129 @@
+"""Task-config bases: one per kind of task, so each file in ``lib/configs`` only states what is its own."""
+
+import os
+from typing import Dict
+
+from monailabel.interfaces.config import TaskConfig
+
+from lib.conf import conf_float, conf_int, conf_ints
+from lib.infers.classifier import ClassifierInfer
+from lib.infers.segmentation import SliceSegmentationInfer, VolumeSegmentationInfer
+from lib.networks import build_network, residual_unet, slice_classifier
+from lib.trainers.classifier import ClassifierTrainer
+from lib.trainers.segmentation import SliceSegmentationTrainer, VolumeSegmentationTrainer
+
+NORMALIZATION = "z-score over the non-zero voxels of each image (monai NormalizeIntensity, nonzero=True)"
+SLICES = "2D network; a volume runs slice by slice along its axial (closest to S) voxel axis"
+
+
+class MRITaskConfig(TaskConfig):
+    """Common paths: checkpoint ``<app>/model/<task>/model.pt``, ``model.json`` beside it."""
+
+    kind = ""
+    description = ""
+    task_labels: Dict[str, int] = {}
+
+    def init(self, name: str, model_dir: str, conf: Dict[str, str], planner=None, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.labels = dict(self.task_labels)
+        self.task_dir = os.path.join(model_dir, name)
+        self.path = os.path.join(self.task_dir, "model.pt")
+
+    def card(self) -> Dict:
+        """The static part of ``model.json``."""
+        return {"kind": self.kind, "description": self.description, "labels": self.labels}
+
+    def _trainer_args(self) -> tuple:
+        return self.task_dir, self.name, self.network_spec, self.card(), self.path, self.description
+
+
+class ClassifierConfig(MRITaskConfig):
+    """Slice classifier: a 2D ResNet-18 layout. Options ``--conf <task>_image_size`` (pixels, default 128)
+    and ``--conf <task>_widths`` (four stage widths, default [16,32,64,128])."""
+
+    kind = "classification"
+    classes: tuple = ()
+    infer_class = ClassifierInfer
+    mask_task = None
+
+    @property
+    def task_labels(self) -> Dict[str, int]:
+        return {c: i for i, c in enumerate(self.classes)}
+
+    def init(self, name, model_dir, conf, planner=None, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.size = conf_int(conf, f"{name}_image_size", 128, low=32)
+        widths = conf_ints(conf, f"{name}_widths", (16, 32, 64, 128), length=4)
+        self.network_spec = slice_classifier(len(self.classes), widths)
+        self.network = build_network(self.network_spec)
+
+    def card(self):
+        return dict(super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION})
+
+    def infer_kwargs(self) -> Dict:
+        return {}
+
+    def infer(self):
+        return self.infer_class(self.path, self.network, self.labels, self.size, self.description, **self.infer_kwargs())
+
+    def trainer(self):
+        return ClassifierTrainer(*self._trainer_args(), classes=self.classes, size=self.size, mask_task=self.mask_task)
+
+
+class SliceSegmentationConfig(MRITaskConfig):
+    """Slice-wise 2D ResUNet. Options ``--conf <task>_image_size`` (default 256) and ``<task>_widths``."""
+
+    kind = "segmentation"
+
+    def init(self, name, model_dir, conf, planner=None, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.size = conf_int(conf, f"{name}_image_size", 256, low=32)
+        widths = conf_ints(conf, f"{name}_widths", (16, 32, 64, 128, 256))
+        if self.size % (2 ** (len(widths) - 1)):
+            raise ValueError(f"--conf {name}_image_size must be divisible by {2 ** (len(widths) - 1)}, got {self.size}")
+        self.network_spec = residual_unet(2, len(self.labels) + 1, widths)
+        self.network = build_network(self.network_spec)
+
+    def card(self):
+        return dict(super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION})
+
+    def infer(self):
+        return SliceSegmentationInfer(self.path, self.network, self.labels, self.description, size=self.size)
+
+    def trainer(self):
+        return SliceSegmentationTrainer(*self._trainer_args(), labels=self.labels, size=self.size)
+
+
+class VolumeSegmentationConfig(MRITaskConfig):
+    """3D residual U-Net. Options ``--conf <task>_spacing`` (mm, default 1.0), ``<task>_roi`` (voxels,
+    default [48,48,48]) and ``<task>_widths`` (default [16,32,64,128])."""
+
+    kind = "segmentation"
+
+    def init(self, name, model_dir, conf, planner=None, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        spacing = conf_float(conf, f"{name}_spacing", 1.0, low=0.1, high=10.0)
+        self.spacing = (spacing, spacing, spacing)
+        widths = conf_ints(conf, f"{name}_widths", (16, 32, 64, 128))
+        self.roi = conf_ints(conf, f"{name}_roi", (48, 48, 48), length=3)
+        step = 2 ** (len(widths) - 1)
+        if any(r % step for r in self.roi):
+            raise ValueError(f"--conf {name}_roi must be divisible by {step}, got {list(self.roi)}")
+        self.network_spec = residual_unet(3, len(self.labels) + 1, widths)
+        self.network = build_network(self.network_spec)
+
+    def card(self):
+        return dict(
+            super().card(),
+            input={"layout": "3D volume", "spacing_mm": list(self.spacing), "roi": list(self.roi), "normalization": NORMALIZATION},
+        )
+
+    def infer(self):
+        return VolumeSegmentationInfer(
+            self.path, self.network, self.labels, self.description, spacing=self.spacing, roi=self.roi
+        )
+
+    def trainer(self):
+        return VolumeSegmentationTrainer(
+            *self._trainer_args(), labels=self.labels, spacing=self.spacing, roi=self.roi, config={"train_batch_size": 2, "val_batch_size": 1}
+        )

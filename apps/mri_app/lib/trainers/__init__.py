@@ -1,0 +1,1 @@
+"""Train tasks: MONAI Label ``BasicTrainTask`` hooks over the shared transforms and datalists."""

@@ -1,0 +1,74 @@
+"""Slice classifiers (sequence, dementia_stage, tumor_gate): cross-entropy with class weights."""
+
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from ignite.metrics import Accuracy, Recall
+from monai.handlers import from_engine
+from monai.transforms import Activationsd
+from monailabel.interfaces.datastore import Datastore
+from monailabel.tasks.train.basic_train import Context
+
+from lib.datalists import classification_items, final_label, label_task
+from lib.trainers.base import MRITrainTask
+from lib.transforms import train_slices_pre
+
+
+def _stacked(output):
+    """Decollated engine output -> ``(probabilities (B, K), class indices (B,))`` for ignite metrics."""
+    preds, labels = from_engine(["pred", "label"])(output)
+    return torch.stack(list(preds)), torch.stack([torch.as_tensor(v).reshape(()) for v in labels]).long()
+
+
+class ClassifierTrainer(MRITrainTask):
+    """Trains a slice classifier on class labels kept in image info.
+
+    Class imbalance is met with inverse-frequency class weights in the loss; the validation key metric
+    is balanced accuracy (macro recall), accuracy is logged beside it.
+
+    Args:
+        classes: class names in index order.
+        size: model input side (pixels).
+        mask_task: ``(task, labels)`` of a segmentation task whose ``final`` masks give per-slice
+            labels (tumor_gate learns from tumor_seg masks: class 1 where the slice has tumor).
+    """
+
+    def __init__(self, *args, classes: Sequence[str], size: int, mask_task: Optional[tuple] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.classes, self.size, self.mask_task = list(classes), size, mask_task
+
+    def items(self, datastore: Datastore) -> List[Dict]:
+        masks = None
+        if self.mask_task:
+            task, labels = self.mask_task
+
+            def masks(image_id):
+                path, info = final_label(datastore, image_id)
+                return path if path and label_task(info, {task: labels}) == task else None
+
+        return classification_items(datastore, self.task, self.classes, mask_labels=masks)
+
+    def loss_function(self, context: Context):
+        counts = torch.zeros(len(self.classes))
+        for item in context.train_datalist:
+            counts[int(item["label"])] += 1
+        weights = counts.sum() / (len(self.classes) * counts.clamp_min(1))
+        return torch.nn.CrossEntropyLoss(weight=weights.to(context.device))
+
+    def train_pre_transforms(self, context: Context):
+        return train_slices_pre(self.size, with_mask=False, augment=True)
+
+    def val_pre_transforms(self, context: Context):
+        return train_slices_pre(self.size, with_mask=False, augment=False)
+
+    def train_post_transforms(self, context: Context):
+        return [Activationsd(keys="pred", softmax=True)]
+
+    def train_key_metric(self, context: Context):
+        return {"train_accuracy": Accuracy(output_transform=_stacked)}
+
+    def val_key_metric(self, context: Context):
+        return {"val_balanced_accuracy": Recall(average=True, output_transform=_stacked)}
+
+    def val_additional_metrics(self, context: Context):
+        return {"val_accuracy": Accuracy(output_transform=_stacked)}

@@ -1,0 +1,231 @@
+"""Transform chains shared by every task: written once here, used by the infer and train hooks.
+
+Conventions: images are channel-first MetaTensors, ``(C, H, W)`` for a 2D slice (PNG/JPG/TIF) and
+``(C, H, W, D)`` for a volume (NIfTI/NRRD), in the file's own voxel grid (no reorientation, so results
+land back in the input grid). 2D models see one axial slice resized to ``(S, S)`` pixels.
+"""
+
+from typing import Hashable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import (
+    AsDiscreted,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    NormalizeIntensityd,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Resized,
+    Spacingd,
+    SpatialPadd,
+    DivisiblePadd,
+)
+
+# ITU-R BT.601 luma weights, for slices stored as RGB.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def axial_axis(affine) -> int:
+    """Voxel axis (0, 1 or 2) whose direction is closest to the superior (S) world axis.
+
+    Args:
+        affine: 4x4 voxel-to-RAS matrix (mm).
+    """
+    matrix = np.asarray(affine, dtype=float)
+    if matrix.shape[0] < 4:
+        return 2
+    direction = matrix[:3, :3] / np.maximum(np.linalg.norm(matrix[:3, :3], axis=0), 1e-12)
+    return int(np.argmax(np.abs(direction[2])))
+
+
+class ToGrayscaled(MapTransform):
+    """Reduce a multi-channel image ``(C, *spatial)`` to one channel ``(1, *spatial)``.
+
+    Grayscale pictures saved as RGB (all channels equal) keep their first channel; true colour
+    pictures are mixed with BT.601 luma weights. One-channel images pass unchanged.
+    """
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.shape[0] == 1:
+                continue
+            if img.shape[0] in (3, 4):
+                rgb = img[:3]
+                if torch.equal(rgb[0], rgb[1]) and torch.equal(rgb[1], rgb[2]):
+                    d[key] = img[:1]
+                else:
+                    weights = torch.tensor(_LUMA, dtype=img.dtype, device=img.device).reshape(3, *([1] * (img.ndim - 1)))
+                    d[key] = (rgb * weights).sum(0, keepdim=True)
+            else:
+                d[key] = img[:1]
+        return d
+
+
+class SelectSliced(MapTransform):
+    """Take axial slice ``data[slice_key]`` of a volume: ``(C, H, W, D) -> (C, H, W)`` (2D input passes).
+
+    The slice axis is the voxel axis closest to world S (see :func:`axial_axis`).
+    """
+
+    def __init__(self, keys: KeysCollection, slice_key: str = "slice", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.slice_key = slice_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        index = d.get(self.slice_key)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.ndim == 3 or index is None or index < 0:
+                continue
+            axis = axial_axis(img.affine) if hasattr(img, "affine") else 2
+            d[key] = torch.select(img, axis + 1, int(index)).clone()
+        return d
+
+
+def load(keys: Sequence[str]) -> list:
+    """Read images/labels of any supported format as channel-first float MetaTensors, one channel each."""
+    return [LoadImaged(keys=keys, ensure_channel_first=True, image_only=True), ToGrayscaled(keys=keys)]
+
+
+def normalize(key: str = "image") -> list:
+    """Per-image z-score over non-zero voxels (robust to background and scanner units)."""
+    return [NormalizeIntensityd(keys=key, nonzero=True)]
+
+
+def infer_slices_pre() -> list:
+    """Pre-transforms of every slice-wise 2D task at inference: ``image`` -> normalised ``(1, H, W[, D])``."""
+    return load(["image"]) + normalize() + [EnsureTyped(keys="image", dtype=torch.float32)]
+
+
+def _augment_2d(keys: Sequence[str], modes: Sequence[str]) -> list:
+    return [
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+        RandAffined(
+            keys=keys, prob=0.5, rotate_range=0.15, scale_range=0.1, translate_range=(8, 8), mode=modes, padding_mode="zeros"
+        ),
+        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+        RandGaussianNoised(keys="image", prob=0.2, std=0.05),
+    ]
+
+
+def train_slices_pre(size: int, with_mask: bool, augment: bool) -> list:
+    """Training chain for slice items ``{"image": path, "slice": k, "label": path or class index}``.
+
+    Args:
+        size: model input side ``S`` (pixels); slices are resized to ``(S, S)``.
+        with_mask: ``label`` is a mask file (binarised to 0/1) rather than a class index.
+        augment: add random flips, small affine, intensity scale/shift and noise.
+    """
+    keys = ["image", "label"] if with_mask else ["image"]
+    modes = ["bilinear", "nearest"] if with_mask else ["bilinear"]
+    chain = load(keys) + normalize() + [SelectSliced(keys=keys), Resized(keys=keys, spatial_size=(size, size), mode=modes)]
+    if with_mask:
+        chain.append(AsDiscreted(keys="label", threshold=0.5))
+    if augment:
+        chain += _augment_2d(keys, modes)
+    # Plain tensors from here: 2D pictures and slices of volumes carry different metadata and must batch together.
+    chain.append(EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False))
+    if not with_mask:
+        chain.append(EnsureTyped(keys="label", dtype=torch.long, data_type="tensor", track_meta=False))
+    return chain
+
+
+def infer_volume_pre(spacing: Sequence[float]) -> list:
+    """Pre-transforms of 3D tasks: read, resample to ``spacing`` (mm), normalise."""
+    return load(["image"]) + [Spacingd(keys="image", pixdim=spacing, mode="bilinear")] + normalize()
+
+
+def train_volume_pre(spacing: Sequence[float], roi: Sequence[int], augment: bool, samples: int = 2) -> list:
+    """Training chain of 3D segmentation: resample, normalise, then random patches of ``roi`` voxels."""
+    keys = ["image", "label"]
+    chain = load(keys) + [Spacingd(keys=keys, pixdim=spacing, mode=("bilinear", "nearest"))] + normalize()
+    chain.append(SpatialPadd(keys=keys, spatial_size=roi))
+    if augment:
+        chain += [
+            RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=samples),
+            RandAffined(keys=keys, prob=0.3, rotate_range=0.1, scale_range=0.1, mode=("bilinear", "nearest")),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            RandGaussianNoised(keys="image", prob=0.2, std=0.05),
+        ]
+    else:
+        chain.append(DivisiblePadd(keys=keys, k=8))
+    chain.append(EnsureTyped(keys=keys, dtype=torch.float32))
+    return chain
+
+
+def brain_slices(image: torch.Tensor, axis: int, min_fraction: float) -> list:
+    """Indices of axial slices whose head area is at least ``min_fraction`` of the largest slice's.
+
+    Head voxels are non-zero voxels above 10 % of the range between the lowest non-zero value and the
+    99th percentile, which drops air and noise on raw or z-scored volumes alike.
+
+    Args:
+        image: ``(1, H, W, D)`` volume.
+        axis: voxel axis of the slices (0, 1 or 2).
+        min_fraction: 0..1.
+    """
+    volume = torch.as_tensor(image)[0].float()
+    values = volume[volume != 0].flatten()
+    if values.numel() == 0:
+        return list(range(volume.shape[axis]))
+    values = values[:: max(1, values.numel() // 200000)]
+    low, high = values.min(), torch.quantile(values, 0.99)
+    head = (volume != 0) & (volume > low + 0.1 * (high - low))
+    area = head.sum(dim=[d for d in range(3) if d != axis]).float()
+    if area.max() <= 0:
+        return list(range(volume.shape[axis]))
+    return [int(i) for i in torch.nonzero(area >= min_fraction * area.max()).flatten()]
+
+
+class LabelVolumesd(MapTransform):
+    """Measure a label map: volume (mm³, 3D) or area (mm², 2D) of each label, and left/right volumes.
+
+    Reads ``data[key]`` (label map ``(H, W[, D])`` in the input grid) and its affine from
+    ``data[key + "_meta_dict"]["affine"]`` (voxel -> RAS mm); writes ``data[result_key]["measurements"]``.
+    Left/right split: voxels whose world x lies right (+x) or left of the x of the field of view's centre
+    (assumes a roughly centred head; an atlas-based midline is the whole-head task's job).
+    PNG/JPG/TIF slices carry no pixel spacing: their areas assume 1 mm pixels (``spacing_from_file`` False).
+    """
+
+    def __init__(self, keys: KeysCollection, labels: Mapping[str, int], result_key: str = "result"):
+        super().__init__(keys)
+        self.labels = dict(labels)
+        self.result_key = result_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = np.asarray(torch.as_tensor(d[key]).cpu()).squeeze()
+            affine = (d.get(f"{key}_meta_dict") or {}).get("affine")
+            affine = None if affine is None else np.asarray(torch.as_tensor(affine).cpu(), dtype=float)
+            dims = label.ndim
+            unit = "mm3" if dims == 3 else "mm2"
+            voxel = 1.0 if affine is None or affine.shape[0] < dims + 1 else abs(np.linalg.det(affine[:dims, :dims]))
+            sizes = {name: float((label == idx).sum() * voxel) for name, idx in self.labels.items()}
+            measured = {
+                unit: {name: round(v, 2) for name, v in sizes.items()},
+                f"total_{unit}": round(sum(sizes.values()), 2),
+                f"voxel_{unit}": round(voxel, 4),
+                "spacing_from_file": affine is not None and dims == 3,
+            }
+            if dims == 3 and affine is not None and affine.shape[0] >= 4:
+                idx = np.argwhere(label > 0)
+                x = idx @ affine[0, :3] + affine[0, 3]
+                centre = (np.array(label.shape) - 1) / 2.0 @ affine[0, :3] + affine[0, 3]
+                measured["right_mm3"] = round(float((x > centre).sum() * voxel), 2)
+                measured["left_mm3"] = round(float((x <= centre).sum() * voxel), 2)
+            result = dict(d.get(self.result_key) or {})
+            result["measurements"] = measured
+            d[self.result_key] = result
+        return d

@@ -1,0 +1,136 @@
+"""mri-label: a MONAI Label app serving brain-MRI models (see the README for the task list).
+
+Start: ``monailabel start_server --app apps/mri_app --studies DIR --conf models all``.
+``--conf models`` takes ``all`` (the default) or a comma-separated list of task names;
+``--conf model_dir DIR`` puts checkpoints and training runs in DIR instead of ``<app>/model``.
+"""
+
+import importlib
+import inspect
+import logging
+import os
+import pkgutil
+from typing import Dict
+
+import lib.configs
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+from monailabel.interfaces.tasks.strategy import Strategy
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.config import settings
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
+
+from lib.datastore import MRIDatastore, bad_input, read_header, update_info_entry
+from lib.infers.tumor_pipeline import TumorPipelineInfer
+from lib.routes import install as install_routes
+
+logger = logging.getLogger(__name__)
+
+
+def discover_configs() -> Dict[str, type]:
+    """Task name (module name in ``lib/configs``) -> its TaskConfig class."""
+    found = {}
+    for module_info in sorted(pkgutil.iter_modules(lib.configs.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"lib.configs.{module_info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and issubclass(cls, TaskConfig) and not inspect.isabstract(cls):
+                found[module_info.name] = cls
+    return found
+
+
+class MRIApp(MONAILabelApp):
+    """Registers an infer and a train task per TaskConfig, plus ``tumor_pipeline``."""
+
+    def __init__(self, app_dir, studies, conf):
+        self.model_dir = conf.get("model_dir") or os.path.join(app_dir, "model")
+        configs = discover_configs()
+        wanted = [m.strip() for m in (conf.get("models") or "all").split(",") if m.strip()]
+        unknown = [m for m in wanted if m != "all" and m not in configs]
+        if unknown:
+            raise ValueError(f"--conf models names unknown task(s) {unknown}; available: all, {', '.join(configs)}")
+        names = list(configs) if "all" in wanted else wanted
+        self.models: Dict[str, TaskConfig] = {}
+        for name in names:
+            self.models[name] = configs[name]()
+            self.models[name].init(name, self.model_dir, conf, None)
+        logger.info(f"+++ Using models: {list(self.models)}")
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="mri-label",
+            description="Brain MRI: sequence, dementia stage, tumor gate / segmentation / pipeline, hippocampus",
+            version="0.1.0",
+        )
+
+    def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return MRIDatastore(
+            self.studies,
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
+    def init_infers(self) -> Dict[str, InferTask]:
+        infers = {name: config.infer() for name, config in self.models.items()}
+        if "tumor_gate" in infers and "tumor_seg" in infers:
+            infers["tumor_pipeline"] = TumorPipelineInfer(
+                infers["tumor_gate"],
+                infers["tumor_seg"],
+                description="Tumor pipeline: tumor_gate per slice, tumor_seg only where the gate fires",
+            )
+        return infers
+
+    def init_trainers(self) -> Dict[str, TrainTask]:
+        return {name: config.trainer() for name, config in self.models.items()}
+
+    def init_strategies(self) -> Dict[str, Strategy]:
+        return {"random": Random(), "first": First()}
+
+    def init_scoring_methods(self):
+        return {}
+
+    def classifier_classes(self) -> Dict[str, list]:
+        """Classifier task -> its class names."""
+        return {n: list(c.labels) for n, c in self.models.items() if getattr(c, "kind", "") == "classification"}
+
+    def server_mode(self, mode: bool):
+        super().server_mode(mode)
+        if mode:
+            from monailabel.app import app as server
+
+            install_routes(server)
+
+    def infer(self, request, datastore=None):
+        """MONAI Label's infer, with 4xx answers for what the caller got wrong, and predictions recorded."""
+        model = request.get("model")
+        task = self._infers.get(model)
+        if task is None:
+            raise bad_input(404, f"model {model!r} is not served here; models: {sorted(self._infers)}")
+        image = request.get("image")
+        datastore = datastore or self.datastore()
+        if not isinstance(image, str) or not image:
+            raise bad_input(422, "no image given: pass an image id or upload a file")
+        path = image if os.path.isfile(image) else datastore.get_image_uri(image)
+        if not path or not os.path.exists(path):
+            raise bad_input(404, f"image {image!r} is not in the datastore")
+        if os.path.isfile(path):
+            size, _ = read_header(path, f"image {image!r}" if path != image else "the uploaded image")
+            if getattr(task, "volume_only", False) and len(size) < 3:
+                raise bad_input(422, f"{model} needs a 3D volume, got a 2D image of size {size}")
+        stages = task.stages() if hasattr(task, "stages") else [task]
+        untrained = [t for t in stages if hasattr(t, "get_path") and t.get_path() is None]
+        if untrained:
+            paths = ", ".join(t.path[0] for t in untrained if t.path)
+            raise bad_input(409, f"model {model!r} is not trained yet: train it (POST /train/<task>) or put a checkpoint at {paths}")
+        result = super().infer(request, datastore)
+        params = result.get("params") or {}
+        if task.type == InferType.CLASSIFICATION and path != image and "probabilities" in params:
+            prediction = {k: params.get(k) for k in ("label", "probabilities", "checkpoint", "probability", "threshold")}
+            update_info_entry(datastore, image, "predictions", model, {k: v for k, v in prediction.items() if v is not None})
+        return result

@@ -1,0 +1,1 @@
+"""mri-label: MONAI Label app and tools for brain MRI."""

@@ -1,0 +1,82 @@
+"""``mri-label``: a thin command line; heavy imports happen inside the subcommands.
+
+    mri-label sample-data DIR            write the synthetic sample datastore
+    mri-label serve [--studies DIR]      start the MONAI Label server with the MRI app
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_DATASTORE = Path.home() / ".mri-label" / "sample-datastore"
+
+
+def app_dir() -> Path:
+    """The MONAI Label app folder (``apps/mri_app`` of this checkout, or ``$MRI_LABEL_APP``)."""
+    path = Path(os.environ.get("MRI_LABEL_APP") or Path(__file__).resolve().parent.parent / "apps" / "mri_app")
+    if not (path / "main.py").is_file():
+        raise SystemExit(f"mri-label: no MONAI Label app at {path}; set MRI_LABEL_APP to the apps/mri_app folder")
+    return path
+
+
+def sample_data(args) -> int:
+    from mri_label.sample_data import write_sample_data
+
+    try:
+        summary = write_sample_data(args.dest, seed=args.seed, progress=lambda m: print(m, flush=True))
+    except FileExistsError as error:
+        print(f"mri-label: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {summary['images']} synthetic images and {summary['labels']} labels to {summary['path']}")
+    return 0
+
+
+def serve(args) -> int:
+    studies = args.studies
+    if studies is None:
+        studies = str(DEFAULT_DATASTORE)
+        if not (DEFAULT_DATASTORE / "datastore_v2.json").exists():
+            from mri_label.sample_data import write_sample_data
+
+            print(f"no --studies given: writing the synthetic sample datastore to {studies}", flush=True)
+            write_sample_data(studies)
+    command = [
+        sys.executable, "-m", "monailabel.main", "start_server",
+        "--app", str(app_dir()), "--studies", str(studies),
+        "--host", args.host, "--port", str(args.port),
+        "--conf", "models", args.models,
+    ]
+    for key, value in args.conf or []:
+        command += ["--conf", key, value]
+    print("+ " + " ".join(command), flush=True)
+    os.execv(sys.executable, command)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="mri-label", description="Brain-MRI models served by MONAI Label")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("sample-data", help="write the synthetic sample datastore into DEST")
+    p.add_argument("dest", help="folder to create (must not hold a datastore yet)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=sample_data)
+
+    p = commands.add_parser("serve", help="start the MONAI Label server with the MRI app")
+    p.add_argument("--studies", help=f"datastore folder or DICOMweb URL (default: sample data in {DEFAULT_DATASTORE})")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--models", default="all", help="'all' or comma-separated task names")
+    p.add_argument("--conf", nargs=2, action="append", metavar=("KEY", "VALUE"), help="extra app option, repeatable")
+    p.set_defaults(run=serve)
+    return top
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

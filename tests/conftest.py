@@ -1,0 +1,49 @@
+"""Shared fixtures: the synthetic sample datastore (generated once, copied per test) and the app."""
+
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_DIR = ROOT / "apps" / "mri_app"
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
+
+
+@pytest.fixture(scope="session")
+def sample_template(tmp_path_factory) -> Path:
+    """A synthetic datastore written once per session; tests get copies."""
+    from mri_label.sample_data import write_sample_data
+
+    path = tmp_path_factory.mktemp("sample") / "datastore"
+    write_sample_data(path)
+    return path
+
+
+@pytest.fixture
+def datastore_dir(sample_template, tmp_path) -> Path:
+    """A private copy of the sample datastore."""
+    dest = tmp_path / "datastore"
+    shutil.copytree(sample_template, dest)
+    return dest
+
+
+def snapshot(folder: Path) -> dict:
+    """Relative path -> SHA-256 of every file in a datastore (the lock file aside)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def write_checkpoints(app) -> None:
+    """Give every task a checkpoint (the network's initial weights), as a user-supplied one would be."""
+    import torch
+
+    for config in app.models.values():
+        Path(config.path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": config.network.state_dict()}, config.path)

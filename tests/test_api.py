@@ -1,0 +1,268 @@
+"""The app's HTTP API in process (FastAPI TestClient): every endpoint the product relies on."""
+
+import gzip
+import io
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import APP_DIR, snapshot, write_checkpoints
+
+CLASSIFIERS = {
+    "sequence": ["T1", "T2", "FLAIR"],
+    "dementia_stage": ["NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"],
+    "tumor_gate": ["no_tumor", "tumor"],
+}
+SEGMENTERS = {"tumor_seg": {"tumor": 1}, "hippocampus": {"anterior": 1, "posterior": 2}, "tumor_pipeline": {"tumor": 1}}
+
+
+@pytest.fixture
+def server(datastore_dir, tmp_path):
+    """(client, app, datastore folder) of a fresh in-process server on a copy of the sample data."""
+    from monailabel.config import settings
+    from monailabel.interfaces.utils.app import app_instance, clear_cache
+
+    settings.MONAI_LABEL_APP_DIR = str(APP_DIR)
+    settings.MONAI_LABEL_STUDIES = str(datastore_dir)
+    settings.MONAI_LABEL_APP_CONF = {"models": "all", "model_dir": str(tmp_path / "model")}
+    settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD = False
+    clear_cache()
+    from monailabel.app import app
+
+    with TestClient(app) as client:
+        yield client, app_instance(), datastore_dir
+    clear_cache()
+
+
+@pytest.fixture
+def trained(server):
+    client, app, folder = server
+    write_checkpoints(app)
+    return server
+
+
+def test_info_lists_every_task_with_type_and_labels(server):
+    client, _, _ = server
+    info = client.get("/info/").json()
+    models = info["models"]
+    for name, classes in CLASSIFIERS.items():
+        assert models[name]["type"] == "classification"
+        assert list(models[name]["labels"]) == classes
+    for name, labels in SEGMENTERS.items():
+        assert models[name]["type"] == "segmentation"
+        assert models[name]["labels"] == labels
+    assert models["tumor_gate"]["config"]["threshold"] == 0.5
+    assert sorted(info["trainers"]) == ["dementia_stage", "hippocampus", "sequence", "tumor_gate", "tumor_seg"]
+
+
+@pytest.mark.parametrize("model", [*CLASSIFIERS, *SEGMENTERS])
+def test_untrained_model_is_refused_with_409(server, model):
+    client, _, _ = server
+    response = client.post(f"/infer/{model}?image=synth01_flair&output=json")
+    assert response.status_code == 409
+    assert "not trained yet" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "model,image",
+    [
+        ("sequence", "synth02_t2"),
+        ("sequence", "synth_slice01"),
+        ("dementia_stage", "synth03_t1"),
+        ("tumor_gate", "synth01_flair"),
+        ("tumor_gate", "synth_slice02"),
+    ],
+)
+def test_classifier_returns_probabilities_and_records_them(trained, model, image):
+    client, _, _ = trained
+    response = client.post(f"/infer/{model}?image={image}&output=json")
+    assert response.status_code == 200, response.text
+    result = response.json()
+    probabilities = result["probabilities"]
+    assert list(probabilities) == CLASSIFIERS[model]
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert result["label"] in CLASSIFIERS[model]
+    assert result["slices"] and all(sum(s["probabilities"].values()) == pytest.approx(1.0, abs=1e-4) for s in result["slices"])
+    if image.startswith("synth_slice"):
+        assert [s["index"] for s in result["slices"]] == [0]
+    else:
+        assert len(result["slices"]) > 1
+    recorded = client.get(f"/datastore/image/info?image={image}").json()["predictions"][model]
+    assert recorded["label"] == result["label"] and recorded["probabilities"] == probabilities
+
+
+def test_tumor_gate_reports_threshold_and_request_can_move_it(trained):
+    client, _, _ = trained
+    low = client.post("/infer/tumor_gate?image=synth01_flair&output=json", data={"params": json.dumps({"threshold": 0.0})}).json()
+    high = client.post("/infer/tumor_gate?image=synth01_flair&output=json", data={"params": json.dumps({"threshold": 1.0})}).json()
+    assert (low["threshold"], low["tumor"], low["label"]) == (0.0, True, "tumor")
+    assert len(low["fired_slices"]) == len(low["slices"])
+    assert high["threshold"] == 1.0 and high["probability"] < 1.0 and high["tumor"] is False and high["fired_slices"] == []
+    bad = client.post("/infer/tumor_gate?image=synth01_flair&output=json", data={"params": json.dumps({"threshold": "x"})})
+    assert bad.status_code == 422 and "threshold" in bad.json()["detail"]
+
+
+def _read_result(content: bytes, suffix: str, tmp_path) -> np.ndarray:
+    path = tmp_path / f"result{suffix}"
+    path.write_bytes(content)
+    return np.asarray(Image.open(path)) .T if suffix == ".png" else np.asanyarray(nib.load(path).dataobj)
+
+
+@pytest.mark.parametrize(
+    "model,image,suffix",
+    [
+        ("tumor_seg", "synth01_flair", ".nii.gz"),
+        ("tumor_seg", "synth_slice01", ".png"),
+        ("hippocampus", "synth_hippo02_t1", ".nii.gz"),
+        ("tumor_pipeline", "synth02_flair", ".nii.gz"),
+        ("tumor_pipeline", "synth_slice01", ".png"),
+    ],
+)
+def test_segmentation_returns_a_mask_of_the_image_shape(trained, tmp_path, model, image, suffix):
+    client, app, folder = trained
+    response = client.post(f"/infer/{model}?image={image}&output=image")
+    assert response.status_code == 200, response.text
+    mask = _read_result(response.content, suffix, tmp_path)
+    source = folder / f"{image}{suffix}"
+    expected = np.asarray(Image.open(source)).T.shape if suffix == ".png" else nib.load(source).shape
+    assert mask.shape == expected
+    assert set(np.unique(mask)) <= {0, *SEGMENTERS[model].values()}
+    result = client.post(f"/infer/{model}?image={image}&output=json").json()
+    unit = "mm2" if suffix == ".png" else "mm3"
+    assert set(result["measurements"][unit]) == set(SEGMENTERS[model])
+    if suffix != ".png":
+        m = result["measurements"]
+        assert m["left_mm3"] + m["right_mm3"] == pytest.approx(m["total_mm3"], abs=0.1)
+
+
+def test_pipeline_segments_only_where_the_gate_fires(trained):
+    client, _, _ = trained
+    never = client.post("/infer/tumor_pipeline?image=synth01_flair&output=json", data={"params": json.dumps({"threshold": 1.0})}).json()
+    assert never["tumor"] is False and never["fired_slices"] == [] and never["measurements"]["total_mm3"] == 0
+    always = client.post("/infer/tumor_pipeline?image=synth01_flair&output=json", data={"params": json.dumps({"threshold": 0.0})}).json()
+    assert always["tumor"] is True and always["fired_slices"] == [s["index"] for s in always["gate"]["slices"]]
+    assert always["probability"] == always["gate"]["probability"]
+
+
+def test_infer_on_an_uploaded_volume(trained):
+    client, _, folder = trained
+    volume = (folder / "synth01_flair.nii.gz").read_bytes()
+    response = client.post("/infer/tumor_gate?output=json", files={"file": ("scan.nii.gz", volume)})
+    assert response.status_code == 200, response.text
+    assert sum(response.json()["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "url,files,status,words",
+    [
+        ("/infer/no_such_model?image=synth01_flair", None, 404, "no_such_model"),
+        ("/infer/sequence?image=no_such_image", None, 404, "no_such_image"),
+        ("/infer/sequence", {"file": ("notes.nii.gz", b"this is not an image")}, 415, "not a readable image"),
+        ("/infer/hippocampus?image=synth_slice01", None, 422, "3D volume"),
+    ],
+)
+def test_bad_infer_requests_get_a_clear_4xx(trained, url, files, status, words):
+    client, _, folder = trained
+    before = snapshot(folder)
+    response = client.post(url + ("&" if "?" in url else "?") + "output=json", files=files)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+    assert snapshot(folder) == before
+
+
+def test_train_of_an_unknown_model_is_404(server):
+    client, _, _ = server
+    response = client.post("/train/no_such_model")
+    assert response.status_code == 404 and "no_such_model" in response.json()["detail"]
+
+
+def test_image_upload_accepts_images_and_refuses_the_rest(server):
+    client, app, folder = server
+    before = snapshot(folder)
+    refused = client.put("/datastore/image?image=broken", files={"file": ("broken.nii.gz", b"\x00" * 100)})
+    assert refused.status_code == 415 and "not a readable image" in refused.json()["detail"]
+    plain = gzip.decompress(_nifti((8, 8, 4)))  # a NIfTI that is not gzipped, under a .nii.gz name
+    mislabelled = client.put("/datastore/image?image=plain", files={"file": ("plain.nii.gz", plain)})
+    assert mislabelled.status_code == 415 and "extension" in mislabelled.json()["detail"]
+    unsafe = client.put("/datastore/image?image=../evil", files={"file": ("x.png", _png((8, 8)))})
+    assert unsafe.status_code == 422
+    assert snapshot(folder) == before
+    accepted = client.put("/datastore/image?image=new_slice", files={"file": ("new_slice.png", _png((64, 64)))})
+    assert accepted.status_code == 200, accepted.text
+    assert "new_slice" in app.datastore().list_images()
+
+
+def _png(size) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros(size, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _nifti(shape, value=1) -> bytes:
+    data = np.zeros(shape, np.uint8)
+    data[tuple(s // 2 for s in shape)] = value
+    return gzip.compress(nib.Nifti1Image(data, np.diag([2.0, 2.0, 6.0, 1.0])).to_bytes())
+
+
+def test_label_of_the_wrong_shape_is_refused_and_changes_nothing(server):
+    client, _, folder = server
+    before = snapshot(folder)
+    response = client.put("/datastore/label?image=synth04_flair&tag=final", files={"label": ("m.nii.gz", _nifti((96, 96, 15)))})
+    assert response.status_code == 422
+    assert "(96, 96, 15)" in response.json()["detail"] and "(96, 96, 16)" in response.json()["detail"]
+    missing = client.put("/datastore/label?image=no_such_image&tag=final", files={"label": ("m.nii.gz", _nifti((96, 96, 16)))})
+    assert missing.status_code == 404
+    assert snapshot(folder) == before
+
+
+def test_corrected_mask_is_saved_as_final(server):
+    client, app, folder = server
+    params = json.dumps({"label_info": [{"name": "tumor", "idx": 1}]})
+    response = client.put(
+        "/datastore/label?image=synth04_flair&tag=final",
+        data={"params": params},
+        files={"label": ("m.nii.gz", _nifti((96, 96, 16)))},
+    )
+    assert response.status_code == 200, response.text
+    saved = nib.load(folder / "labels" / "final" / "synth04_flair.nii.gz")
+    assert saved.shape == (96, 96, 16) and int(np.asarray(saved.dataobj).sum()) == 1
+    items = app._trainers["tumor_seg"].items(app.datastore())
+    assert any(i["image"].endswith("synth04_flair.nii.gz") for i in items)
+
+
+def test_class_label_correction_round_trip_and_training_uses_it(server):
+    client, app, folder = server
+    put = client.put("/classlabel/sequence?image=synth_slice03", json={"label": "T2"})
+    assert put.status_code == 200, put.text
+    got = client.get("/classlabel/sequence?image=synth_slice03").json()
+    assert got["label"]["label"] == "T2" and got["label"]["source"] == "user"
+    stored = json.loads((folder / "datastore_v2.json").read_text())["objects"]["synth_slice03"]["image"]["info"]
+    assert stored["class_labels"]["sequence"]["label"] == "T2"
+    assert stored["class_labels"]["tumor_gate"]["label"] == "no_tumor"  # other tasks' labels kept
+    items = [i for i in app._trainers["sequence"].items(app.datastore()) if i["image"].endswith("synth_slice03.png")]
+    assert [i["label"] for i in items] == [1]
+    assert client.delete("/classlabel/sequence?image=synth_slice03").json()["label"] is None
+    assert "sequence" not in client.get("/datastore/image/info?image=synth_slice03").json()["class_labels"]
+
+
+@pytest.mark.parametrize(
+    "task,image,body,status,words",
+    [
+        ("sequence", "synth01_t1", {"label": "T3"}, 422, "valid classes"),
+        ("tumor_seg", "synth01_t1", {"label": "tumor"}, 404, "not a classifier"),
+        ("sequence", "nobody", {"label": "T1"}, 404, "nobody"),
+        ("sequence", "synth01_t1", {"wrong": "T1"}, 422, None),
+    ],
+)
+def test_bad_class_corrections_change_nothing(server, task, image, body, status, words):
+    client, _, folder = server
+    before = snapshot(folder)
+    response = client.put(f"/classlabel/{task}?image={image}", json=body)
+    assert response.status_code == status, response.text
+    if words:
+        assert words in response.json()["detail"]
+    assert snapshot(folder) == before
