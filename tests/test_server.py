@@ -1,0 +1,154 @@
+"""End to end: the real server as a subprocess, driven with MONAI Label's own client (as the Slicer panel does)."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+from monailabel.client.client import MONAILabelClient, MONAILabelClientException
+
+from conftest import APP_DIR
+
+TASKS = ["sequence", "dementia_stage", "tumor_gate", "tumor_seg", "hippocampus"]
+IMAGES = {
+    "sequence": "synth01_t2",
+    "dementia_stage": "synth02_t1",
+    "tumor_gate": "synth01_flair",
+    "tumor_seg": "synth01_flair",
+    "hippocampus": "synth_hippo01_t1",
+    "tumor_pipeline": "synth02_flair",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory, sample_template):
+    """A server on a free loopback port, with its own copy of the sample data and model folder."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("live")
+    studies, models = root / "datastore", root / "model"
+    shutil.copytree(sample_template, studies)
+    port = _free_port()
+    log = open(root / "server.log", "w")
+    command = [
+        sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(studies),
+        "--host", "127.0.0.1", "--port", str(port), "--conf", "models", "all", "--conf", "model_dir", str(models),
+    ]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    started = time.time()
+    while time.time() - started < 180:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{(root / 'server.log').read_text()[-3000:]}")
+        try:
+            if requests.get(f"{url}/info/", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(1)
+    else:
+        process.kill()
+        pytest.fail("server did not answer within 180 s")
+    yield {"url": url, "studies": studies, "models": models, "startup_s": time.time() - started, "log": root / "server.log"}
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def client(live_server):
+    return MONAILabelClient(live_server["url"], tmpdir=str(live_server["studies"].parent / "client"))
+
+
+def _wait_for_training(client, timeout=600) -> dict:
+    """Poll MONAI Label's train status until the latest training has ended; return its record."""
+    started = time.time()
+    while time.time() - started < timeout:
+        status = client.train_status()
+        if status.get("status") in ("DONE", "ERROR", "STOPPED"):
+            return status
+        time.sleep(1)
+    raise AssertionError("training did not finish in time")
+
+
+def _infer(client, task, image):
+    """MONAI Label's client returns a JSON-only answer (classifiers) as raw bytes; decode it."""
+    label_file, result = client.infer(task, image, {})
+    return label_file, json.loads(result) if isinstance(result, (bytes, str)) else result
+
+
+def test_info_lists_every_task(client):
+    info = client.info()
+    assert set(info["models"]) == {*TASKS, "tumor_pipeline"}
+    assert set(info["trainers"]) == set(TASKS)
+    for name in ("sequence", "dementia_stage", "tumor_gate"):
+        assert info["models"][name]["type"] == "classification"
+    for name in ("tumor_seg", "hippocampus", "tumor_pipeline"):
+        assert info["models"][name]["type"] == "segmentation"
+    assert info["models"]["hippocampus"]["labels"] == {"anterior": 1, "posterior": 2}
+
+
+def test_untrained_infer_is_refused(client):
+    with pytest.raises(MONAILabelClientException, match="Status: 409"):
+        client.infer("sequence", IMAGES["sequence"], {})
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_one_epoch_training_publishes_a_checkpoint(client, live_server, task):
+    client.train_start(task, {"max_epochs": 1, "name": "e2e"})
+    status = _wait_for_training(client)
+    assert status["status"] == "DONE", status
+    assert (live_server["models"] / task / "model.pt").exists()
+    card = (live_server["models"] / task / "model.json").read_text()
+    assert f'"task": "{task}"' in card
+
+
+@pytest.mark.parametrize("task", [*TASKS, "tumor_pipeline"])
+def test_infer_after_training(client, live_server, task):
+    image = IMAGES[task]
+    label_file, result = _infer(client, task, image)
+    if task in ("sequence", "dementia_stage", "tumor_gate"):
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert result["checkpoint"]["path"] == str(live_server["models"] / task / "model.pt")
+    else:
+        mask = nib.load(label_file)
+        assert mask.shape == nib.load(live_server["studies"] / f"{image}.nii.gz").shape
+        assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+        assert "measurements" in result
+
+
+def test_retraining_changes_the_checkpoint_the_next_infer_uses(client):
+    _, before = _infer(client, "tumor_gate", IMAGES["tumor_gate"])
+    client.train_start("tumor_gate", {"max_epochs": 1, "name": "e2e"})
+    assert _wait_for_training(client)["status"] == "DONE"
+    _, after = _infer(client, "tumor_gate", IMAGES["tumor_gate"])
+    assert after["checkpoint"]["mtime"] > before["checkpoint"]["mtime"]
+    assert after["slices"] != before["slices"]
+
+
+def test_label_and_class_correction_reach_the_datastore(client, live_server, tmp_path):
+    mask = np.zeros((96, 96, 16), np.uint8)
+    mask[40:50, 40:50, 7:9] = 1
+    path = tmp_path / "corrected.nii.gz"
+    nib.save(nib.Nifti1Image(mask, nib.load(live_server["studies"] / "synth05_flair.nii.gz").affine), path)
+    client.save_label("synth05_flair", str(path), tag="final", params={"label_info": [{"name": "tumor", "idx": 1}]})
+    saved = nib.load(live_server["studies"] / "labels" / "final" / "synth05_flair.nii.gz")
+    assert int(np.asarray(saved.dataobj).sum()) == mask.sum()
+
+    response = requests.put(f"{live_server['url']}/classlabel/dementia_stage?image=synth05_t1", json={"label": "MildDemented"})
+    assert response.status_code == 200, response.text
+    info = client.datastore()["objects"]["synth05_t1"]["image"]["info"]
+    assert info["class_labels"]["dementia_stage"]["label"] == "MildDemented"
