@@ -100,11 +100,6 @@ def test_conf_float_out_of_range(value, low, high, shown):
     assert f"[{low}, {high}]" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG lib/conf.py:32 conf_float: 'nan' passes the range check (nan < low and nan > high are both "
-    "False) and is returned as nan instead of raising ValueError",
-)
 @pytest.mark.parametrize("value", ["nan", "NaN"])
 def test_conf_float_nan_is_refused(value):
     _raises_naming(conf_float, value, 0.5, 0.0, 1.0)
@@ -180,11 +175,6 @@ def test_conf_ints_wrong_values_or_length(value, length, need):
     assert f"must hold {need}" in message and repr(value) in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG lib/conf.py:58-59 conf_ints: JSON items go through int(), so non-integers are silently truncated "
-    "('[16.7, 32]' -> (16, 32), '[true, 2]' -> (1, 2)) while the comma form '16.7,32' is refused",
-)
 @pytest.mark.parametrize("value", ["[16.7, 32]", "[true, 2]"])
 def test_conf_ints_json_non_integers_are_refused(value):
     _raises_naming(conf_ints, value, (1,))

@@ -146,11 +146,6 @@ def test_add_image_refuses_and_leaves_datastore_unchanged(store, inputs, make, i
     assert not (root.parent / "escape.nii.gz").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG lib/datastore.py:21 (used at lines 67 and 76) the id pattern ends in '$', which also matches before a trailing newline, "
-    "so _ID.match('img\\n') accepts an id with a newline (use _ID.fullmatch or '\\Z')",
-)
 @pytest.mark.parametrize("image_id", ["img\n", "x.nii\n"])
 def test_add_image_refuses_trailing_newline_id(store, inputs, image_id):
     ds, root = store

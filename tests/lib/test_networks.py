@@ -93,11 +93,6 @@ def test_slice_classifier_too_few_classes(num_classes):
         slice_classifier(num_classes, (4, 8, 16, 32))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG lib/networks.py:53-56 residual_unet does not check num_classes (slice_classifier does): "
-    "num_classes=1 (background only) or 0 gives a spec without error",
-)
 @pytest.mark.parametrize("num_classes", [1, 0])
 def test_residual_unet_too_few_classes(num_classes):
     with pytest.raises(ValueError, match="num_classes"):
@@ -116,11 +111,6 @@ def test_residual_unet_too_few_widths(widths):
         residual_unet(3, 2, widths)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG lib/networks.py:29-30 slice_classifier does not check that widths holds 4 stages: "
-    "(8, 16, 32) gives a spec that build_network fails on with IndexError",
-)
 @pytest.mark.parametrize("widths", [(8, 16, 32), (8,)])
 def test_slice_classifier_too_few_widths(widths):
     with pytest.raises(ValueError, match="widths"):

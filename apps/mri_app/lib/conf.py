@@ -29,7 +29,7 @@ def conf_float(conf: Mapping[str, str], key: str, default: float, low: float = N
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"--conf {key} must be a number, got {value!r}") from None
-    if (low is not None and number < low) or (high is not None and number > high):
+    if number != number or (low is not None and number < low) or (high is not None and number > high):
         raise ValueError(f"--conf {key} must lie in [{low}, {high}], got {number}")
     return number
 
@@ -56,7 +56,9 @@ def conf_ints(conf: Mapping[str, str], key: str, default: Sequence[int], length:
     text = str(value).strip()
     try:
         items = json.loads(text) if text.startswith("[") else [int(v) for v in text.split(",")]
-        numbers = tuple(int(v) for v in items)
+        if not isinstance(items, list) or any(type(v) is not int for v in items):
+            raise ValueError
+        numbers = tuple(items)
     except (ValueError, TypeError):
         raise ValueError(f"--conf {key} must be a list of integers like [16,32,64], got {value!r}") from None
     if not numbers or any(n < 1 for n in numbers) or (length is not None and len(numbers) != length):

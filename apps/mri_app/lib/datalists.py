@@ -72,7 +72,7 @@ def classification_items(
         task: task name under which class labels are kept in image info.
         classes: class names; the index in this list is the training target.
         mask_labels: optional ``image_id -> mask path`` giving per-slice labels for ``tumor_gate``
-            (class 1 where the mask slice is non-empty). A mask wins over a volume-level class label.
+            (class 1 where the mask slice is non-empty). A mask wins over a class label.
     """
     items = []
     for image_id in datastore.list_images():
@@ -87,7 +87,7 @@ def classification_items(
             continue
         image = _read(path)
         if image.ndim == 3:  # a 2D picture: one item
-            target = name if name is not None else classes[int(_read(mask_path).max() > 0)]
+            target = classes[int(_read(mask_path).max() > 0)] if mask_path is not None else name
             items.append({"image": path, "label": classes.index(target), "slice": -1, "subject": subject})
             continue
         if mask_path is not None:

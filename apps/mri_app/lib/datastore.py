@@ -64,7 +64,7 @@ class MRIDatastore(LocalDatastore):
     """MONAI Label's local datastore with input checks: nothing unreadable or mismatched is stored."""
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
-        if image_id and not _ID.match(image_id):
+        if image_id and not _ID.fullmatch(image_id):
             raise bad_input(422, f"image id {image_id!r} may hold only letters, digits, '.', '_' and '-'")
         check_image_file(image_filename, f"uploaded image {image_id or os.path.basename(image_filename)!r}")
         return super().add_image(image_id, image_filename, image_info)
@@ -73,7 +73,7 @@ class MRIDatastore(LocalDatastore):
         image_path = self.get_image_uri(image_id)
         if not image_path:
             raise bad_input(404, f"image {image_id!r} is not in the datastore")
-        if not _ID.match(label_tag or ""):
+        if not _ID.fullmatch(label_tag or ""):
             raise bad_input(422, f"label tag {label_tag!r} may hold only letters, digits, '.', '_' and '-'")
         label_size = spatial_size(check_image_file(label_filename, f"label for image {image_id!r}"))
         image_size = spatial_size(read_header(image_path, f"image {image_id!r}")[0])

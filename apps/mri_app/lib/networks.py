@@ -28,6 +28,8 @@ def slice_classifier(num_classes: int, widths: Sequence[int]) -> Dict:
     """2D ResNet-18 layout with ``widths`` channels per stage; input ``(N, 1, S, S)``, output ``(N, K)`` logits."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if len(widths) != 4:
+        raise ValueError(f"widths must hold 4 stage widths, got {list(widths)}")
     return {
         "name": "ResNet",
         "args": {
@@ -50,6 +52,8 @@ def residual_unet(spatial_dims: int, num_classes: int, widths: Sequence[int], dr
         widths: channels per level; inputs must be divisible by ``2 ** (len(widths) - 1)`` voxels.
         dropout: dropout probability inside the residual units (0..1).
     """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if len(widths) < 3:

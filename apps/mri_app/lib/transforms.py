@@ -220,7 +220,7 @@ class LabelVolumesd(MapTransform):
                 "spacing_from_file": affine is not None and dims == 3,
             }
             if dims == 3 and affine is not None and affine.shape[0] >= 4:
-                idx = np.argwhere(label > 0)
+                idx = np.argwhere(np.isin(label, [v for v in self.labels.values() if v != 0]))
                 x = idx @ affine[0, :3] + affine[0, 3]
                 centre = (np.array(label.shape) - 1) / 2.0 @ affine[0, :3] + affine[0, 3]
                 measured["right_mm3"] = round(float((x > centre).sum() * voxel), 2)

@@ -1,0 +1,45 @@
+"""The ``mri-label`` command."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mri_label import cli
+
+
+def test_sample_data_writes_once_and_refuses_to_overwrite(tmp_path, capsys):
+    dest = tmp_path / "store"
+    assert cli.main(["sample-data", str(dest)]) == 0
+    assert "wrote 26 synthetic images and 14 labels" in capsys.readouterr().out
+    before = (dest / "datastore_v2.json").read_bytes()
+    assert cli.main(["sample-data", str(dest)]) == 1
+    assert str(dest) in capsys.readouterr().err
+    assert (dest / "datastore_v2.json").read_bytes() == before
+
+
+def test_serve_writes_sample_data_when_no_studies_and_starts_monailabel(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "DEFAULT_DATASTORE", tmp_path / "default")
+    monkeypatch.setattr(cli.os, "execv", lambda exe, argv: calls.append(argv))
+    assert cli.main(["serve", "--port", "8123", "--conf", "tumor_gate_threshold", "0.3"]) == 0
+    assert json.loads((tmp_path / "default" / "datastore_v2.json").read_text())["objects"]
+    command = calls[0]
+    assert command[1:4] == ["-m", "monailabel.main", "start_server"]
+    assert command[command.index("--app") + 1] == str(cli.app_dir())
+    assert command[command.index("--studies") + 1] == str(tmp_path / "default")
+    assert command[command.index("--port") + 1] == "8123"
+    assert ["--conf", "models", "all"] == command[command.index("models") - 1 : command.index("models") + 2]
+    assert command[-3:] == ["--conf", "tumor_gate_threshold", "0.3"]
+
+
+def test_unknown_subcommand_is_refused():
+    result = subprocess.run([sys.executable, "-m", "mri_label.cli", "frobnicate"], capture_output=True, text=True)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_app_dir_must_hold_main_py(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRI_LABEL_APP", str(tmp_path))
+    with pytest.raises(SystemExit, match="no MONAI Label app"):
+        cli.app_dir()
