@@ -266,3 +266,24 @@ def test_bad_class_corrections_change_nothing(server, task, image, body, status,
     if words:
         assert words in response.json()["detail"]
     assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("image,suffix", [("synth01_flair", ".nii.gz"), ("synth_slice01", ".png")])
+def test_classifier_class_activation_map_is_aligned_with_the_input(trained, tmp_path, image, suffix):
+    client, _, folder = trained
+    response = client.post(f"/infer/tumor_gate?image={image}&output=image", data={"params": json.dumps({"cam": True})})
+    assert response.status_code == 200, response.text
+    path = tmp_path / "cam.nii.gz"
+    path.write_bytes(response.content)
+    cam = nib.load(path)
+    heat = np.asarray(cam.dataobj)
+    source = folder / f"{image}{suffix}"
+    if suffix == ".png":
+        assert heat.shape == np.asarray(Image.open(source)).T.shape
+    else:
+        assert heat.shape == nib.load(source).shape
+        assert np.allclose(cam.affine, nib.load(source).affine)
+        result = client.post(f"/infer/tumor_gate?image={image}&output=json").json()
+        skipped = sorted(set(range(heat.shape[2])) - {s["index"] for s in result["slices"]})
+        assert skipped and np.all(heat[:, :, skipped] == 0)  # slices the gate did not look at carry no evidence
+    assert heat.dtype == np.float32 and 0.0 <= heat.min() and heat.max() <= 1.0 and heat.max() > 0

@@ -1,9 +1,6 @@
 """End to end: the real server as a subprocess, driven with MONAI Label's own client (as the Slicer panel does)."""
 
 import json
-import socket
-import subprocess
-import sys
 import time
 
 import nibabel as nib
@@ -12,7 +9,7 @@ import pytest
 import requests
 from monailabel.client.client import MONAILabelClient, MONAILabelClientException
 
-from conftest import APP_DIR
+from live_server import running_server
 
 TASKS = ["sequence", "dementia_stage", "tumor_gate", "tumor_seg", "hippocampus"]
 IMAGES = {
@@ -25,47 +22,10 @@ IMAGES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory, sample_template):
-    """A server on a free loopback port, with its own copy of the sample data and model folder."""
-    import shutil
-
-    root = tmp_path_factory.mktemp("live")
-    studies, models = root / "datastore", root / "model"
-    shutil.copytree(sample_template, studies)
-    port = _free_port()
-    log = open(root / "server.log", "w")
-    command = [
-        sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(studies),
-        "--host", "127.0.0.1", "--port", str(port), "--conf", "models", "all", "--conf", "model_dir", str(models),
-    ]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    started = time.time()
-    while time.time() - started < 180:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{(root / 'server.log').read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/info/", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(1)
-    else:
-        process.kill()
-        pytest.fail("server did not answer within 180 s")
-    yield {"url": url, "studies": studies, "models": models, "startup_s": time.time() - started, "log": root / "server.log"}
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with running_server(tmp_path_factory.mktemp("live"), sample_template) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +72,11 @@ def test_one_epoch_training_publishes_a_checkpoint(client, live_server, task):
     status = _wait_for_training(client)
     assert status["status"] == "DONE", status
     assert (live_server["models"] / task / "model.pt").exists()
-    card = (live_server["models"] / task / "model.json").read_text()
-    assert f'"task": "{task}"' in card
+    card = json.loads((live_server["models"] / task / "model.json").read_text())
+    assert card["task"] == task and card["labels"] and card["network"]["name"] in ("ResNet", "UNet")
+    assert card["training"]["split"]["train_subjects"] and card["metrics"]["key_metric"]
+    energy = card["training"]["energy"]
+    assert energy["recorded"] is True and energy["energy_kwh"] > 0 and energy["co2_kg"] > 0
 
 
 @pytest.mark.parametrize("task", [*TASKS, "tumor_pipeline"])

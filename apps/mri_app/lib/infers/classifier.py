@@ -1,12 +1,18 @@
 """Slice-wise 2D classifiers on a 2D image or a volume (sequence, dementia_stage, tumor_gate)."""
 
+import tempfile
 from typing import Dict, List, Sequence
+
+import nibabel as nib
+import numpy as np
 
 import torch
 from monai.transforms import Activationsd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
+from lib.cam import cam_volume
+from lib.conf import conf_bool
 from lib.datastore import bad_input
 from lib.datalists import CLASS_SLICE_FRACTION, GATE_SLICE_FRACTION
 from lib.infers import checkpoint_info
@@ -20,7 +26,8 @@ class ClassifierInfer(BasicInferTask):
     A volume is classified slice by slice over its central head slices (head area at least
     ``slice_fraction`` of the largest slice's); the volume answer is the mean of those slices'
     softmax probabilities. The result JSON holds ``label``, ``probabilities`` (class -> p, summing to 1),
-    ``aggregation`` and ``slices`` (per-slice index and probabilities).
+    ``aggregation`` and ``slices`` (per-slice index and probabilities). With ``{"cam": true}`` in the
+    request it also returns a Grad-CAM of the predicted class as a float NIfTI in the input's grid.
     """
 
     aggregation = "mean of the softmax probabilities of the central head slices"
@@ -75,7 +82,22 @@ class ClassifierInfer(BasicInferTask):
 
     def writer(self, data, extension=None, dtype=None):
         probabilities = torch.as_tensor(data["pred"]).float().reshape(-1, len(self.classes))
-        return None, self.summarise(probabilities, data.get("slices_run", [0]), data)
+        result = self.summarise(probabilities, data.get("slices_run", [0]), data)
+        if not conf_bool(data, "cam", False):
+            return None, result
+        return self.write_cam(data, self.classes.index(result["label"])), dict(result, cam={"class": result["label"]})
+
+    def write_cam(self, data, class_index: int) -> str:
+        """Grad-CAM of ``class_index`` as a float NIfTI in the input's grid (values 0..1); returns its path."""
+        image = data["image"]
+        axis = axial_axis(image.affine) if image.ndim == 4 else 2
+        network = self._get_network(data.get("device", "cpu"), data)
+        heat = cam_volume(network, image.to(next(network.parameters()).device), axis, data["slices_run"], self.size, class_index)
+        affine = image.meta.get("original_affine", image.affine) if hasattr(image, "meta") else None
+        affine = np.asarray(affine, dtype=float) if affine is not None and np.asarray(affine).shape == (4, 4) else np.eye(4)
+        path = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
+        nib.save(nib.Nifti1Image(heat.numpy().astype(np.float32), affine), path)
+        return path
 
 
 class TumorGateInfer(ClassifierInfer):

@@ -101,9 +101,17 @@ class MRITrainTask(BasicTrainTask):
 
     def train(self, rank, world_size, request, datalist):
         self._context = None
-        stats = super().train(rank, world_size, request, datalist)
-        if rank == 0 and os.path.exists(self._publish_path):
-            self.write_card(self._context, stats)
+        tracker = _carbon_tracker(str(request.get("carbon_country", "DEU"))) if rank == 0 else None
+        try:
+            stats = super().train(rank, world_size, request, datalist)
+        finally:
+            energy = _stop(tracker)
+        if rank == 0:
+            stats["energy"] = energy
+            if os.path.exists(self._stats_path):
+                _write_json(self._stats_path, dict(_read_json(self._stats_path), energy=energy))
+            if os.path.exists(self._publish_path):
+                self.write_card(self._context, stats)
         return stats
 
     def write_card(self, context: Context, stats: Dict) -> None:
@@ -121,6 +129,7 @@ class MRITrainTask(BasicTrainTask):
                     "epochs": stats.get("epoch"),
                     "device": str(context.device) if context else None,
                     "amp": self._amp,
+                    "energy": stats.get("energy"),
                 },
                 "metrics": {
                     "key_metric": evaluation.get("key_metric_name"),
@@ -132,11 +141,53 @@ class MRITrainTask(BasicTrainTask):
                 "code_version": _code_version(),
             }
         )
-        target = os.path.join(os.path.dirname(self._publish_path), "model.json")
-        temporary = target + ".tmp"
-        with open(temporary, "w") as handle:
-            json.dump(card, handle, indent=2, default=str)
-        os.replace(temporary, target)
+        _write_json(os.path.join(os.path.dirname(self._publish_path), "model.json"), card)
+
+
+def _read_json(path: str) -> Dict:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _write_json(path: str, content: Dict) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    temporary = path + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump(content, handle, indent=2, default=str)
+    os.replace(temporary, path)
+
+
+def _carbon_tracker(country: str):
+    """A started codecarbon tracker in offline mode (no network), or None where codecarbon cannot run here."""
+    try:
+        from codecarbon import OfflineEmissionsTracker
+
+        tracker = OfflineEmissionsTracker(country_iso_code=country, save_to_file=False, log_level="error")
+        tracker.start()
+        return tracker
+    except Exception as error:  # energy accounting must never stop a training
+        logger.warning(f"codecarbon could not start ({error}); this run's energy is not recorded")
+        return None
+
+
+def _stop(tracker) -> Dict:
+    """Energy (kWh) and emissions (kg CO2eq) of the run measured by ``tracker``."""
+    if tracker is None:
+        return {"recorded": False}
+    try:
+        emissions = tracker.stop()
+        data = tracker.final_emissions_data
+        return {
+            "recorded": True,
+            "energy_kwh": float(data.energy_consumed),
+            "co2_kg": float(emissions),
+            "country": data.country_name,
+            "duration_s": round(float(data.duration), 1),
+            "tool": "codecarbon (offline)",
+        }
+    except Exception as error:
+        logger.warning(f"codecarbon could not finish ({error}); this run's energy is not recorded")
+        return {"recorded": False}
 
 
 def _code_version() -> str:
