@@ -54,6 +54,28 @@ def serve(args) -> int:
     return 0
 
 
+def evaluate(args) -> int:
+    from mri_label.evaluate import evaluate as run
+
+    summary = run(args.task, args.studies, model=args.model, out=args.out, target_recall=args.target_recall,
+                  model_dir=args.model_dir, progress=lambda m: print(m, flush=True))
+    print(f"{summary['task']}: {summary['n_images']} images of {summary['n_subjects']} held-out subjects: {summary['headline']}")
+    print("wrote " + ", ".join(summary["files"]))
+    return 0
+
+
+def import_data(args) -> int:
+    from mri_label.importers import DatasetError, import_dataset
+
+    try:
+        summary = import_dataset(args.format, args.src, args.dest, progress=lambda m: print(m, flush=True), task=args.task)
+    except DatasetError as error:
+        print(f"mri-label import: {error}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mri-label", description="Brain-MRI models served by MONAI Label")
     commands = top.add_subparsers(dest="command", required=True)
@@ -62,6 +84,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("dest", help="folder to create (must not hold a datastore yet)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=sample_data)
+
+    p = commands.add_parser("import", help="convert a published dataset layout into a datastore")
+    p.add_argument("format", choices=["lgg", "classfolders", "decathlon", "brats"])
+    p.add_argument("src", help="the dataset as published")
+    p.add_argument("dest", help="datastore folder to create")
+    p.add_argument("--task", help="classfolders only: sequence, dementia_stage, tumor_type or tumor_gate")
+    p.set_defaults(run=import_data)
+
+    p = commands.add_parser("evaluate", help="evaluate a task's model on the held-out subjects")
+    p.add_argument("task")
+    p.add_argument("--studies", required=True, help="datastore folder")
+    p.add_argument("--model", help="checkpoint to evaluate (default: the app's current one)")
+    p.add_argument("--model-dir", help="the app's model folder (default apps/mri_app/model)")
+    p.add_argument("--out", help="report folder (default evaluation/TASK)")
+    p.add_argument("--target-recall", type=float, default=0.97, help="tumor_gate: recall the threshold must reach")
+    p.set_defaults(run=evaluate)
 
     p = commands.add_parser("serve", help="start the MONAI Label server with the MRI app")
     p.add_argument("--studies", help=f"datastore folder or DICOMweb URL (default: sample data in {DEFAULT_DATASTORE})")

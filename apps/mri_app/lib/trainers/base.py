@@ -14,6 +14,8 @@ from monai.inferers import SimpleInferer
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
+from mri_label.splits import ensure_split, split_of
+
 from lib.datalists import split_by_subject
 from lib.networks import build_network
 
@@ -56,6 +58,7 @@ class MRITrainTask(BasicTrainTask):
             load_strict=True,
         )
         self.task, self.network_spec, self.card = task, network_spec, card
+        self._split = None
 
     @abstractmethod
     def items(self, datastore: Datastore) -> List[Dict]:
@@ -65,17 +68,33 @@ class MRITrainTask(BasicTrainTask):
         items = self.items(datastore)
         if not items:
             raise ValueError(f"{self.task}: the datastore holds no labelled data for this task")
+        folder = getattr(datastore, "_datastore_path", None)
+        self._split = ensure_split(folder, seed=int(request.get("split_seed", 0))) if folder else None
         return items
 
     def partition_datalist(self, context: Context, shuffle=False):
-        val_split = float(context.request.get("val_split", 0.2))
-        seed = int(context.request.get("split_seed", 0))
-        train, val = split_by_subject(context.datalist, val_split, seed)
+        """Train/validation items by the datastore's fixed subject split (``split.json``, written once and
+        reused by every training); its test subjects are never trained on. A datastore without a folder
+        (DICOMweb) is split by subject hash on each run (``val_split``, ``split_seed``)."""
         self._context = context
+        if self._split:
+            side = {i["subject"]: split_of(self._split, i["subject"]) for i in context.datalist}
+            train = [i for i in context.datalist if side[i["subject"]] == "train"]
+            val = [i for i in context.datalist if side[i["subject"]] == "val"]
+            test = [i for i in context.datalist if side[i["subject"]] == "test"]
+            seed = self._split["seed"]
+        else:
+            seed = int(context.request.get("split_seed", 0))
+            train, val = split_by_subject(context.datalist, float(context.request.get("val_split", 0.2)), seed)
+            test = []
+        if not train:  # too few subjects for a three-way split: train on what there is
+            train, val = val + test, []
         context.split = {
+            "source": "split.json" if self._split else "hash per run",
             "seed": seed,
             "train_subjects": sorted({str(i["subject"]) for i in train}),
             "val_subjects": sorted({str(i["subject"]) for i in val}),
+            "test_subjects_held_out": sorted({str(i["subject"]) for i in test}),
             "train_items": len(train),
             "val_items": len(val),
         }
