@@ -1,0 +1,154 @@
+"""One subject-level train/validation/test split per datastore, written once and reused by every training.
+
+``split.json`` in the datastore folder::
+
+    {"seed": 0, "fractions": [0.7, 0.15, 0.15], "created": "2026-01-01T12:00:00+00:00",
+     "subjects": {"<subject>": "train" | "val" | "test", ...}}
+
+Subjects are ``info["subject"]`` of the images in ``datastore_v2.json`` (the image id where none is given, as
+the trainers do). The first call orders them by ``sha1("<seed>:<subject>")`` and cuts the list at the fractions
+(largest-remainder rounding; a side with a positive fraction gets at least one subject where another side can
+spare one). No stratification. Later calls return the stored split unchanged; subjects that appeared since (images
+added later) are placed by their own hash, ``u = sha1(...) / 2**60`` against the cumulative fractions, so no
+existing subject ever moves and the assignment does not depend on the order in which subjects arrive. Writes are
+atomic (temporary file + ``os.replace``) and serialised by a file lock beside ``split.json``.
+"""
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence
+
+from filelock import FileLock
+
+SPLIT_FILE = "split.json"
+SIDES = ("train", "val", "test")
+
+
+def _key(seed: int, subject: str) -> str:
+    return hashlib.sha1(f"{seed}:{subject}".encode()).hexdigest()
+
+
+def _check_fractions(fractions: Sequence[float]) -> List[float]:
+    fractions = [float(f) for f in fractions]
+    if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be (train, val, test), non-negative, train > 0, sum 1; got {fractions}")
+    return fractions
+
+
+def _counts(n: int, fractions: Sequence[float]) -> List[int]:
+    """Subjects per side for ``n`` subjects: largest-remainder rounding; then an empty side with a positive
+    fraction (val before test) takes one from the largest side while that keeps at least one."""
+    raw = [f * n for f in fractions]
+    counts = [math.floor(r) for r in raw]
+    for i in sorted(range(3), key=lambda i: counts[i] - raw[i])[: n - sum(counts)]:
+        counts[i] += 1
+    for i in (1, 2):
+        largest = max(range(3), key=lambda j: counts[j])
+        if fractions[i] > 0 and counts[i] == 0 and counts[largest] > 1:
+            counts[largest] -= 1
+            counts[i] += 1
+    return counts
+
+
+def _by_hash(seed: int, fractions: Sequence[float], subject: str) -> str:
+    """Side of one subject from its own hash: ``u`` in [0, 1) against the cumulative fractions."""
+    u = int(_key(seed, subject)[:15], 16) / 16**15
+    if u < fractions[0]:
+        return "train"
+    return "val" if u < fractions[0] + fractions[1] else "test"
+
+
+def datastore_subjects(datastore_path) -> List[str]:
+    """Sorted distinct subjects of a datastore folder (``info["subject"]``, or the image id where missing)."""
+    path = Path(datastore_path) / "datastore_v2.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no datastore here")
+    objects = json.loads(path.read_text()).get("objects") or {}
+    return sorted({str(((o.get("image") or {}).get("info") or {}).get("subject", i)) for i, o in objects.items()})
+
+
+def new_split(subjects: Iterable[str], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0) -> dict:
+    """A fresh split of ``subjects`` (not written): order by ``sha1("<seed>:<subject>")`` and cut."""
+    fractions = _check_fractions(fractions)
+    order = sorted({str(s) for s in subjects}, key=lambda s: _key(seed, s))
+    n_train, n_val, _ = _counts(len(order), fractions)
+    sides = {s: "train" if k < n_train else "val" if k < n_train + n_val else "test" for k, s in enumerate(order)}
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {"seed": int(seed), "fractions": fractions, "subjects": dict(sorted(sides.items())), "created": created}
+
+
+def load_split(datastore_path) -> Optional[dict]:
+    """The stored split of a datastore folder, or None when it has no ``split.json``.
+
+    Raises:
+        ValueError: ``split.json`` is not a split (the message names the file).
+    """
+    path = Path(datastore_path) / SPLIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        split = json.loads(path.read_text())
+        _check_fractions(split["fractions"])
+        int(split["seed"])
+        if not all(side in SIDES for side in split["subjects"].values()):
+            raise ValueError("a subject is on a side other than train/val/test")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path}: not a valid split file ({error})") from None
+    return split
+
+
+def _write(path: Path, split: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(split, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def ensure_split(datastore_path, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0) -> dict:
+    """The datastore's split, written on the first call; later calls add new subjects only.
+
+    Args:
+        datastore_path: datastore folder (holding ``datastore_v2.json``).
+        fractions: (train, val, test) shares of subjects, summing to 1; used only when no split exists yet.
+        seed: integer seed of the subject order; used only when no split exists yet.
+
+    Returns:
+        The split dict (see module docstring). When a split exists, its own seed and fractions win over the
+        arguments, its subjects keep their sides, and subjects new to the datastore are added by hash (and the
+        file re-written, with an ``"updated"`` time).
+    """
+    folder = Path(datastore_path)
+    subjects = datastore_subjects(folder)
+    with FileLock(str(folder / (SPLIT_FILE + ".lock"))):
+        split = load_split(folder)
+        if split is None:
+            split = new_split(subjects, fractions, seed)
+        else:
+            new = [s for s in subjects if s not in split["subjects"]]
+            if not new:
+                return split
+            for subject in new:
+                split["subjects"][subject] = _by_hash(split["seed"], split["fractions"], subject)
+            split["subjects"] = dict(sorted(split["subjects"].items()))
+            split["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        _write(folder / SPLIT_FILE, split)
+    return split
+
+
+def split_of(split: dict, subject) -> str:
+    """``"train"``, ``"val"`` or ``"test"`` for a subject; one the split has not recorded yet gets the side that
+    :func:`ensure_split` would give it (by hash), without writing anything."""
+    side = split["subjects"].get(str(subject))
+    return side if side is not None else _by_hash(split["seed"], split["fractions"], str(subject))
