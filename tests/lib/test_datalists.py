@@ -302,3 +302,18 @@ def test_segmentation_items_viewer_label_without_task(fresh_store, tmp_path):
     items = segmentation_items(fresh_store, "tumor_seg", TASK_LABELS, slicewise=True)
     its = [i for i in items if i["image"].endswith("synth05_t2.nii.gz")]
     assert 8 in [i["slice"] for i in its] and len(its) == 2
+
+
+@pytest.mark.parametrize("limit", [1, 3, 5])
+def test_classification_items_limit_slices_per_volume_evenly(store, limit):
+    ds = _open(store)
+    every = classification_items(ds, "sequence", ["T1", "T2", "FLAIR"])
+    limited = classification_items(ds, "sequence", ["T1", "T2", "FLAIR"], slices_per_volume=limit)
+    for image in {i["image"] for i in every if i["slice"] >= 0}:
+        full = sorted(i["slice"] for i in every if i["image"] == image)
+        kept = sorted(i["slice"] for i in limited if i["image"] == image)
+        assert len(kept) == min(limit, len(full)) and set(kept) <= set(full)
+        if limit > 1:
+            assert kept[0] == full[0] and kept[-1] == full[-1]  # spread over the whole central range
+    pictures = lambda items: sorted(i["image"] for i in items if i["slice"] == -1)  # noqa: E731
+    assert pictures(limited) == pictures(every)

@@ -462,3 +462,14 @@ def test_real_brats_one_case(tmp_path):
     summary = import_dataset("brats", _copy_some(REAL / "brats2018", tmp_path / "src", folders=1), tmp_path / "store")
     assert (summary["images"], summary["labels"], summary["subjects"]) == (4, 1, 1)
     assert summary["class_counts"]["tumor_gate"] == {"tumor": 1}
+
+
+def test_cli_import_writes_a_datastore_and_reports_a_bad_source(decathlon_src, tmp_path, capsys):
+    from mri_label import cli
+
+    dest = tmp_path / "cli_store"
+    assert cli.main(["import", "decathlon", str(decathlon_src), str(dest)]) == 0
+    assert (dest / "datastore_v2.json").exists() and "'images'" in capsys.readouterr().out
+    (decathlon_src / "dataset.json").unlink()
+    assert cli.main(["import", "decathlon", str(decathlon_src), str(tmp_path / "other")]) == 1
+    assert "dataset.json" in capsys.readouterr().err and not (tmp_path / "other").exists()

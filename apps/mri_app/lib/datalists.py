@@ -9,6 +9,7 @@ import logging
 import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from monai.transforms import LoadImage
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
@@ -65,6 +66,7 @@ def classification_items(
     task: str,
     classes: Sequence[str],
     mask_labels: Optional[Callable[[str], Optional[str]]] = None,
+    slices_per_volume: Optional[int] = None,
 ) -> List[Dict]:
     """Slice items with class indices for a classifier.
 
@@ -73,6 +75,8 @@ def classification_items(
         classes: class names; the index in this list is the training target.
         mask_labels: optional ``image_id -> mask path`` giving per-slice labels for ``tumor_gate``
             (class 1 where the mask slice is non-empty). A mask wins over a class label.
+        slices_per_volume: at most this many evenly spaced central slices of a class-labelled volume
+            (neighbouring slices add little but loading time); None keeps them all.
     """
     items = []
     for image_id in datastore.list_images():
@@ -97,6 +101,8 @@ def classification_items(
             items += [{"image": path, "label": int(has[k]), "slice": k, "subject": subject} for k in slices]
         else:
             _, slices = _volume_slices(image, CLASS_SLICE_FRACTION)
+            if slices_per_volume and len(slices) > slices_per_volume:
+                slices = [slices[round(i)] for i in np.linspace(0, len(slices) - 1, slices_per_volume)]
             items += [{"image": path, "label": classes.index(name), "slice": k, "subject": subject} for k in slices]
     return items
 

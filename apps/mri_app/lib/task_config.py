@@ -38,8 +38,9 @@ class MRITaskConfig(TaskConfig):
 
 
 class ClassifierConfig(MRITaskConfig):
-    """Slice classifier: a 2D ResNet-18 layout. Options ``--conf <task>_image_size`` (pixels, default 128)
-    and ``--conf <task>_widths`` (four stage widths, default [16,32,64,128])."""
+    """Slice classifier: a 2D ResNet-18 layout. Options ``--conf <task>_image_size`` (pixels, default 128),
+    ``<task>_widths`` (four stage widths, default [16,32,64,128]) and ``<task>_slices_per_volume`` (central
+    slices a class-labelled volume contributes to training, default 8)."""
 
     kind = "classification"
     classes: tuple = ()
@@ -53,6 +54,7 @@ class ClassifierConfig(MRITaskConfig):
     def init(self, name, model_dir, conf, planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
         self.size = conf_int(conf, f"{name}_image_size", 128, low=32)
+        self.slices_per_volume = conf_int(conf, f"{name}_slices_per_volume", 8, low=1)
         widths = conf_ints(conf, f"{name}_widths", (16, 32, 64, 128), length=4)
         self.network_spec = slice_classifier(len(self.classes), widths)
         self.network = build_network(self.network_spec)
@@ -67,7 +69,9 @@ class ClassifierConfig(MRITaskConfig):
         return self.infer_class(self.path, self.network, self.labels, self.size, self.description, **self.infer_kwargs())
 
     def trainer(self):
-        return ClassifierTrainer(*self._trainer_args(), classes=self.classes, size=self.size, mask_task=self.mask_task)
+        return ClassifierTrainer(
+            *self._trainer_args(), classes=self.classes, size=self.size, mask_task=self.mask_task, slices_per_volume=self.slices_per_volume
+        )
 
 
 class SliceSegmentationConfig(MRITaskConfig):

@@ -31,11 +31,15 @@ class ClassifierTrainer(MRITrainTask):
         size: model input side (pixels).
         mask_task: ``(task, labels)`` of a segmentation task whose ``final`` masks give per-slice
             labels (tumor_gate learns from tumor_seg masks: class 1 where the slice has tumor).
+        slices_per_volume: central slices taken from each class-labelled volume (evenly spaced).
     """
 
-    def __init__(self, *args, classes: Sequence[str], size: int, mask_task: Optional[tuple] = None, **kwargs):
+    def __init__(
+        self, *args, classes: Sequence[str], size: int, mask_task: Optional[tuple] = None, slices_per_volume: int = 8, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.classes, self.size, self.mask_task = list(classes), size, mask_task
+        self.slices_per_volume = slices_per_volume
 
     def items(self, datastore: Datastore) -> List[Dict]:
         masks = None
@@ -46,7 +50,7 @@ class ClassifierTrainer(MRITrainTask):
                 path, info = final_label(datastore, image_id)
                 return path if path and label_task(info, {task: labels}) == task else None
 
-        return classification_items(datastore, self.task, self.classes, mask_labels=masks)
+        return classification_items(datastore, self.task, self.classes, mask_labels=masks, slices_per_volume=self.slices_per_volume)
 
     def loss_function(self, context: Context):
         counts = torch.zeros(len(self.classes))

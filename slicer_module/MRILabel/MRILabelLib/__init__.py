@@ -1,0 +1,10 @@
+"""Slicer-free parts of the MRI Label module: HTTP client, result parsing, overlay arithmetic, errors, logic.
+
+Nothing here imports ``slicer``, ``vtk``, ``qt`` or ``ctk``: it runs (and is tested) in plain Python, and
+in Slicer's own Python with only the standard library and numpy.
+"""
+
+from .errors import NO_CAM_SENTENCE, plain_sentence
+from .logic import NextSample, ServerLogic, TaskInfo, TrainingRun
+
+__all__ = ["NO_CAM_SENTENCE", "NextSample", "ServerLogic", "TaskInfo", "TrainingRun", "plain_sentence"]

@@ -1,0 +1,234 @@
+"""A small HTTP client for the mri-label MONAI Label server, standard library only (``urllib``).
+
+Every call has a timeout; connection refused/reset and HTTP 502/503/504 are retried a bounded number of
+times with exponential backoff. Failures are raised as the errors of :mod:`MRILabelLib.errors`.
+"""
+
+import http.client
+import json
+import os
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+from . import multipart
+from .errors import ServerHTTPError, ServerTimeoutError, ServerUnreachableError, UnexpectedAnswerError
+
+RETRY_STATUSES = (502, 503, 504)
+#: Connection failures worth another try (``http.client.RemoteDisconnected`` is a ConnectionResetError).
+TRANSIENT_ERRORS = (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+
+
+class Response(NamedTuple):
+    """An HTTP answer: status, lower-cased headers and body."""
+
+    status: int
+    headers: Dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except ValueError:
+            raise UnexpectedAnswerError(f"expected JSON, got {self.body[:60]!r}") from None
+
+
+def detail_of(body: bytes) -> str:
+    """The ``detail`` of a FastAPI error body as one line (validation errors joined), else the body text."""
+    try:
+        detail = json.loads(body.decode("utf-8")).get("detail", "")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return " ".join(body.decode("utf-8", "replace").split())[:300]
+    if isinstance(detail, list):
+        messages = [f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg')}" for d in detail if isinstance(d, dict)]
+        return "; ".join(messages)
+    return " ".join(str(detail).split())
+
+
+class ServerClient:
+    """HTTP calls to one MONAI Label server.
+
+    Args:
+        base_url: server address, e.g. ``http://127.0.0.1:8000``.
+        timeout_s: default time limit of a call, in seconds.
+        retries: how many times a transient failure is retried (0 = no retry).
+        backoff_s: wait before the first retry; doubled before each further one.
+        sleep: the function used to wait (replaceable in tests).
+    """
+
+    def __init__(self, base_url: str, timeout_s: float = 30.0, retries: int = 3, backoff_s: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep):
+        parsed = urllib.parse.urlparse(str(base_url or "").strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"base_url must be an http(s) address like http://127.0.0.1:8000, got {base_url!r}")
+        if not timeout_s or timeout_s <= 0:
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, got {retries!r}")
+        if backoff_s < 0:
+            raise ValueError(f"backoff_s must be >= 0, got {backoff_s!r}")
+        self.base_url = str(base_url).strip().rstrip("/")
+        self.timeout_s, self.retries, self.backoff_s, self._sleep = float(timeout_s), retries, float(backoff_s), sleep
+
+    def request(self, method: str, path: str, query: Optional[Dict[str, Any]] = None, json_body: Any = None,
+                form: Optional[Dict[str, str]] = None, files: Optional[Dict[str, Tuple[str, bytes]]] = None,
+                timeout_s: Optional[float] = None) -> Response:
+        """Send one request (retrying transient failures) and return the answer.
+
+        Raises:
+            ServerUnreachableError: no connection after all retries.
+            ServerTimeoutError: no answer within the time limit.
+            ServerHTTPError: an HTTP status >= 400 (after retries for 502/503/504).
+        """
+        url = self.base_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        headers, data = {"Accept": "application/json, */*"}, None
+        if files or form:
+            data, headers["Content-Type"] = multipart.encode(form or {}, files or {})
+        elif json_body is not None:
+            data, headers["Content-Type"] = json.dumps(json_body).encode(), "application/json"
+        timeout = float(timeout_s or self.timeout_s)
+        for attempt in range(self.retries + 1):
+            last_try = attempt == self.retries
+            try:
+                request = urllib.request.Request(url, data=data, headers=headers, method=method)
+                with urllib.request.urlopen(request, timeout=timeout) as answer:
+                    return Response(answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read())
+            except urllib.error.HTTPError as error:
+                body = error.read() or b""
+                if error.code in RETRY_STATUSES and not last_try:
+                    self._wait(attempt)
+                    continue
+                raise ServerHTTPError(error.code, detail_of(body) or error.reason, method, path) from None
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+                reason = getattr(error, "reason", error)
+                if isinstance(reason, (socket.timeout, TimeoutError)) or isinstance(error, (socket.timeout, TimeoutError)):
+                    raise ServerTimeoutError(self.base_url, timeout) from None
+                transient = isinstance(reason, TRANSIENT_ERRORS) or isinstance(error, TRANSIENT_ERRORS)
+                if transient and not last_try:
+                    self._wait(attempt)
+                    continue
+                raise ServerUnreachableError(self.base_url, str(reason)) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, attempt: int) -> None:
+        self._sleep(self.backoff_s * (2 ** attempt))
+
+    # --- MONAI Label endpoints -------------------------------------------------------------------------
+
+    def info(self) -> Dict:
+        """``GET /info/``: models, trainers, strategies, labels."""
+        return self.request("GET", "/info/").json()
+
+    def image_exists(self, image_id: str) -> bool:
+        """``HEAD /datastore/image``: whether the datastore holds ``image_id``."""
+        try:
+            self.request("HEAD", "/datastore/image", {"image": image_id})
+            return True
+        except ServerHTTPError as error:
+            if error.status == 404:
+                return False
+            raise
+
+    def upload_image(self, image_id: str, path: str, timeout_s: Optional[float] = None) -> Dict:
+        """``PUT /datastore/image``: add the file at ``path`` to the datastore as ``image_id``."""
+        with open(path, "rb") as handle:
+            content = handle.read()
+        files = {"file": (os.path.basename(path), content)}
+        return self.request("PUT", "/datastore/image", {"image": image_id}, form={"params": "{}"}, files=files,
+                            timeout_s=timeout_s).json()
+
+    def download_image(self, image_id: str, folder: str) -> str:
+        """``GET /datastore/image``: save the image into ``folder``; return the file's path."""
+        answer = self.request("GET", "/datastore/image", {"image": image_id}, timeout_s=max(self.timeout_s, 120))
+        name = _attachment_name(answer.headers) or f"{image_id}.nii.gz"
+        path = os.path.join(folder, os.path.basename(name))
+        with open(path, "wb") as handle:
+            handle.write(answer.body)
+        return path
+
+    def infer(self, model: str, image_id: str, params: Optional[Dict] = None, output: str = "all",
+              folder: Optional[str] = None, timeout_s: Optional[float] = None) -> Tuple[Dict, Optional[str]]:
+        """``POST /infer/{model}``: the result JSON and the path of the result file (None when there is none).
+
+        Args:
+            model: task name.
+            image_id: datastore image id.
+            params: infer parameters (sent as the ``params`` form field).
+            output: ``all`` (JSON plus file, when the server has one) or ``json``.
+            folder: where a result file is written (a new temporary folder when None).
+            timeout_s: time limit of this call.
+        """
+        if output not in ("all", "json"):
+            raise ValueError(f"output must be 'all' or 'json', got {output!r}")
+        answer = self.request("POST", f"/infer/{urllib.parse.quote(model)}", {"image": image_id, "output": output},
+                              form={"params": json.dumps(params or {})}, timeout_s=timeout_s or max(self.timeout_s, 300))
+        if not answer.headers.get("content-type", "").startswith("multipart/"):
+            return answer.json(), None
+        parts = multipart.decode(answer.body, answer.headers["content-type"])
+        result = json.loads(parts["params"].data.decode("utf-8")) if "params" in parts else {}
+        image = parts.get("image")
+        if image is None or not image.data:
+            return result, None
+        folder = folder or tempfile.mkdtemp(prefix="mrilabel_")
+        path = os.path.join(folder, f"{model}_{image_id}_{os.path.basename(image.filename or 'result.nii.gz')}")
+        with open(path, "wb") as handle:
+            handle.write(image.data)
+        return result, path
+
+    def save_label(self, image_id: str, path: str, tag: str, label_info: list) -> Dict:
+        """``PUT /datastore/label``: store the label file at ``path`` for ``image_id`` under ``tag``."""
+        with open(path, "rb") as handle:
+            content = handle.read()
+        return self.request("PUT", "/datastore/label", {"image": image_id, "tag": tag},
+                            form={"params": json.dumps({"label_info": label_info})},
+                            files={"label": (os.path.basename(path), content)}, timeout_s=max(self.timeout_s, 120)).json()
+
+    def put_class_label(self, task: str, image_id: str, label: str) -> Dict:
+        """``PUT /classlabel/{task}``: record the correct class of an image."""
+        path = f"/classlabel/{urllib.parse.quote(task)}"
+        return self.request("PUT", path, {"image": image_id}, json_body={"label": label}).json()
+
+    def get_class_label(self, task: str, image_id: str) -> Dict:
+        """``GET /classlabel/{task}``: the recorded class and the latest prediction."""
+        return self.request("GET", f"/classlabel/{urllib.parse.quote(task)}", {"image": image_id}).json()
+
+    def start_training(self, model: str, params: Optional[Dict] = None) -> Dict:
+        """``POST /train/{model}``: start a training; returns the run's record (``id``, ``status``)."""
+        return self.request("POST", f"/train/{urllib.parse.quote(model)}", json_body=params or {}).json()
+
+    def training_runs(self) -> list:
+        """``GET /train/?all=true``: every training run of this server process (empty when none)."""
+        try:
+            runs = self.request("GET", "/train/", {"all": "true"}).json()
+        except ServerHTTPError as error:
+            if error.status == 404:
+                return []
+            raise
+        return runs if isinstance(runs, list) else [runs]
+
+    def logs(self, lines: int = 100) -> str:
+        """``GET /logs/?lines=N&text=true``: the last lines of the server log as text."""
+        return self.request("GET", "/logs/", {"lines": int(lines), "text": "true"}).body.decode("utf-8", "replace")
+
+    def next_sample(self, strategy: str, params: Optional[Dict] = None) -> Dict:
+        """``POST /activelearning/{strategy}``: the next image to label (``{}`` when none is left)."""
+        return self.request("POST", f"/activelearning/{urllib.parse.quote(strategy)}", json_body=params or {}).json()
+
+    def datastore(self) -> Dict:
+        """``GET /datastore/?output=all``: every image with its info and labels."""
+        return self.request("GET", "/datastore/", {"output": "all"}).json()
+
+
+def _attachment_name(headers: Dict[str, str]) -> Optional[str]:
+    disposition = headers.get("content-disposition", "")
+    for item in disposition.split(";"):
+        key, _, value = item.strip().partition("=")
+        if key.lower() == "filename":
+            return value.strip().strip('"')
+    return None

@@ -1,0 +1,172 @@
+"""Server answers turned into what the panel shows: class tables, gate summary and measurement text."""
+
+import math
+from typing import Dict, Iterable, List, NamedTuple, Optional
+
+UNIT_SYMBOLS = {"mm3": "mm³", "mm2": "mm²"}
+
+
+class ClassRow(NamedTuple):
+    """One row of the classification table."""
+
+    name: str
+    probability: float
+    predicted: bool
+
+
+class ClassificationResult(NamedTuple):
+    """A classifier's answer (``sequence``, ``dementia_stage``, ``tumor_gate``)."""
+
+    task: str
+    label: str
+    rows: List[ClassRow]
+    threshold: Optional[float]
+    tumor_probability: Optional[float]
+    fired_slices: List[int]
+    raw: Dict
+
+    def summary(self) -> str:
+        """One line for the panel, e.g. ``Predicted class: T2`` or the gate's decision with its threshold."""
+        if self.threshold is None:
+            return f"Predicted class: {self.label}"
+        verdict = "tumor" if self.tumor_probability is not None and self.tumor_probability >= self.threshold else "no tumor"
+        relation = "≥" if verdict == "tumor" else "<"
+        fired = ", ".join(str(s) for s in self.fired_slices) or "none"
+        return (f"Tumor gate: {verdict} (p(tumor) = {self.tumor_probability:.3f} {relation} threshold {self.threshold:.2f}); "
+                f"slices at or over the threshold: {fired}")
+
+
+class Measurements(NamedTuple):
+    """Volumes (mm³) or areas (mm²) of a label map."""
+
+    unit: str
+    per_label: Dict[str, float]
+    total: float
+    left: Optional[float]
+    right: Optional[float]
+
+    def text(self) -> str:
+        """Multi-line text: one line per label, the total, and left/right when known."""
+        symbol = UNIT_SYMBOLS.get(self.unit, self.unit)
+        lines = [f"{name}: {value:,.1f} {symbol}" for name, value in self.per_label.items()]
+        lines.append(f"Total: {self.total:,.1f} {symbol}")
+        if self.left is not None and self.right is not None:
+            lines.append(f"Left: {self.left:,.1f} {symbol}; Right: {self.right:,.1f} {symbol}")
+        return "\n".join(lines)
+
+
+class SegmentationResult(NamedTuple):
+    """A segmentation's answer (``tumor_seg``, ``hippocampus``, ``tumor_pipeline``)."""
+
+    task: str
+    mask_path: Optional[str]
+    label_names: Dict[str, int]
+    measurements: Optional[Measurements]
+    raw: Dict
+
+    def summary(self) -> str:
+        """One line for the panel (the pipeline adds its gate decision)."""
+        if "tumor" in self.raw and "threshold" in self.raw:
+            fired = ", ".join(str(s) for s in self.raw.get("fired_slices") or []) or "none"
+            return (f"Tumor pipeline: gate {'fired' if self.raw['tumor'] else 'did not fire'} "
+                    f"(p(tumor) = {float(self.raw.get('probability', 0)):.3f}, threshold {float(self.raw['threshold']):.2f}); "
+                    f"segmented slices: {fired}")
+        return f"{self.task}: mask with labels {', '.join(self.label_names) or 'none'}"
+
+
+def _probability(value, name: str) -> float:
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"probability of class {name!r} must be a number, got {value!r}") from None
+    if math.isnan(p) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"probability of class {name!r} must be in [0, 1], got {value!r}")
+    return p
+
+
+def parse_classification(result: Dict, task: str = "") -> ClassificationResult:
+    """Turn a classifier's JSON into table rows (in the server's class order) plus the gate fields.
+
+    Args:
+        result: the infer JSON (``label``, ``probabilities``; for the gate ``probability``, ``threshold``...).
+        task: task name, used when the JSON does not carry ``task``.
+
+    Raises:
+        ValueError: ``result`` has no ``probabilities`` or they are not a distribution.
+    """
+    probabilities = result.get("probabilities") if isinstance(result, dict) else None
+    if not isinstance(probabilities, dict) or not probabilities:
+        raise ValueError(f"result must hold a non-empty 'probabilities' mapping, got {result!r:.200}")
+    values = {str(name): _probability(p, name) for name, p in probabilities.items()}
+    label = str(result.get("label") or max(values, key=values.get))
+    rows = [ClassRow(name, p, name == label) for name, p in values.items()]
+    total = sum(values.values())
+    if abs(total - 1.0) > 1e-3:
+        raise ValueError(f"probabilities must sum to 1, got {total:.4f} from {probabilities}")
+    threshold = result.get("threshold")
+    return ClassificationResult(
+        task=str(result.get("task") or task),
+        label=label,
+        rows=rows,
+        threshold=None if threshold is None else float(threshold),
+        tumor_probability=None if result.get("probability") is None else float(result["probability"]),
+        fired_slices=[int(s) for s in result.get("fired_slices") or []],
+        raw=result,
+    )
+
+
+def parse_measurements(measurements: Optional[Dict]) -> Optional[Measurements]:
+    """Read the server's ``measurements`` (``mm3`` or ``mm2`` per label, ``total_*``, ``left_mm3``, ``right_mm3``).
+
+    Returns:
+        :class:`Measurements`, or None when ``measurements`` is empty.
+
+    Raises:
+        ValueError: neither ``mm3`` nor ``mm2`` is present, or a value is not a number.
+    """
+    if not measurements:
+        return None
+    unit = next((u for u in ("mm3", "mm2") if isinstance(measurements.get(u), dict)), None)
+    if unit is None:
+        raise ValueError(f"measurements must hold an 'mm3' or 'mm2' mapping, got {measurements!r:.200}")
+    per_label = {str(k): float(v) for k, v in measurements[unit].items()}
+    total = measurements.get(f"total_{unit}")
+    left, right = measurements.get("left_mm3"), measurements.get("right_mm3")
+    return Measurements(
+        unit=unit,
+        per_label=per_label,
+        total=float(sum(per_label.values()) if total is None else total),
+        left=None if left is None else float(left),
+        right=None if right is None else float(right),
+    )
+
+
+def parse_segmentation(result: Dict, mask_path: Optional[str], task: str = "") -> SegmentationResult:
+    """Bundle a segmentation answer: mask file, label names (name -> value) and measurements."""
+    names = result.get("label_names") or {}
+    if not isinstance(names, dict):
+        raise ValueError(f"label_names must be a mapping of name -> value, got {names!r}")
+    return SegmentationResult(
+        task=str(result.get("task") or task),
+        mask_path=mask_path,
+        label_names={str(k): int(v) for k, v in names.items()},
+        measurements=parse_measurements(result.get("measurements")),
+        raw=result,
+    )
+
+
+def label_info_for(segment_names: Iterable[str], task_labels: Dict[str, int]) -> List[Dict]:
+    """The ``label_info`` of a corrected segmentation: each segment's name with the task's label value.
+
+    Args:
+        segment_names: names of the segments being submitted.
+        task_labels: the task's labels (name -> value) from ``/info``.
+
+    Raises:
+        ValueError: a segment name is not one of the task's labels.
+    """
+    names = list(segment_names)
+    unknown = [n for n in names if n not in task_labels]
+    if unknown:
+        raise ValueError(f"segment_names {unknown} are not labels of this task; rename them to one of {list(task_labels)}")
+    return [{"name": n, "idx": int(task_labels[n])} for n in sorted(set(names), key=lambda n: task_labels[n])]
