@@ -306,7 +306,7 @@ def test_segmentation_items_viewer_label_without_task(fresh_store, tmp_path):
 
 @pytest.mark.parametrize("limit", [1, 3, 5])
 def test_classification_items_limit_slices_per_volume_evenly(store, limit):
-    ds = _open(store)
+    ds = store
     every = classification_items(ds, "sequence", ["T1", "T2", "FLAIR"])
     limited = classification_items(ds, "sequence", ["T1", "T2", "FLAIR"], slices_per_volume=limit)
     for image in {i["image"] for i in every if i["slice"] >= 0}:
