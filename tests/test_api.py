@@ -287,3 +287,41 @@ def test_classifier_class_activation_map_is_aligned_with_the_input(trained, tmp_
         skipped = sorted(set(range(heat.shape[2])) - {s["index"] for s in result["slices"]})
         assert skipped and np.all(heat[:, :, skipped] == 0)  # slices the gate did not look at carry no evidence
     assert heat.dtype == np.float32 and 0.0 <= heat.min() and heat.max() <= 1.0 and heat.max() > 0
+
+
+@pytest.mark.parametrize(
+    "url,params,status,words",
+    [
+        ("/infer/sequence?image=synth01_t1&output=image", "{}", 422, "answers in JSON"),
+        ("/infer/sequence?image=synth01_t1&output=image", '{"cam": "maybe"}', 422, "cam"),
+        ("/infer/sequence?image=synth01_t1&output=json", "not json", 422, "JSON object"),
+        ("/infer/sequence?image=synth01_t1&output=json", "[1, 2]", 422, "JSON object"),
+    ],
+)
+def test_infer_parameters_are_checked_before_running(trained, url, params, status, words):
+    client, _, _ = trained
+    response = client.post(url, data={"params": params})
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+
+
+def test_unknown_active_learning_strategy_is_404_and_known_ones_answer(server):
+    client, _, _ = server
+    response = client.post("/activelearning/cleverest")
+    assert response.status_code == 404 and "first" in response.json()["detail"]
+    assert client.post("/activelearning/first").json()["id"]
+
+
+def test_oversized_upload_is_413_and_changes_nothing(datastore_dir, tmp_path):
+    from lib.datastore import MRIDatastore
+
+    store = MRIDatastore(str(datastore_dir), max_upload_mb=0.01, auto_reload=False)
+    before = snapshot(datastore_dir)
+    big = tmp_path / "big.nii.gz"
+    big.write_bytes(gzip.compress(nib.Nifti1Image(np.random.default_rng(0).random((64, 64, 16)).astype(np.float32), np.eye(4)).to_bytes()))
+    with pytest.raises(Exception) as error:
+        store.add_image("big", str(big), {})
+    assert error.value.status_code == 413 and "max_upload_mb" in error.value.detail
+    with pytest.raises(ValueError, match="max_upload_mb"):
+        MRIDatastore(str(datastore_dir), max_upload_mb=0)
+    assert snapshot(datastore_dir) == before

@@ -23,6 +23,7 @@ from monailabel.config import settings
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
+from lib.conf import conf_float
 from lib.datastore import MRIDatastore, bad_input, read_header, update_info_entry
 from lib.infers.tumor_pipeline import TumorPipelineInfer
 from lib.routes import install as install_routes
@@ -71,6 +72,7 @@ class MRIApp(MONAILabelApp):
             return super().init_datastore()
         return MRIDatastore(
             self.studies,
+            max_upload_mb=conf_float(self.conf, "max_upload_mb", 2048.0, low=1.0),
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
@@ -94,6 +96,12 @@ class MRIApp(MONAILabelApp):
 
     def init_scoring_methods(self):
         return {}
+
+    def next_sample(self, request):
+        strategy = request.get("strategy") or "random"
+        if strategy not in self._strategies:
+            raise bad_input(404, f"no active-learning strategy {strategy!r}; strategies: {sorted(self._strategies)}")
+        return super().next_sample(request)
 
     def classifier_classes(self) -> Dict[str, list]:
         """Classifier task -> its class names."""

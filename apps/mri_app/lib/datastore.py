@@ -61,9 +61,26 @@ def spatial_size(size: Tuple[int, ...]) -> Tuple[int, ...]:
 
 
 class MRIDatastore(LocalDatastore):
-    """MONAI Label's local datastore with input checks: nothing unreadable or mismatched is stored."""
+    """MONAI Label's local datastore with input checks: nothing unreadable, oversized or mismatched is stored.
+
+    Args:
+        max_upload_mb: largest image or label file accepted (MB); larger ones get a 413.
+        other arguments: as :class:`LocalDatastore`.
+    """
+
+    def __init__(self, *args, max_upload_mb: float = 2048.0, **kwargs):
+        if max_upload_mb <= 0:
+            raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb}")
+        self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
+        super().__init__(*args, **kwargs)
+
+    def _check_size(self, path: str, what: str) -> None:
+        size = os.path.getsize(path)
+        if size > self.max_upload_bytes:
+            raise bad_input(413, f"{what} is {size / 2**20:.1f} MB; this server accepts at most {self.max_upload_bytes / 2**20:.0f} MB (--conf max_upload_mb)")
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
+        self._check_size(image_filename, f"uploaded image {image_id!r}")
         if image_id and not _ID.fullmatch(image_id):
             raise bad_input(422, f"image id {image_id!r} may hold only letters, digits, '.', '_' and '-'")
         check_image_file(image_filename, f"uploaded image {image_id or os.path.basename(image_filename)!r}")
@@ -73,6 +90,7 @@ class MRIDatastore(LocalDatastore):
         image_path = self.get_image_uri(image_id)
         if not image_path:
             raise bad_input(404, f"image {image_id!r} is not in the datastore")
+        self._check_size(label_filename, f"label for image {image_id!r}")
         if not _ID.fullmatch(label_tag or ""):
             raise bad_input(422, f"label tag {label_tag!r} may hold only letters, digits, '.', '_' and '-'")
         label_size = spatial_size(check_image_file(label_filename, f"label for image {image_id!r}"))
