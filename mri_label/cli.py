@@ -58,8 +58,9 @@ def evaluate(args) -> int:
     from mri_label.evaluate import evaluate as run
 
     summary = run(args.task, args.studies, model=args.model, out=args.out, target_recall=args.target_recall,
-                  model_dir=args.model_dir, progress=lambda m: print(m, flush=True))
-    print(f"{summary['task']}: {summary['n_images']} images of {summary['n_subjects']} held-out subjects: {summary['headline']}")
+                  model_dir=args.model_dir, progress=lambda m: print(m, flush=True), split_kind=args.split)
+    held_out = "held-out subjects" if args.split == "grouped" else "subjects, RANDOM image split (optimistic)"
+    print(f"{summary['task']}: {summary['n_images']} images of {summary['n_subjects']} {held_out}: {summary['headline']}")
     print("wrote " + ", ".join(summary["files"]))
     return 0
 
@@ -99,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", help="the app's model folder (default apps/mri_app/model)")
     p.add_argument("--out", help="report folder (default evaluation/TASK)")
     p.add_argument("--target-recall", type=float, default=0.97, help="tumor_gate: recall the threshold must reach")
+    p.add_argument("--split", choices=["grouped", "random"], default="grouped",
+                   help="grouped: test subjects of split.json (default); random: test images of split_random.json, "
+                        "an image-level split for comparison (optimistic on class-folder sets)")
     p.set_defaults(run=evaluate)
 
     p = commands.add_parser("serve", help="start the MONAI Label server with the MRI app")

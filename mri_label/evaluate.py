@@ -7,6 +7,13 @@ volume with a tumor mask, which is scored per slice (the truth of a slice: its m
 For ``tumor_gate`` the operating threshold that reaches ``target_recall`` is chosen on the ``val`` subjects
 and then applied to the ``test`` subjects (chosen on ``test`` only when ``val`` has no positive, and then
 flagged as optimistic).
+
+``split_kind="random"`` scores the test side of a RANDOM image-level split instead (``split_random.json``, see
+:mod:`mri_label.splits`), for a side-by-side with the grouped split on the class-folder sets, whose subjects are
+near-duplicate groups: a random split puts near-identical slices on both sides and overstates accuracy. A model
+trained on the grouped split's train side has seen some of the random split's test images, so for an honest
+random-split figure the model must be trained on the random split too (``benchmarks/quality.py`` does so on a
+datastore copy whose images are their own subjects: its ``split.json`` equals this ``split_random.json``).
 """
 
 import sys
@@ -19,6 +26,8 @@ from mri_label.metrics import best_and_worst_subjects, classification_metrics, s
 from mri_label.report import write_report
 from mri_label.splits import ensure_split, split_of
 
+#: ``evaluate(split_kind=...)`` -> the split's unit (:func:`mri_label.splits.ensure_split`).
+SPLIT_KINDS = {"grouped": "subject", "random": "image"}
 CAVEATS = {
     "dementia_stage": "JPEG class-folder images carry no patient ids: subjects are near-duplicate groups "
     "(perceptual hash), which may still leave slices of one patient on both sides.",
@@ -67,6 +76,8 @@ def _spacing(path: str, dims: int) -> tuple:
 
 def _side_images(app, task: str, split: dict, side: str) -> List[str]:
     datastore = app.datastore()
+    if split.get("unit") == "image":  # split_random.json: the image id is the unit
+        return [i for i in datastore.list_images() if split_of(split, i) == side]
     return [i for i in datastore.list_images() if split_of(split, datastore.get_image_info(i).get("subject", i)) == side]
 
 
@@ -142,17 +153,28 @@ def evaluate(
     target_recall: float = 0.97,
     model_dir: Optional[str] = None,
     progress: Callable[[str], None] = print,
+    split_kind: str = "grouped",
 ) -> Dict:
-    """Evaluate ``task`` on the datastore's test subjects; write the report into ``out``; return a summary."""
+    """Evaluate ``task`` on the datastore's test subjects; write the report into ``out``; return a summary.
+
+    ``split_kind``: ``"grouped"`` (the test subjects of ``split.json``: patients, or near-duplicate groups) or
+    ``"random"`` (the test images of ``split_random.json``, an image-level split; see the module docstring).
+    """
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"target_recall must lie in (0, 1], got {target_recall}")
+    if split_kind not in SPLIT_KINDS:
+        raise ValueError(f"split_kind must be one of {', '.join(SPLIT_KINDS)}, got {split_kind!r}")
     app = load_app(studies, task, model, model_dir)
-    split = ensure_split(studies)
+    split = ensure_split(studies, unit=SPLIT_KINDS[split_kind])
     infer = app._infers[task]
     out_dir = Path(out or Path("evaluation") / task)
     test_images = _side_images(app, task, split, "test")
-    meta = {"task": task, "model": infer.get_path(), "data": str(studies), "split": "test subjects of split.json",
-            "caveats": CAVEATS.get(task)}
+    caveat = CAVEATS.get(task)
+    if split_kind == "random":
+        caveat = ("RANDOM image-level split (split_random.json): near-duplicate slices of one patient can sit on both "
+                  "sides, so this figure is optimistic; compare it with the grouped split, never report it alone.")
+    meta = {"task": task, "model": infer.get_path(), "data": str(studies), "caveats": caveat, "split_kind": split_kind,
+            "split": "test subjects of split.json" if split_kind == "grouped" else "test images of split_random.json"}
     if infer.type == "classification":
         test = _classifier_predictions(app, task, test_images, progress)
         if not len(test["y_true"]):
@@ -176,7 +198,8 @@ def evaluate(
         files = write_report(out_dir, task, "segmentation", metrics, meta, extras)
         key = "foreground" if merge else next(iter(infer.labels))
         headline = {f"dice_{key}_mean": metrics["summary"][key]["dice"]["mean"], f"dice_{key}_median": metrics["summary"][key]["dice"]["median"]}
-    return {"task": task, "n_subjects": meta["n_subjects"], "n_images": meta["n_images"], "headline": headline, "files": [str(f) for f in files]}
+    return {"task": task, "split_kind": split_kind, "n_subjects": meta["n_subjects"], "n_images": meta["n_images"],
+            "headline": headline, "files": [str(f) for f in files]}
 
 
 def _gate_threshold(app, task, split, test, target_recall, progress) -> Dict:

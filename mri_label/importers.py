@@ -50,13 +50,13 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from mri_label.sample_data import DEMENTIA_CLASSES, EXTENSIONS, SEQUENCE_CLASSES, TUMOR_GATE_CLASSES
+from mri_label.sample_data import DEMENTIA_CLASSES, EXTENSIONS, SEQUENCE_CLASSES, TUMOR_GATE_CLASSES, TUMOR_TYPE_CLASSES
 
 FORMATS = ("lgg", "classfolders", "decathlon", "brats")
 TASK_CLASSES = {
     "sequence": SEQUENCE_CLASSES,
     "dementia_stage": DEMENTIA_CLASSES,
-    "tumor_type": ("glioma", "meningioma", "pituitary", "no_tumor"),
+    "tumor_type": TUMOR_TYPE_CLASSES,
     "tumor_gate": TUMOR_GATE_CLASSES,
 }
 _TUMOR_FOLDERS = {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "pituitary_tumor": "pituitary"}

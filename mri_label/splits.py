@@ -12,6 +12,11 @@ spare one). No stratification. Later calls return the stored split unchanged; su
 added later) are placed by their own hash, ``u = sha1(...) / 2**60`` against the cumulative fractions, so no
 existing subject ever moves and the assignment does not depend on the order in which subjects arrive. Writes are
 atomic (temporary file + ``os.replace``) and serialised by a file lock beside ``split.json``.
+
+``split_random.json`` (``ensure_split(..., unit="image")``) is the same kind of split with the IMAGE id as the unit
+(``"unit": "image"`` in the file), for comparison only: where images of one subject (or near-duplicate group) sit on
+both sides it overstates accuracy. It is the split that ``split.json`` would be if every image were its own subject
+(same seed, same fractions, same hash order), and it never replaces ``split.json``.
 """
 
 import hashlib
@@ -26,6 +31,8 @@ from typing import Iterable, List, Optional, Sequence
 from filelock import FileLock
 
 SPLIT_FILE = "split.json"
+RANDOM_SPLIT_FILE = "split_random.json"
+UNITS = {"subject": SPLIT_FILE, "image": RANDOM_SPLIT_FILE}
 SIDES = ("train", "val", "test")
 
 
@@ -72,6 +79,14 @@ def datastore_subjects(datastore_path) -> List[str]:
     return sorted({str(((o.get("image") or {}).get("info") or {}).get("subject", i)) for i, o in objects.items()})
 
 
+def datastore_images(datastore_path) -> List[str]:
+    """Sorted image ids of a datastore folder."""
+    path = Path(datastore_path) / "datastore_v2.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no datastore here")
+    return sorted(str(i) for i in (json.loads(path.read_text()).get("objects") or {}))
+
+
 def new_split(subjects: Iterable[str], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0) -> dict:
     """A fresh split of ``subjects`` (not written): order by ``sha1("<seed>:<subject>")`` and cut."""
     fractions = _check_fractions(fractions)
@@ -82,13 +97,14 @@ def new_split(subjects: Iterable[str], fractions: Sequence[float] = (0.7, 0.15, 
     return {"seed": int(seed), "fractions": fractions, "subjects": dict(sorted(sides.items())), "created": created}
 
 
-def load_split(datastore_path) -> Optional[dict]:
-    """The stored split of a datastore folder, or None when it has no ``split.json``.
+def load_split(datastore_path, unit: str = "subject") -> Optional[dict]:
+    """The stored split of a datastore folder, or None when it has no ``split.json`` (``split_random.json`` for
+    ``unit="image"``).
 
     Raises:
-        ValueError: ``split.json`` is not a split (the message names the file).
+        ValueError: the file is not a split (the message names the file).
     """
-    path = Path(datastore_path) / SPLIT_FILE
+    path = Path(datastore_path) / _split_file(unit)
     if not path.is_file():
         return None
     try:
@@ -116,13 +132,21 @@ def _write(path: Path, split: dict) -> None:
         raise
 
 
-def ensure_split(datastore_path, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0) -> dict:
+def _split_file(unit: str) -> str:
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    return UNITS[unit]
+
+
+def ensure_split(datastore_path, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0, unit: str = "subject") -> dict:
     """The datastore's split, written on the first call; later calls add new subjects only.
 
     Args:
         datastore_path: datastore folder (holding ``datastore_v2.json``).
         fractions: (train, val, test) shares of subjects, summing to 1; used only when no split exists yet.
         seed: integer seed of the subject order; used only when no split exists yet.
+        unit: ``"subject"`` (``split.json``, what training uses) or ``"image"`` (``split_random.json``: image ids
+            in place of subjects, a random image-level split kept for comparison).
 
     Returns:
         The split dict (see module docstring). When a split exists, its own seed and fractions win over the
@@ -130,11 +154,14 @@ def ensure_split(datastore_path, fractions: Sequence[float] = (0.7, 0.15, 0.15),
         file re-written, with an ``"updated"`` time).
     """
     folder = Path(datastore_path)
-    subjects = datastore_subjects(folder)
-    with FileLock(str(folder / (SPLIT_FILE + ".lock"))):
-        split = load_split(folder)
+    name = _split_file(unit)
+    subjects = datastore_subjects(folder) if unit == "subject" else datastore_images(folder)
+    with FileLock(str(folder / (name + ".lock"))):
+        split = load_split(folder, unit)
         if split is None:
             split = new_split(subjects, fractions, seed)
+            if unit != "subject":
+                split["unit"] = unit
         else:
             new = [s for s in subjects if s not in split["subjects"]]
             if not new:
@@ -143,7 +170,7 @@ def ensure_split(datastore_path, fractions: Sequence[float] = (0.7, 0.15, 0.15),
                 split["subjects"][subject] = _by_hash(split["seed"], split["fractions"], subject)
             split["subjects"] = dict(sorted(split["subjects"].items()))
             split["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        _write(folder / SPLIT_FILE, split)
+        _write(folder / name, split)
     return split
 
 

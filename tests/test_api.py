@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -16,6 +17,7 @@ CLASSIFIERS = {
     "sequence": ["T1", "T2", "FLAIR"],
     "dementia_stage": ["NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"],
     "tumor_gate": ["no_tumor", "tumor"],
+    "tumor_type": ["glioma", "meningioma", "pituitary", "no_tumor"],
 }
 SEGMENTERS = {"tumor_seg": {"tumor": 1}, "hippocampus": {"anterior": 1, "posterior": 2}, "tumor_pipeline": {"tumor": 1}}
 
@@ -56,7 +58,7 @@ def test_info_lists_every_task_with_type_and_labels(server):
         assert models[name]["type"] == "segmentation"
         assert models[name]["labels"] == labels
     assert models["tumor_gate"]["config"]["threshold"] == 0.5
-    assert sorted(info["trainers"]) == ["dementia_stage", "hippocampus", "sequence", "tumor_gate", "tumor_seg"]
+    assert sorted(info["trainers"]) == ["dementia_stage", "hippocampus", "sequence", "tumor_gate", "tumor_seg", "tumor_type"]
 
 
 @pytest.mark.parametrize("model", [*CLASSIFIERS, *SEGMENTERS])
@@ -75,6 +77,8 @@ def test_untrained_model_is_refused_with_409(server, model):
         ("dementia_stage", "synth03_t1"),
         ("tumor_gate", "synth01_flair"),
         ("tumor_gate", "synth_slice02"),
+        ("tumor_type", "synth02_flair"),
+        ("tumor_type", "synth_slice01"),
     ],
 )
 def test_classifier_returns_probabilities_and_records_them(trained, model, image):
@@ -146,6 +150,53 @@ def test_pipeline_segments_only_where_the_gate_fires(trained):
     always = client.post("/infer/tumor_pipeline?image=synth01_flair&output=json", data={"params": json.dumps({"threshold": 0.0})}).json()
     assert always["tumor"] is True and always["fired_slices"] == [s["index"] for s in always["gate"]["slices"]]
     assert always["probability"] == always["gate"]["probability"]
+
+
+def _pipeline(client, image, threshold):
+    response = client.post(f"/infer/tumor_pipeline?image={image}&output=json", data={"params": json.dumps({"threshold": threshold})})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_pipeline_types_the_tumor_on_the_fired_slices_only(trained):
+    client, _, _ = trained
+    gate = client.post("/infer/tumor_gate?image=synth01_flair&output=json").json()
+    scores = {s["index"]: s["probabilities"]["tumor"] for s in gate["slices"]}
+    top, second = sorted(scores.values())[-1:-3:-1]
+    threshold = (top + second) / 2  # fires on the top slice only: a strict subset of the head slices (scores are rounded)
+    some = _pipeline(client, "synth01_flair", threshold)
+    fired = some["fired_slices"]
+    assert some["tumor"] is True and fired == [k for k, p in scores.items() if p >= threshold] and len(fired) < len(scores)
+    kind = some["tumor_type"]
+    assert [s["index"] for s in kind["slices"]] == fired
+    assert kind["label"] in CLASSIFIERS["tumor_type"] and sum(kind["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    for name, p in kind["probabilities"].items():  # the mean over the fired slices
+        assert p == pytest.approx(np.mean([s["probabilities"][name] for s in kind["slices"]]), abs=1e-5)
+    direct = client.post("/infer/tumor_type?image=synth01_flair&output=json", data={"params": json.dumps({"slices": fired})}).json()
+    assert direct["probabilities"] == kind["probabilities"] and direct["label"] == kind["label"]
+    assert set(some["checkpoints"]) == {"tumor_gate", "tumor_seg", "tumor_type"} and some["latencies"]["type"] >= 0
+
+    never = _pipeline(client, "synth01_flair", 1.0)
+    assert never["tumor"] is False and never["tumor_type"] is None and "type" not in never["latencies"]
+    assert never["measurements"]["total_mm3"] == 0 and never["gate"]["label"] == "no_tumor"
+
+    picture = _pipeline(client, "synth_slice01", 0.0)
+    assert picture["fired_slices"] == [0] and [s["index"] for s in picture["tumor_type"]["slices"]] == [0]
+
+
+def test_pipeline_needs_all_three_stages_trained(trained):
+    client, app, _ = trained
+    path = app.models["tumor_type"].path
+    Path(path).unlink()
+    response = client.post("/infer/tumor_pipeline?image=synth01_flair&output=json")
+    assert response.status_code == 409 and path in response.json()["detail"]
+
+
+@pytest.mark.parametrize("slices,words", [('"3"', "list of slice indices"), ("[1.5]", "list of slice indices"), ("[99, -1]", "name no slice")])
+def test_classifier_slices_override_is_checked(trained, slices, words):
+    client, _, _ = trained
+    response = client.post("/infer/tumor_type?image=synth01_flair&output=json", data={"params": f'{{"slices": {slices}}}'})
+    assert response.status_code == 422 and words in response.json()["detail"]
 
 
 def test_infer_on_an_uploaded_volume(trained):
@@ -287,6 +338,17 @@ def test_classifier_class_activation_map_is_aligned_with_the_input(trained, tmp_
         skipped = sorted(set(range(heat.shape[2])) - {s["index"] for s in result["slices"]})
         assert skipped and np.all(heat[:, :, skipped] == 0)  # slices the gate did not look at carry no evidence
     assert heat.dtype == np.float32 and 0.0 <= heat.min() and heat.max() <= 1.0 and heat.max() > 0
+
+
+def test_tumor_type_class_activation_map_covers_the_requested_slices_only(trained, tmp_path):
+    client, _, folder = trained
+    params = json.dumps({"cam": True, "slices": [6, 7]})
+    response = client.post("/infer/tumor_type?image=synth02_flair&output=image", data={"params": params})
+    assert response.status_code == 200, response.text
+    (tmp_path / "cam.nii.gz").write_bytes(response.content)
+    heat = np.asarray(nib.load(tmp_path / "cam.nii.gz").dataobj)
+    assert heat.shape == nib.load(folder / "synth02_flair.nii.gz").shape and heat.max() > 0
+    assert not np.delete(heat, [6, 7], axis=2).any()
 
 
 @pytest.mark.parametrize(

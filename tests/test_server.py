@@ -11,7 +11,8 @@ from monailabel.client.client import MONAILabelClient, MONAILabelClientException
 
 from live_server import running_server
 
-TASKS = ["sequence", "dementia_stage", "tumor_gate", "tumor_seg", "hippocampus"]
+TASKS = ["sequence", "dementia_stage", "tumor_gate", "tumor_seg", "hippocampus", "tumor_type"]
+CLASSIFIERS = ("sequence", "dementia_stage", "tumor_gate", "tumor_type")
 IMAGES = {
     "sequence": "synth01_t2",
     "dementia_stage": "synth02_t1",
@@ -19,6 +20,7 @@ IMAGES = {
     "tumor_seg": "synth01_flair",
     "hippocampus": "synth_hippo01_t1",
     "tumor_pipeline": "synth02_flair",
+    "tumor_type": "synth03_flair",
 }
 
 
@@ -54,7 +56,7 @@ def test_info_lists_every_task(client):
     info = client.info()
     assert set(info["models"]) == {*TASKS, "tumor_pipeline"}
     assert set(info["trainers"]) == set(TASKS)
-    for name in ("sequence", "dementia_stage", "tumor_gate"):
+    for name in CLASSIFIERS:
         assert info["models"][name]["type"] == "classification"
     for name in ("tumor_seg", "hippocampus", "tumor_pipeline"):
         assert info["models"][name]["type"] == "segmentation"
@@ -83,7 +85,7 @@ def test_one_epoch_training_publishes_a_checkpoint(client, live_server, task):
 def test_infer_after_training(client, live_server, task):
     image = IMAGES[task]
     label_file, result = _infer(client, task, image)
-    if task in ("sequence", "dementia_stage", "tumor_gate"):
+    if task in CLASSIFIERS:
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
         assert result["checkpoint"]["path"] == str(live_server["models"] / task / "model.pt")
     else:
@@ -91,6 +93,27 @@ def test_infer_after_training(client, live_server, task):
         assert mask.shape == nib.load(live_server["studies"] / f"{image}.nii.gz").shape
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
         assert "measurements" in result
+    if task == "tumor_pipeline":  # third stage: the type where the gate fired, null where it did not
+        kind = result["tumor_type"]
+        if result["fired_slices"]:
+            assert [s["index"] for s in kind["slices"]] == result["fired_slices"] and kind["label"] in kind["probabilities"]
+        else:
+            assert kind is None
+
+
+def test_pipeline_answers_in_three_stages_where_the_gate_fires(client, live_server):
+    image = IMAGES["tumor_pipeline"]
+    label_file, fired = client.infer("tumor_pipeline", image, {"threshold": 0.0})
+    fired = json.loads(fired) if isinstance(fired, (bytes, str)) else fired
+    assert fired["tumor"] is True and fired["fired_slices"] == [s["index"] for s in fired["gate"]["slices"]]
+    assert [s["index"] for s in fired["tumor_type"]["slices"]] == fired["fired_slices"]
+    assert sum(fired["tumor_type"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert fired["checkpoints"]["tumor_type"]["path"] == str(live_server["models"] / "tumor_type" / "model.pt")
+    assert nib.load(label_file).shape == nib.load(live_server["studies"] / f"{image}.nii.gz").shape
+    label_file, quiet = client.infer("tumor_pipeline", image, {"threshold": 1.0})
+    quiet = json.loads(quiet) if isinstance(quiet, (bytes, str)) else quiet
+    assert quiet["tumor"] is False and quiet["fired_slices"] == [] and quiet["tumor_type"] is None
+    assert not np.asarray(nib.load(label_file).dataobj).any()
 
 
 def test_retraining_changes_the_checkpoint_the_next_infer_uses(client):

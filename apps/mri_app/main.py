@@ -23,7 +23,8 @@ from monailabel.config import settings
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
-from lib.conf import conf_float
+from lib.activelearning import ModelScorer, RetrainScheduler, UncertaintyStrategy, labelled_task
+from lib.conf import conf_float, conf_int
 from lib.datastore import MRIDatastore, bad_input, read_header, update_info_entry
 from lib.infers.tumor_pipeline import TumorPipelineInfer
 from lib.routes import install as install_routes
@@ -58,6 +59,13 @@ class MRIApp(MONAILabelApp):
             self.models[name] = configs[name]()
             self.models[name].init(name, self.model_dir, conf, None)
         logger.info(f"+++ Using models: {list(self.models)}")
+        retrain_after = conf_int(conf, "retrain_after", 0, low=0)
+        self.retrain = None
+        if retrain_after:
+            self.retrain = RetrainScheduler(
+                self.model_dir, retrain_after, conf_int(conf, "retrain_epochs", 5, low=1), on_run_end=self._after_retraining
+            )
+        self._scorer = ModelScorer(self, samples=conf_int(conf, "mc_dropout_samples", 5, low=2))
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -84,7 +92,10 @@ class MRIApp(MONAILabelApp):
             infers["tumor_pipeline"] = TumorPipelineInfer(
                 infers["tumor_gate"],
                 infers["tumor_seg"],
-                description="Tumor pipeline: tumor_gate per slice, tumor_seg only where the gate fires",
+                description="Tumor pipeline: tumor_gate per slice; tumor_seg"
+                + (" and tumor_type" if "tumor_type" in infers else "")
+                + " only where the gate fires",
+                tumor_type=infers.get("tumor_type"),
             )
         return infers
 
@@ -92,7 +103,45 @@ class MRIApp(MONAILabelApp):
         return {name: config.trainer() for name, config in self.models.items()}
 
     def init_strategies(self) -> Dict[str, Strategy]:
-        return {"random": Random(), "first": First()}
+        def tasks():
+            return {n: (c.kind, getattr(c, "spacing", None) is not None) for n, c in self.models.items()}
+
+        return {
+            "random": Random(),
+            "first": First(),
+            "entropy": UncertaintyStrategy("entropy", "classification", tasks, self._scorer,
+                                           "Classifiers: unlabelled image with the highest predictive entropy"),
+            "epistemic": UncertaintyStrategy("epistemic", "segmentation", tasks, self._scorer,
+                                             "Segmentation: unlabelled image with the highest Monte-Carlo dropout variance"),
+        }
+
+    def on_save_label(self, image_id, label_id):
+        """A ``final`` segmentation label counts towards its task's next fine-tuning run (``--conf retrain_after``)."""
+        result = super().on_save_label(image_id, label_id)
+        if self.retrain is not None:
+            seg = {n: c.labels for n, c in self.models.items() if c.kind == "segmentation"}
+            task = labelled_task(self.datastore(), image_id, label_id, seg)
+            if task:
+                self.retrain.note_label(task, image_id)
+        return result
+
+    def on_class_label(self, task, image_id):
+        """A class correction (``PUT /classlabel``) counts towards its task's next fine-tuning run."""
+        if self.retrain is not None and task in self.models:
+            self.retrain.note_label(task, image_id)
+
+    def on_init_complete(self):
+        super().on_init_complete()
+        if self.retrain is not None:
+            self.retrain.resume()
+
+    def _after_retraining(self, run):
+        """After a promoted fine-tuning run, refresh the cached uncertainty scores of its task in the background."""
+        if not run.get("promoted"):
+            return
+        strategy = self._strategies.get("entropy" if self.models[run["task"]].kind == "classification" else "epistemic")
+        scores = strategy.rescore(run["task"], self.datastore())
+        logger.info(f"after retraining {run['task']}: {strategy.method} scores of {len(scores)} unlabelled images cached")
 
     def init_scoring_methods(self):
         return {}

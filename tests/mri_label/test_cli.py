@@ -43,3 +43,21 @@ def test_app_dir_must_hold_main_py(tmp_path, monkeypatch):
     monkeypatch.setenv("MRI_LABEL_APP", str(tmp_path))
     with pytest.raises(SystemExit, match="no MONAI Label app"):
         cli.app_dir()
+
+
+def test_evaluate_takes_a_split_kind(monkeypatch, capsys):
+    from mri_label import cli
+
+    args = cli.parser().parse_args(["evaluate", "tumor_type", "--studies", "store"])
+    assert args.split == "grouped"
+    calls = []
+
+    def fake(task, studies, **kwargs):
+        calls.append((task, studies, kwargs["split_kind"]))
+        return {"task": task, "n_images": 4, "n_subjects": 4, "headline": {"accuracy": 1.0}, "files": ["r.md"]}
+
+    monkeypatch.setattr("mri_label.evaluate.evaluate", fake)
+    assert cli.main(["evaluate", "tumor_type", "--studies", "store", "--split", "random"]) == 0
+    assert calls == [("tumor_type", "store", "random")] and "RANDOM image split" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["evaluate", "tumor_type", "--studies", "store", "--split", "patients"])

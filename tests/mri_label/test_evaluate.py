@@ -70,3 +70,30 @@ def test_missing_checkpoint_is_a_clear_error(datastore_dir, tmp_path):
 def test_target_recall_is_validated(datastore_dir):
     with pytest.raises(ValueError, match="target_recall"):
         evaluate("tumor_gate", str(datastore_dir), target_recall=1.5)
+
+
+def test_tumor_type_on_the_grouped_and_on_a_random_image_split(setup, tmp_path):
+    studies, models = setup
+    seen = {"grouped": [], "random": [], "stratified": []}
+    run = lambda kind: evaluate("tumor_type", str(studies), out=str(tmp_path / kind), model_dir=str(models),  # noqa: E731
+                                progress=seen[kind].append, split_kind=kind)
+    grouped = run("grouped")
+    split_file = (studies / "split.json").read_bytes()
+    random = run("random")
+    assert (studies / "split.json").read_bytes() == split_file  # the training split is never touched
+    objects = json.loads((studies / "datastore_v2.json").read_text())["objects"]
+    typed = {i: o["image"]["info"] for i, o in objects.items() if "tumor_type" in o["image"]["info"].get("class_labels", {})}
+    by_subject, by_image = ensure_split(studies), ensure_split(studies, unit="image")
+    expected_grouped = sorted(i for i, info in typed.items() if split_of(by_subject, info["subject"]) == "test")
+    expected_random = sorted(i for i in typed if by_image["subjects"][i] == "test")
+    assert by_image["unit"] == "image" and expected_random != expected_grouped
+    assert (grouped["n_images"], random["n_images"]) == (len(expected_grouped), len(expected_random))
+    test_images = sorted(i for i, side in by_image["subjects"].items() if side == "test")  # every image on the test side
+    assert seen["random"][-1] == f"tumor_type: {len(test_images)}/{len(test_images)} images"
+    assert grouped["split_kind"] == "grouped" and random["split_kind"] == "random" and "macro_f1" in random["headline"]
+    saved = json.loads((tmp_path / "random" / "metrics.json").read_text())
+    assert saved["meta"]["split_kind"] == "random" and "split_random.json" in saved["meta"]["split"]
+    assert saved["metrics"]["ece"] is not None and saved["metrics"]["classes"] == ["glioma", "meningioma", "pituitary", "no_tumor"]
+    assert "optimistic" in (tmp_path / "random" / "report.md").read_text()
+    with pytest.raises(ValueError, match="split_kind"):
+        run("stratified")

@@ -222,6 +222,39 @@ def test_class_folders_map_published_names_and_make_safe_unique_ids(tumor_src, o
     assert {"p_0", "p_1", "p_2", "p_3", "glioma_tumor_image_1", "no_tumor_image_1"} <= ids and len(ids) == 8
 
 
+def test_tumor_type_near_duplicates_land_in_one_group_and_one_split_side(tmp_path, out):
+    """brain_tumor_4class layout with one 256x256 glioma picture four times (exact copy, noisy re-encoded JPEG,
+    half-size PNG): the four share a group (= subject, the smallest id), distinct pictures stay alone, and the subject split
+    keeps the group on one side while the random image split (split_random.json) does not look at groups."""
+    from mri_label.splits import ensure_split, split_of
+
+    src = tmp_path / "Training"
+    for k, name in enumerate(["glioma_tumor", "meningioma_tumor", "pituitary_tumor", "no_tumor"]):
+        (src / name).mkdir(parents=True)
+        for j in range(3):
+            Image.fromarray(_smooth(60 + 5 * k + j, (120, 100))).save(src / name / f"{name[:4]}_{j}.jpg", quality=95)
+    glioma, base = src / "glioma_tumor", _smooth(99, (256, 256))
+    Image.fromarray(base).save(glioma / "dup_a.jpg", quality=95)
+    shutil.copyfile(glioma / "dup_a.jpg", glioma / "dup_b.jpg")
+    Image.fromarray(_noisy(base, 5)).save(glioma / "dup_c.jpg", quality=75)
+    Image.fromarray(base).resize((128, 128)).save(glioma / "dup_d.png")
+    summary = import_dataset("classfolders", src, out / "store", task="tumor_type")
+    infos = {i: o["image"]["info"] for i, o in _objects(out / "store").items()}
+    duplicates = ["dup_a", "dup_b", "dup_c", "dup_d"]
+    assert {infos[i]["group"] for i in duplicates} == {infos[i]["subject"] for i in duplicates} == {"dup_a"}
+    others = [i for i in infos if i not in duplicates]
+    assert len(others) == 12 and {infos[i]["group"] for i in others} == set(others)
+    assert summary["groups"] == {"count": 13, "with_several_images": 1, "largest": 4, "hash_threshold": 4, "mixed_class": []}
+    assert summary["class_counts"] == {"tumor_type": {"glioma": 7, "meningioma": 3, "pituitary": 3, "no_tumor": 3}}
+    assert {infos[i]["class_labels"]["tumor_type"]["label"] for i in duplicates} == {"glioma"}
+    split = ensure_split(out / "store")
+    assert len({split_of(split, infos[i]["subject"]) for i in duplicates}) == 1 and len(split["subjects"]) == 13
+    before = (out / "store" / "split.json").read_bytes()
+    random = ensure_split(out / "store", unit="image")
+    assert random["unit"] == "image" and set(random["subjects"]) == set(infos)
+    assert (out / "store" / "split.json").read_bytes() == before and (out / "store" / "split_random.json").is_file()
+
+
 def test_dhash_ignores_noise_and_rescaling_but_not_content():
     picture = _smooth(3, (176, 208))
     base = dhash(Image.fromarray(picture))

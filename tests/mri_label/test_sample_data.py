@@ -192,15 +192,17 @@ def _cl(label):
     [
         ("synth03_t1", "synth03", "T1", {"sequence": _cl("T1"), "dementia_stage": _cl("MildDemented")}, None),
         ("synth03_t2", "synth03", "T2", {"sequence": _cl("T2")}, None),
-        ("synth03_flair", "synth03", "FLAIR", {"sequence": _cl("FLAIR"), "tumor_gate": _cl("tumor")}, _TUMOR_INFO),
-        ("synth05_flair", "synth05", "FLAIR", {"sequence": _cl("FLAIR"), "tumor_gate": _cl("no_tumor")}, _TUMOR_INFO),
+        ("synth03_flair", "synth03", "FLAIR",
+         {"sequence": _cl("FLAIR"), "tumor_gate": _cl("tumor"), "tumor_type": _cl("pituitary")}, _TUMOR_INFO),
+        ("synth05_flair", "synth05", "FLAIR",
+         {"sequence": _cl("FLAIR"), "tumor_gate": _cl("no_tumor"), "tumor_type": _cl("no_tumor")}, _TUMOR_INFO),
         ("synth04_t1", "synth04", "T1", {"sequence": _cl("T1"), "dementia_stage": _cl("ModerateDemented")}, None),
         ("synth_hippo02_t1", "synth_hippo02", "T1",
          {"sequence": _cl("T1"), "dementia_stage": _cl("VeryMildDemented")}, _HIPPO_INFO),
         ("synth_slice01", "synth_slice01", "FLAIR",
-         {"sequence": _cl("FLAIR"), "tumor_gate": _cl("tumor")}, _TUMOR_INFO),
+         {"sequence": _cl("FLAIR"), "tumor_gate": _cl("tumor"), "tumor_type": _cl("glioma")}, _TUMOR_INFO),
         ("synth_slice04", "synth_slice04", "FLAIR",
-         {"sequence": _cl("FLAIR"), "tumor_gate": _cl("no_tumor")}, _TUMOR_INFO),
+         {"sequence": _cl("FLAIR"), "tumor_gate": _cl("no_tumor"), "tumor_type": _cl("no_tumor")}, _TUMOR_INFO),
     ],
 )
 def test_info_schema(store, image_id, subject, sequence, class_labels, label_info):

@@ -129,3 +129,22 @@ def test_split_of_the_sample_datastore(tmp_path):
     split = ensure_split(tmp_path / "ds")
     assert set(split["subjects"]) == {f"synth0{i}" for i in range(1, 7)} | {f"synth_hippo0{i}" for i in range(1, 5)} | {
         f"synth_slice0{i}" for i in range(1, 5)}
+
+
+def test_random_image_split_is_a_second_file_keyed_by_image_id(tmp_path):
+    store = _datastore(tmp_path / "ds", SUBJECTS, images_per_subject=3)
+    grouped = ensure_split(store)
+    before = (store / "split.json").read_bytes()
+    random = ensure_split(store, unit="image")
+    images = [f"{s}_img{k}" for s in SUBJECTS for k in range(3)]
+    assert random["unit"] == "image" and sorted(random["subjects"]) == sorted(images)
+    assert Counter(random["subjects"].values()) == {"train": 210, "val": 45, "test": 45}
+    assert (store / "split.json").read_bytes() == before and load_split(store) == grouped
+    assert load_split(store, unit="image") == random == ensure_split(store, unit="image")
+    # images of one subject are spread over the sides: what a random split does to near-duplicates
+    assert any(len({random["subjects"][f"{s}_img{k}"] for k in range(3)}) > 1 for s in SUBJECTS)
+    # the same partition as split.json of a datastore whose images are their own subjects
+    alone = _datastore(tmp_path / "alone", images, images_per_subject=1)
+    assert ensure_split(alone)["subjects"] == random["subjects"]
+    with pytest.raises(ValueError, match="unit"):
+        ensure_split(store, unit="patient")

@@ -1,6 +1,6 @@
 """The Slicer module's plain logic (MRILabelLib) against a real mri-label server on the sample data.
 
-One server for the whole file; tumor_gate, tumor_seg and hippocampus are trained once, 1 epoch each.
+One server for the whole file; tumor_gate, tumor_seg, tumor_type and hippocampus are trained once, 1 epoch each.
 """
 
 import sys
@@ -18,7 +18,7 @@ from MRILabelLib.client import ServerClient  # noqa: E402
 from MRILabelLib.errors import ImageTooLargeError, ServerHTTPError, ServerUnreachableError  # noqa: E402
 from MRILabelLib.results import ClassificationResult, SegmentationResult  # noqa: E402
 
-TRAINED = ("tumor_gate", "tumor_seg", "hippocampus")
+TRAINED = ("tumor_gate", "tumor_seg", "tumor_type", "hippocampus")
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +50,13 @@ def _messages():
 
 def test_tasks_and_strategies_come_from_info(logic):
     tasks = {t.name: t for t in logic.tasks()}
-    assert set(tasks) == {"sequence", "dementia_stage", "tumor_gate", "tumor_seg", "hippocampus", "tumor_pipeline"}
-    assert {n for n, t in tasks.items() if t.kind == "classification"} == {"sequence", "dementia_stage", "tumor_gate"}
+    assert set(tasks) == {"sequence", "dementia_stage", "tumor_gate", "tumor_seg", "hippocampus", "tumor_pipeline", "tumor_type"}
+    assert {n for n, t in tasks.items() if t.kind == "classification"} == {"sequence", "dementia_stage", "tumor_gate", "tumor_type"}
+    assert tasks["tumor_type"].classes == ["glioma", "meningioma", "pituitary", "no_tumor"] and tasks["tumor_type"].trainable
     assert tasks["sequence"].classes == ["T1", "T2", "FLAIR"]
     assert tasks["hippocampus"].labels == {"anterior": 1, "posterior": 2}
     assert not tasks["tumor_pipeline"].trainable and tasks["tumor_seg"].trainable
-    assert logic.strategies() == ["first", "random"]
+    assert logic.strategies() == ["entropy", "epistemic", "first", "random"]
 
 
 @pytest.mark.parametrize("action", ["run", "cam"])
@@ -110,6 +111,8 @@ def test_tumor_pipeline_mask_has_the_image_shape(logic, server, trainings):
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
     assert result.label_names == {"tumor": 1}
     assert "Total: " in result.measurements.text() and "threshold 0.50" in result.summary()
+    fired = logic.run_task("tumor_pipeline", "synth02_flair", params={"threshold": 0.0})
+    assert f"tumor type: {fired.raw['tumor_type']['label']} (p = " in fired.summary()
 
 
 def test_hippocampus_measurements_text(logic, trainings):
@@ -199,8 +202,10 @@ def test_next_sample_is_downloaded(logic, server, strategy):
 
 def test_unknown_strategy_is_refused_with_the_offered_ones(logic):
     with pytest.raises(ValueError) as caught:
-        logic.next_sample("entropy")
-    assert plain_sentence(caught.value) == "strategy 'entropy' is not offered by this server; strategies: ['first', 'random']."
+        logic.next_sample("cleverest")
+    assert plain_sentence(caught.value) == (
+        "strategy 'cleverest' is not offered by this server; strategies: ['entropy', 'epistemic', 'first', 'random']."
+    )
 
 
 def test_unreachable_server_sentence():

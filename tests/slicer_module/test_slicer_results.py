@@ -101,6 +101,11 @@ def test_segmentation_result_and_pipeline_summary():
     result = parse_segmentation(raw, "/tmp/mask.nii.gz")
     assert result.label_names == {"tumor": 1} and result.measurements.total == 24.0
     assert result.summary() == "Tumor pipeline: gate fired (p(tumor) = 0.910, threshold 0.50); segmented slices: 5, 6"
+    typed = dict(raw, tumor_type={"label": "meningioma", "probabilities": {"glioma": 0.1, "meningioma": 0.85, "pituitary": 0.03,
+                                                                         "no_tumor": 0.02}})
+    assert parse_segmentation(typed, "m.nii.gz").summary() == result.summary() + "; tumor type: meningioma (p = 0.850)"
+    quiet = dict(raw, tumor=False, fired_slices=[], tumor_type=None)
+    assert parse_segmentation(quiet, "m.nii.gz").summary().endswith("segmented slices: none")
     plain = parse_segmentation({"label_names": {"anterior": 1, "posterior": 2}}, "m.nii.gz", "hippocampus")
     assert plain.summary() == "hippocampus: mask with labels anterior, posterior" and plain.measurements is None
 

@@ -55,6 +55,9 @@ async def put_class_label(
         raise bad_input(422, f"class {body.label!r} is not a class of {task}; valid classes: {list(classes)}")
     record = {"label": body.label, "source": "user", "user": user.username}
     update_info_entry(datastore, image, "class_labels", task, record)
+    hook = getattr(app_instance(), "on_class_label", None)
+    if hook is not None:  # counts towards the task's next fine-tuning run (--conf retrain_after)
+        hook(task, image)
     return {"image": image, "task": task, "label": body.label}
 
 

@@ -15,6 +15,7 @@ from lib.conf import conf_bool
 from lib.datastore import bad_input
 
 train_router = APIRouter(tags=["Train"])
+retrain_router = APIRouter(tags=["Active Learning"])
 infer_router = APIRouter(tags=["Infer"])
 
 
@@ -63,6 +64,14 @@ async def train_model(
     return run_model(model, params, run_sync, enqueue)
 
 
+@retrain_router.get("/activelearning/stats", summary="Automatic fine-tuning runs: counters, pending runs and every run's record")
+async def retrain_stats(user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    scheduler = getattr(app_instance(), "retrain", None)
+    if scheduler is None:
+        return {"enabled": False, "tasks": {}, "runs": []}
+    return dict(scheduler.stats(), enabled=True)
+
+
 def install(server) -> None:
     """Add our routes to the FastAPI ``server`` once; the train and infer routes go before MONAI Label's own."""
     if getattr(server.state, "mri_label_routes", False):
@@ -71,6 +80,7 @@ def install(server) -> None:
     routes = server.router.routes
     before = len(routes)
     server.include_router(train_router, prefix=settings.MONAI_LABEL_API_STR)
+    server.include_router(retrain_router, prefix=settings.MONAI_LABEL_API_STR)
     server.include_router(infer_router, prefix=settings.MONAI_LABEL_API_STR)
     added = routes[before:]
     del routes[before:]

@@ -8,7 +8,7 @@ from monailabel.interfaces.config import TaskConfig
 from lib.conf import conf_float, conf_int, conf_ints
 from lib.infers.classifier import ClassifierInfer
 from lib.infers.segmentation import SliceSegmentationInfer, VolumeSegmentationInfer
-from lib.networks import build_network, residual_unet, slice_classifier
+from lib.networks import build_network, load_pretrained, pretrained_classifier, residual_unet, slice_classifier
 from lib.trainers.classifier import ClassifierTrainer
 from lib.trainers.segmentation import SliceSegmentationTrainer, VolumeSegmentationTrainer
 
@@ -39,8 +39,10 @@ class MRITaskConfig(TaskConfig):
 
 class ClassifierConfig(MRITaskConfig):
     """Slice classifier: a 2D ResNet-18 layout. Options ``--conf <task>_image_size`` (pixels, default 128),
-    ``<task>_widths`` (four stage widths, default [16,32,64,128]) and ``<task>_slices_per_volume`` (central
-    slices a class-labelled volume contributes to training, default 8)."""
+    ``<task>_widths`` (four stage widths, default [16,32,64,128]), ``<task>_slices_per_volume`` (central
+    slices a class-labelled volume contributes to training, default 8) and ``<task>_pretrained`` (a torchvision
+    or MONAI basic-block ResNet state dict on disk: the network takes its layout and training starts from its
+    weights, see :func:`lib.networks.load_pretrained`; without it training starts from scratch)."""
 
     kind = "classification"
     classes: tuple = ()
@@ -56,11 +58,35 @@ class ClassifierConfig(MRITaskConfig):
         self.size = conf_int(conf, f"{name}_image_size", 128, low=32)
         self.slices_per_volume = conf_int(conf, f"{name}_slices_per_volume", 8, low=1)
         widths = conf_ints(conf, f"{name}_widths", (16, 32, 64, 128), length=4)
-        self.network_spec = slice_classifier(len(self.classes), widths)
-        self.network = build_network(self.network_spec)
+        self.pretrained = conf.get(f"{name}_pretrained") or None
+        if self.pretrained:
+            self.network_spec, self.network = self._pretrained_network(name, conf)
+        else:
+            self.network_spec = slice_classifier(len(self.classes), widths)
+            self.network = build_network(self.network_spec)
+
+    def _pretrained_network(self, name, conf):
+        """Spec and network laid out like the state dict of ``--conf <task>_pretrained``, checked by loading it."""
+        path = os.path.abspath(os.path.expanduser(str(self.pretrained)))
+        option = f"--conf {name}_pretrained {self.pretrained}"
+        if not os.path.isfile(path):
+            raise ValueError(f"{option}: no such file {path} (a torchvision or MONAI ResNet state dict)")
+        try:
+            spec = pretrained_classifier(len(self.classes), path)
+            network = build_network(spec)
+            load_pretrained(network, path)
+        except ValueError as error:
+            raise ValueError(f"{option}: {error}") from None
+        if conf.get(f"{name}_widths") and list(conf_ints(conf, f"{name}_widths", (), length=4)) != spec["args"]["block_inplanes"]:
+            raise ValueError(f"--conf {name}_widths differs from the stage widths {spec['args']['block_inplanes']} of {path}")
+        self.pretrained = path
+        return spec, network
 
     def card(self):
-        return dict(super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION})
+        card = dict(super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION})
+        if self.pretrained:
+            card["pretrained"] = {"path": self.pretrained, "note": "training starts from these weights (see lib.networks.load_pretrained)"}
+        return card
 
     def infer_kwargs(self) -> Dict:
         return {}
@@ -70,7 +96,8 @@ class ClassifierConfig(MRITaskConfig):
 
     def trainer(self):
         return ClassifierTrainer(
-            *self._trainer_args(), classes=self.classes, size=self.size, mask_task=self.mask_task, slices_per_volume=self.slices_per_volume
+            *self._trainer_args(), classes=self.classes, size=self.size, mask_task=self.mask_task,
+            slices_per_volume=self.slices_per_volume, pretrained=self.pretrained,
         )
 
 

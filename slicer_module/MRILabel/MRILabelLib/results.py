@@ -65,12 +65,17 @@ class SegmentationResult(NamedTuple):
     raw: Dict
 
     def summary(self) -> str:
-        """One line for the panel (the pipeline adds its gate decision)."""
+        """One line for the panel (the pipeline adds its gate decision, and the tumor type where the gate fired)."""
         if "tumor" in self.raw and "threshold" in self.raw:
             fired = ", ".join(str(s) for s in self.raw.get("fired_slices") or []) or "none"
-            return (f"Tumor pipeline: gate {'fired' if self.raw['tumor'] else 'did not fire'} "
+            line = (f"Tumor pipeline: gate {'fired' if self.raw['tumor'] else 'did not fire'} "
                     f"(p(tumor) = {float(self.raw.get('probability', 0)):.3f}, threshold {float(self.raw['threshold']):.2f}); "
                     f"segmented slices: {fired}")
+            kind = self.raw.get("tumor_type")
+            if isinstance(kind, dict) and kind.get("label") is not None:
+                p = (kind.get("probabilities") or {}).get(kind["label"])
+                line += f"; tumor type: {kind['label']}" + (f" (p = {float(p):.3f})" if p is not None else "")
+            return line
         return f"{self.task}: mask with labels {', '.join(self.label_names) or 'none'}"
 
 

@@ -1,4 +1,4 @@
-"""Slice-wise 2D classifiers on a 2D image or a volume (sequence, dementia_stage, tumor_gate)."""
+"""Slice-wise 2D classifiers on a 2D image or a volume (sequence, dementia_stage, tumor_gate, tumor_type)."""
 
 import tempfile
 from typing import Dict, List, Sequence
@@ -25,9 +25,11 @@ class ClassifierInfer(BasicInferTask):
 
     A volume is classified slice by slice over its central head slices (head area at least
     ``slice_fraction`` of the largest slice's); the volume answer is the mean of those slices'
-    softmax probabilities. The result JSON holds ``label``, ``probabilities`` (class -> p, summing to 1),
-    ``aggregation`` and ``slices`` (per-slice index and probabilities). With ``{"cam": true}`` in the
-    request it also returns a Grad-CAM of the predicted class as a float NIfTI in the input's grid.
+    softmax probabilities. ``{"slices": [k, ...]}`` in the request names the slices of a volume to look at
+    instead (``tumor_pipeline`` passes the slices where the gate fired); indices outside the volume are ignored.
+    The result JSON holds ``label``, ``probabilities`` (class -> p, summing to 1), ``aggregation`` and ``slices``
+    (per-slice index and probabilities). With ``{"cam": true}`` in the request it also returns a Grad-CAM of
+    the predicted class as a float NIfTI in the input's grid.
     """
 
     aggregation = "mean of the softmax probabilities of the central head slices"
@@ -55,7 +57,8 @@ class ClassifierInfer(BasicInferTask):
             data["slices_run"] = [0]
             return SlicewiseInferer(self.size, segmentation=False)
         axis = axial_axis(image.affine)
-        data["slices_run"] = brain_slices(image, axis, self.slice_fraction)
+        chosen = requested_slices(data.get("slices"), image.shape[axis + 1])
+        data["slices_run"] = brain_slices(image, axis, self.slice_fraction) if chosen is None else chosen
         return SlicewiseInferer(self.size, axis=axis, segmentation=False, slices=data["slices_run"])
 
     def inverse_transforms(self, data=None):
@@ -98,6 +101,22 @@ class ClassifierInfer(BasicInferTask):
         path = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
         nib.save(nib.Nifti1Image(heat.numpy().astype(np.float32), affine), path)
         return path
+
+
+def requested_slices(value, depth: int):
+    """The request's ``slices`` (a list of slice indices) within ``0..depth-1``, sorted; None when not given.
+
+    Raises:
+        HTTPException 422: not a list of integers, or no index inside the volume.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or any(isinstance(k, bool) or not isinstance(k, int) for k in value):
+        raise bad_input(422, f"slices must be a list of slice indices (integers), got {value!r:.80}")
+    chosen = sorted({int(k) for k in value if 0 <= int(k) < depth})
+    if not chosen:
+        raise bad_input(422, f"slices {list(value)[:10]} name no slice of this volume (0..{depth - 1})")
+    return chosen
 
 
 class TumorGateInfer(ClassifierInfer):

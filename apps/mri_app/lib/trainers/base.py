@@ -1,6 +1,7 @@
 """What every mri-label trainer shares: data from the datastore, a fixed subject split, AMP on GPU,
 a cosine learning-rate schedule, early stopping, and a ``model.json`` written beside the checkpoint."""
 
+import copy
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from mri_label.splits import ensure_split, split_of
 
 from lib.datalists import split_by_subject
+from lib.conf import conf_bool
 from lib.networks import build_network
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class MRITrainTask(BasicTrainTask):
         )
         self.task, self.network_spec, self.card = task, network_spec, card
         self._split = None
+        self._finetune_from = None  # the served checkpoint a fine-tune run starts from (see ``train``)
+        self._baseline = None  # the served checkpoint's validation metric, measured before a fine-tune run
 
     @abstractmethod
     def items(self, datastore: Datastore) -> List[Dict]:
@@ -118,20 +122,101 @@ class MRITrainTask(BasicTrainTask):
     def val_inferer(self, context: Context):
         return SimpleInferer()
 
+    def load_path(self, output_dir, pretrained=True):
+        if self._finetune_from:  # a fine-tune run starts from the served checkpoint, not from its run folder
+            return self._finetune_from
+        return super().load_path(output_dir, pretrained)
+
+    def finalize(self, context: Context):
+        super().finalize(context)
+        if self._finetune_from and context.evaluator and context.local_rank == 0:
+            self._baseline = self.evaluate_checkpoint(context, self._finetune_from)
+            logger.info(f"{self.task}: served checkpoint scores {self._baseline} on the validation items before fine-tuning")
+
+    def evaluate_checkpoint(self, context: Context, path: str) -> Dict:
+        """Key validation metric of the checkpoint at ``path`` on this run's validation items, with this trainer's
+        own validation transforms, inferer and metric (the same numbers the run's evaluator reports)."""
+        from monai.engines import SupervisedEvaluator
+
+        network = copy.deepcopy(context.network)
+        checkpoint = torch.load(path, map_location=context.device)
+        network.load_state_dict(checkpoint.get(self._model_dict_key, checkpoint), strict=self._load_strict)
+        evaluator = SupervisedEvaluator(
+            device=context.device,
+            val_data_loader=context.evaluator.data_loader,
+            network=network,
+            inferer=self.val_inferer(context),
+            postprocessing=self._validate_transforms(self.val_post_transforms(context), "Validation", "post"),
+            key_val_metric=self.val_key_metric(context),
+            amp=self._amp,
+        )
+        evaluator.run()
+        name = evaluator.state.key_metric_name
+        return {"name": name, "value": float(evaluator.state.metrics[name])}
+
     def train(self, rank, world_size, request, datalist):
         self._context = None
+        finetune = conf_bool(request, "finetune", False)
+        served = self._publish_path
+        if finetune:  # publish to a candidate beside the served checkpoint; promote it after the run if not worse
+            self._finetune_from = served if os.path.exists(served) else None
+            self._publish_path = candidate_path(served)
+            self._baseline = None
+            for stale in (self._publish_path, os.path.join(self._model_dir, request["name"], self._key_metric_filename)):
+                if os.path.exists(stale):
+                    os.remove(stale)
+        started = time.time()
         tracker = _carbon_tracker(str(request.get("carbon_country", "DEU"))) if rank == 0 else None
         try:
             stats = super().train(rank, world_size, request, datalist)
         finally:
             energy = _stop(tracker)
+            self._publish_path = served
+            self._finetune_from = None
         if rank == 0:
             stats["energy"] = energy
             if os.path.exists(self._stats_path):
                 _write_json(self._stats_path, dict(_read_json(self._stats_path), energy=energy))
+            if finetune:
+                stats["finetune"] = self._finish_finetune(request, stats, served, started)
+                if not stats["finetune"]["promoted"]:
+                    return stats
             if os.path.exists(self._publish_path):
                 self.write_card(self._context, stats)
         return stats
+
+    def _finish_finetune(self, request, stats: Dict, served: str, started: float) -> Dict:
+        """Promote the candidate of a fine-tune run if not worse than the served checkpoint; record the run in
+        ``finetune_result.json`` beside the checkpoint (read by the server's retrain scheduler)."""
+        evaluation = stats.get("eval") or {}
+        after = evaluation.get("best_metric") if evaluation else None
+        before = self._baseline
+        had_served = os.path.exists(served)
+        promoted, reason = promote_candidate(
+            candidate_path(served), served, before["value"] if before else None, after, had_served=had_served
+        )
+        logger.info(f"{self.task}: fine-tuned checkpoint {'promoted' if promoted else 'NOT promoted'}: {reason}")
+        context = self._context
+        labelled = {i["image"] for i in (context.datalist if context else [])}
+        record = {
+            "run": request.get("al_run"),
+            "task": self.task,
+            "metric": evaluation.get("key_metric_name") or (before or {}).get("name"),
+            "metric_before": before["value"] if before else None,
+            "metric_after": after,
+            "promoted": promoted,
+            "reason": reason,
+            "labelled_images": len(labelled),
+            "train_items": len(context.train_datalist) if context and context.train_datalist else 0,
+            "val_items": len(context.val_datalist) if context and context.val_datalist else 0,
+            "epochs": stats.get("epoch"),
+            "device": str(context.device) if context else None,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "duration_s": round(time.time() - started, 1),
+        }
+        _write_json(os.path.join(os.path.dirname(served), "finetune_result.json"), record)
+        return record
 
     def write_card(self, context: Context, stats: Dict) -> None:
         """Write ``model.json`` beside the published checkpoint (nnU-Net style self-description)."""
@@ -161,6 +246,32 @@ class MRITrainTask(BasicTrainTask):
             }
         )
         _write_json(os.path.join(os.path.dirname(self._publish_path), "model.json"), card)
+
+
+def candidate_path(served: str) -> str:
+    """Where a fine-tune run publishes its best checkpoint before promotion (``model.candidate.pt``)."""
+    root, extension = os.path.splitext(served)
+    return f"{root}.candidate{extension}"
+
+
+def promote_candidate(candidate: str, served: str, before, after, had_served: bool = True):
+    """Replace ``served`` by ``candidate`` (``os.replace``) when its validation metric ``after`` is not worse than
+    the served checkpoint's ``before`` (higher is better); otherwise delete the candidate and keep ``served``.
+    Returns ``(promoted, reason)``. With no served checkpoint yet, any candidate is promoted; without a
+    validation metric on either side nothing can be compared and the served checkpoint stays."""
+    if not os.path.exists(candidate):
+        return False, "the run published no candidate checkpoint"
+    if not had_served or not os.path.exists(served):
+        os.replace(candidate, served)
+        return True, "no checkpoint was served yet"
+    if before is None or after is None:
+        os.remove(candidate)
+        return False, "no validation metric on the fixed split to compare with (no validation items); served checkpoint kept"
+    if float(after) < float(before):
+        os.remove(candidate)
+        return False, f"validation metric {float(after):.4f} is worse than the served checkpoint's {float(before):.4f}; served checkpoint kept"
+    os.replace(candidate, served)
+    return True, f"validation metric {float(after):.4f} >= served checkpoint's {float(before):.4f}"
 
 
 def _read_json(path: str) -> Dict:

@@ -1,5 +1,6 @@
-"""Slice classifiers (sequence, dementia_stage, tumor_gate): cross-entropy with class weights."""
+"""Slice classifiers (sequence, dementia_stage, tumor_gate, tumor_type): cross-entropy with class weights."""
 
+import logging
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -10,8 +11,11 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import Context
 
 from lib.datalists import classification_items, final_label, label_task
+from lib.networks import load_pretrained
 from lib.trainers.base import MRITrainTask
 from lib.transforms import train_slices_pre
+
+logger = logging.getLogger(__name__)
 
 
 def _stacked(output):
@@ -32,14 +36,27 @@ class ClassifierTrainer(MRITrainTask):
         mask_task: ``(task, labels)`` of a segmentation task whose ``final`` masks give per-slice
             labels (tumor_gate learns from tumor_seg masks: class 1 where the slice has tumor).
         slices_per_volume: central slices taken from each class-labelled volume (evenly spaced).
+        pretrained: a ResNet state dict file the network is initialised from before training (see
+            :func:`lib.networks.load_pretrained`); a run that resumes its own checkpoint (same run name) or
+            fine-tunes the served one loads that on top, as MONAI Label's ``load_path`` does.
     """
 
     def __init__(
-        self, *args, classes: Sequence[str], size: int, mask_task: Optional[tuple] = None, slices_per_volume: int = 8, **kwargs
+        self, *args, classes: Sequence[str], size: int, mask_task: Optional[tuple] = None, slices_per_volume: int = 8,
+        pretrained: Optional[str] = None, **kwargs
     ):
         super().__init__(*args, **kwargs)
         self.classes, self.size, self.mask_task = list(classes), size, mask_task
         self.slices_per_volume = slices_per_volume
+        self.pretrained = pretrained
+
+    def network(self, context: Context):
+        network = super().network(context)
+        if self.pretrained:
+            report = load_pretrained(network, self.pretrained)
+            logger.info(f"{self.task}: training starts from {report['path']} ({report['loaded']} tensors; "
+                        f"adapted {report['adapted'] or 'none'}; left out {report['dropped'] or 'none'})")
+        return network
 
     def items(self, datastore: Datastore) -> List[Dict]:
         masks = None
