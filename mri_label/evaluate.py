@@ -58,16 +58,19 @@ def load_app(studies: str, task: str, model: Optional[str] = None, model_dir: Op
     return app
 
 
+def _load(path: str):
+    """The file as a MONAI MetaTensor (array and affine), read once."""
+    from monai.transforms import LoadImage
+
+    return LoadImage(image_only=True)(path)
+
+
 def _read(path: str) -> np.ndarray:
-    from monai.transforms import LoadImage
-
-    return np.asarray(LoadImage(image_only=True)(path))
+    return np.asarray(_load(path))
 
 
-def _spacing(path: str, dims: int) -> tuple:
-    from monai.transforms import LoadImage
-
-    image = LoadImage(image_only=True)(path)
+def _spacing(image, dims: int) -> tuple:
+    """Voxel size (mm) of a loaded image; 1 mm per pixel for 2D pictures, which carry none."""
     affine = np.asarray(image.affine)
     if dims == 3 and affine.shape == (4, 4):
         return tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
@@ -85,7 +88,6 @@ def _classifier_predictions(app, task: str, images: List[str], progress) -> Dict
     from lib.datalists import final_label, label_task  # noqa: E402
     from lib.datastore import class_label  # noqa: E402
     from lib.transforms import axial_axis  # noqa: E402
-    from monai.transforms import LoadImage
 
     datastore, infer = app.datastore(), app._infers[task]
     classes = infer.classes
@@ -101,9 +103,10 @@ def _classifier_predictions(app, task: str, images: List[str], progress) -> Dict
             continue
         _, result = infer({"image": info["path"]})
         subjects.add(info.get("subject", image_id))
-        mask = _read(mask_path) > 0 if mask_path is not None else None
-        if mask is not None and mask.ndim == 3:  # a volume with a mask: one truth per slice
-            axis = axial_axis(LoadImage(image_only=True)(info["path"]).affine)
+        loaded_mask = _load(mask_path) if mask_path is not None else None
+        mask = np.asarray(loaded_mask) > 0 if loaded_mask is not None else None
+        if mask is not None and mask.ndim == 3:  # a volume with a mask (same grid): one truth per slice
+            axis = axial_axis(loaded_mask.affine)
             has = mask.any(axis=tuple(d for d in range(3) if d != axis))
             for row in result["slices"]:
                 y_true.append(int(has[row["index"]]))
@@ -133,12 +136,13 @@ def _segmentation_cases(app, task: str, images: List[str], progress) -> List[Dic
         prediction, truth = _read(result_file).squeeze(), _read(label_path).squeeze()
         if task == "tumor_seg":
             truth = (truth > 0).astype(np.uint8)
-        image = _read(info["path"]).squeeze()
+        loaded = _load(info["path"])
+        image = np.asarray(loaded).squeeze()
         image = image if image.ndim == truth.ndim else image.mean(axis=-1)
         cases.append({
-            "subject": info.get("subject", image_id) if info.get("subject") else image_id,
+            "subject": info.get("subject") or image_id,
             "prediction": prediction.astype(np.int32), "truth": truth.astype(np.int32),
-            "spacing": _spacing(info["path"], truth.ndim), "image": image,
+            "spacing": _spacing(loaded, truth.ndim), "image": image,
         })
         Path(result_file).unlink(missing_ok=True)
         progress(f"{task}: {n + 1}/{len(images)} images")
