@@ -8,7 +8,8 @@ Data (see ``../shared/data/README.md``): ``sequence`` on BraTS 2018 (every subje
 LGG FLAIR and T1 channels; ``dementia_stage`` on the Alzheimer JPEG set (no patient ids: near-duplicate groups
 stand in for subjects); ``tumor_gate`` and ``tumor_seg`` on LGG; ``hippocampus`` on Decathlon Task04. A task
 whose data is absent is skipped with a line saying so. Subject splits are ``split.json`` of each datastore
-(70/15/15 by subject, seed 0). Epoch budgets below are for this 2-core CPU; ``--epochs-scale`` multiplies them.
+(70/15/15 by subject, seed 0). Epoch budgets (``mri_label.recipes``) are for this 2-core CPU; ``--epochs-scale``
+multiplies them.
 
 ``tumor_type`` (brain tumor 4-class JPEG set, imported with ``classfolders --task tumor_type``) gives TWO rows, each
 trained and evaluated on its own split, side by side:
@@ -39,19 +40,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "apps" / "mri_app"))
 
-# task -> (imports as (format, folder under --data, classfolders task), epochs, extra train params, data label)
+# task -> (imports as (format, folder under --data, classfolders task), data label); epochs and extra train
+# parameters are the recipe of ``mri_label.recipes`` (shared with ``mri-label train``)
 PLAN = {
-    "sequence": ([("brats", "brats2018", None), ("lgg", "lgg_kaggle_3m/kaggle_3m", None)], 20, {}, "BraTS 2018 + LGG channels"),
-    "dementia_stage": ([("classfolders", "alzheimer_4class/train", "dementia_stage")], 25, {}, "Alzheimer 4-class JPEG"),
-    "tumor_gate": ([("lgg", "lgg_kaggle_3m/kaggle_3m", None)], 30, {}, "LGG kaggle_3m (per slice)"),
-    "tumor_seg": ([("lgg", "lgg_kaggle_3m/kaggle_3m", None)], 15, {"train_batch_size": 8}, "LGG kaggle_3m"),
-    "hippocampus": ([("decathlon", "Task04_Hippocampus", None)], 15, {"train_batch_size": 4}, "Decathlon Task04"),
-    "tumor_type": ([("classfolders", "brain_tumor_4class/Training", "tumor_type")], 40, {}, "Brain tumor 4-class JPEG"),
+    "sequence": ([("brats", "brats2018", None), ("lgg", "lgg_kaggle_3m/kaggle_3m", None)], "BraTS 2018 + LGG channels"),
+    "dementia_stage": ([("classfolders", "alzheimer_4class/train", "dementia_stage")], "Alzheimer 4-class JPEG"),
+    "tumor_gate": ([("lgg", "lgg_kaggle_3m/kaggle_3m", None)], "LGG kaggle_3m (per slice)"),
+    "tumor_seg": ([("lgg", "lgg_kaggle_3m/kaggle_3m", None)], "LGG kaggle_3m"),
+    "hippocampus": ([("decathlon", "Task04_Hippocampus", None)], "Decathlon Task04"),
+    "tumor_type": ([("classfolders", "brain_tumor_4class/Training", "tumor_type")], "Brain tumor 4-class JPEG"),
 }
 #: tasks evaluated on more than the grouped (subject) split: each kind is its own training and row
 SPLITS = {"tumor_type": ("grouped", "random")}
-# Shared by every task: a gentler learning rate than the server default and patience for noisy validation.
-RECIPE = {"learning_rate": 3e-4, "early_stop_patience": 8}
 METRIC = {
     "sequence": "accuracy", "dementia_stage": "balanced_accuracy", "tumor_gate": "accuracy",
     "tumor_seg": "dice_tumor_mean", "hippocampus": "dice_foreground_mean", "tumor_type": "accuracy",
@@ -93,7 +93,10 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
     from mri_label.evaluate import evaluate
     from mri_label.splits import ensure_split
 
-    imports, epochs, extra, label = PLAN[task]
+    from mri_label.recipes import TRAINING, train_request
+    from mri_label.train import run_record, update_card
+
+    imports, label = PLAN[task]
     missing = [folder for _, folder, _ in imports if not (data / folder).exists()]
     if missing:
         return {"task": task, "skipped": f"data absent: {', '.join(str(data / m) for m in missing)}"}
@@ -104,11 +107,14 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
         raise RuntimeError(f"{train_store}/split.json differs from {store}/split_random.json")
     models, out = work / task / f"model{suffix}", work / task / f"evaluation{suffix}"
     shutil.rmtree(models, ignore_errors=True)
-    app = MRIApp(str(ROOT / "apps" / "mri_app"), str(train_store), {"models": task, "model_dir": str(models)})
+    app = MRIApp(str(ROOT / "apps" / "mri_app"), str(train_store), {"models": task, "model_dir": str(models), "shipped_models": "none"})
     started = time.time()
-    stats = app.train({"model": task, "max_epochs": max(1, round(epochs * scale)), "name": "quality", **RECIPE, **extra})
+    request = train_request(task, max(1, round(TRAINING[task][0] * scale)), name="quality")
+    stats = app.train(request)
     train_s = time.time() - started
     report = evaluate(task, str(store), model_dir=str(models), out=str(out), progress=lambda m: None, split_kind=split_kind)
+    update_card(models / task / "model.json", run_record(app.datastore(), str(train_store), train_s / 60,
+                                                         request, report))
     sides = ensure_split(train_store)["subjects"].values()
     counts = "/".join(str(sum(1 for s in sides if s == side)) for side in ("train", "val", "test"))
     value = report["headline"][METRIC[task]]

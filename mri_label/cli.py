@@ -2,6 +2,9 @@
 
     mri-label sample-data DIR            write the synthetic sample datastore
     mri-label serve [--studies DIR]      start the MONAI Label server with the MRI app
+    mri-label import FORMAT SRC DEST     convert a published data set into a datastore
+    mri-label train TASK --studies DIR   train with the shipped models' recipe, evaluate, write model.json
+    mri-label evaluate TASK --studies DIR
 """
 
 import argparse
@@ -39,8 +42,8 @@ def serve(args) -> int:
         if not (DEFAULT_DATASTORE / "datastore_v2.json").exists():
             from mri_label.sample_data import write_sample_data
 
-            print(f"no --studies given: writing the synthetic sample datastore to {studies}", flush=True)
-            write_sample_data(studies)
+            print(f"no --studies given: writing the sample datastore to {studies}", flush=True)
+            write_sample_data(studies, with_template=True)
     command = [
         sys.executable, "-m", "monailabel.main", "start_server",
         "--app", str(app_dir()), "--studies", str(studies),
@@ -62,6 +65,20 @@ def evaluate(args) -> int:
     held_out = "held-out subjects" if args.split == "grouped" else "subjects, RANDOM image split (optimistic)"
     print(f"{summary['task']}: {summary['n_images']} images of {summary['n_subjects']} {held_out}: {summary['headline']}")
     print("wrote " + ", ".join(summary["files"]))
+    return 0
+
+
+def train(args) -> int:
+    from mri_label.train import train as run
+
+    model_dir = args.model_dir or str(app_dir() / "model")
+    try:
+        summary = run(args.task, args.studies, model_dir, epochs=args.epochs, held_out=not args.no_evaluate,
+                      progress=lambda m: print(m, flush=True), learning_rate=args.learning_rate, patience=args.patience)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"mri-label train: {error}", file=sys.stderr)
+        return 1
+    print(summary)
     return 0
 
 
@@ -104,6 +121,16 @@ def parser() -> argparse.ArgumentParser:
                    help="grouped: test subjects of split.json (default); random: test images of split_random.json, "
                         "an image-level split for comparison (optimistic on class-folder sets)")
     p.set_defaults(run=evaluate)
+
+    p = commands.add_parser("train", help="train a task with its recipe, evaluate it on held-out subjects, write model.json")
+    p.add_argument("task")
+    p.add_argument("--studies", required=True, help="datastore folder (see mri-label import)")
+    p.add_argument("--model-dir", help="the app's model folder to train into (default apps/mri_app/model)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epoch budget (mri_label/recipes.py)")
+    p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
+    p.add_argument("--patience", type=int, help="override the recipe's early-stopping patience (epochs; 0 = off)")
+    p.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
+    p.set_defaults(run=train)
 
     p = commands.add_parser("serve", help="start the MONAI Label server with the MRI app")
     p.add_argument("--studies", help=f"datastore folder or DICOMweb URL (default: sample data in {DEFAULT_DATASTORE})")

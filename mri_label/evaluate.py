@@ -36,8 +36,8 @@ CAVEATS = {
 }
 
 
-def load_app(studies: str, task: str, model: Optional[str] = None, model_dir: Optional[str] = None):
-    """The MRI app in process, serving ``task`` (with a checkpoint override when ``model`` is given)."""
+def app_class():
+    """``(MRIApp, app folder)``: the app's class, imported from its folder (put on ``sys.path``)."""
     from mri_label.cli import app_dir
 
     folder = str(app_dir())
@@ -45,6 +45,12 @@ def load_app(studies: str, task: str, model: Optional[str] = None, model_dir: Op
         sys.path.insert(0, folder)
     from main import MRIApp  # noqa: E402  (the app's own module, importable once its folder is on sys.path)
 
+    return MRIApp, folder
+
+
+def load_app(studies: str, task: str, model: Optional[str] = None, model_dir: Optional[str] = None):
+    """The MRI app in process, serving ``task`` (with a checkpoint override when ``model`` is given)."""
+    MRIApp, folder = app_class()
     conf = {"models": task}
     if model_dir:
         conf["model_dir"] = model_dir

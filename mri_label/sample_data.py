@@ -79,6 +79,11 @@ They are NOT patient data: use them only to try the MONAI Label server and for t
 """
 
 
+_TEMPLATE_README = """- mni152_t1: NOT synthetic: the MNI152 T1 template bundled with nilearn (a whole-brain T1, 1 mm), to try
+  the hippocampus task's whole-head path (registration, a box per hippocampus, left/right volumes).
+"""
+
+
 def _coords(shape, spacing):
     """Open-mesh world coordinates in mm (x, y, z), each broadcastable to ``shape``, centred on 0."""
     return np.ix_(*[(np.arange(n) - (n - 1) / 2.0) * s for n, s in zip(shape, spacing)])
@@ -221,16 +226,24 @@ def _phantoms(seed: int):
         yield subject, image, None, _info(subject, "FLAIR", tumor=tumor), mask, TUMOR_LABEL_INFO
 
 
-def write_sample_data(dest, seed: int = 0, progress=None) -> dict:
+TEMPLATE_ID = "mni152_t1"
+TEMPLATE_INFO = {"subject": "mni152", "sequence": "T1", "synthetic": False,
+                 "source": "ICBM 2009a symmetric MNI152 T1 template (1 mm, brain-extracted), bundled with nilearn"}
+
+
+def write_sample_data(dest, seed: int = 0, progress=None, with_template: bool = False) -> dict:
     """Write the synthetic datastore into ``dest`` through MONAI Label's ``LocalDatastore``.
 
     Args:
         dest: directory (str or Path), created if missing; may hold other files but no ``datastore_v2.json``.
         seed: non-negative integer; the same seed gives byte-identical image and label files.
         progress: optional ``callable(str)`` called once per image written, with a short message.
+        with_template: also add the MNI152 T1 template shipped with nilearn as image ``mni152_t1`` (a real,
+            whole-brain T1 of 197x233x189 mm to try the whole-head hippocampus path on; no labels).
 
     Returns:
-        ``{"path": str(dest), "images": 26, "labels": 14}`` (number of images and of ``final`` labels).
+        ``{"path": str(dest), "images": 26, "labels": 14}`` (number of images and of ``final`` labels;
+        27 images with the template).
 
     Raises:
         FileExistsError: ``dest`` already holds a ``datastore_v2.json``.
@@ -256,5 +269,10 @@ def write_sample_data(dest, seed: int = 0, progress=None) -> dict:
                 n_labels += 1
             if progress is not None:
                 progress(f"wrote {image_id} ({n_images} images)")
-    (dest / "SYNTHETIC_DATA.md").write_text(_README)
+    if with_template:
+        from mri_label.templates import template_path
+
+        ds.add_image(TEMPLATE_ID, template_path(), dict(TEMPLATE_INFO))
+        n_images += 1
+    (dest / "SYNTHETIC_DATA.md").write_text(_README + (_TEMPLATE_README if with_template else ""))
     return {"path": str(dest), "images": n_images, "labels": n_labels}

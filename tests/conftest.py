@@ -1,6 +1,7 @@
 """Shared fixtures: the synthetic sample datastore (generated once, copied per test) and the app."""
 
 import hashlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -11,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "apps" / "mri_app"
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
+SHIPPED_DIR = APP_DIR / "shipped"
+# Tests start from untrained tasks unless they ask for the shipped checkpoints (conf shipped_models).
+os.environ["MRI_LABEL_SHIPPED_MODELS"] = "none"
 
 
 @pytest.fixture(scope="session")

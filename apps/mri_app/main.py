@@ -2,7 +2,9 @@
 
 Start: ``monailabel start_server --app apps/mri_app --studies DIR --conf models all``.
 ``--conf models`` takes ``all`` (the default) or a comma-separated list of task names;
-``--conf model_dir DIR`` puts checkpoints and training runs in DIR instead of ``<app>/model``.
+``--conf model_dir DIR`` puts checkpoints and training runs in DIR instead of ``<app>/model``;
+until a task is trained there, its shipped checkpoint (``<app>/shipped/<task>``) is served
+(``--conf shipped_models none`` serves none).
 """
 
 import importlib
@@ -58,6 +60,7 @@ class MRIApp(MONAILabelApp):
         for name in names:
             self.models[name] = configs[name]()
             self.models[name].init(name, self.model_dir, conf, None)
+            self.models[name].check_checkpoints()
         logger.info(f"+++ Using models: {list(self.models)}")
         retrain_after = conf_int(conf, "retrain_after", 0, low=0)
         self.retrain = None
@@ -183,7 +186,7 @@ class MRIApp(MONAILabelApp):
         stages = task.stages() if hasattr(task, "stages") else [task]
         untrained = [t for t in stages if hasattr(t, "get_path") and t.get_path() is None]
         if untrained:
-            paths = ", ".join(t.path[0] for t in untrained if t.path)
+            paths = ", ".join(t.path[-1] for t in untrained if t.path)
             raise bad_input(409, f"model {model!r} is not trained yet: train it (POST /train/<task>) or put a checkpoint at {paths}")
         result = super().infer(request, datastore)
         params = result.get("params") or {}

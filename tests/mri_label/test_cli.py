@@ -24,7 +24,8 @@ def test_serve_writes_sample_data_when_no_studies_and_starts_monailabel(tmp_path
     monkeypatch.setattr(cli, "DEFAULT_DATASTORE", tmp_path / "default")
     monkeypatch.setattr(cli.os, "execv", lambda exe, argv: calls.append(argv))
     assert cli.main(["serve", "--port", "8123", "--conf", "tumor_gate_threshold", "0.3"]) == 0
-    assert json.loads((tmp_path / "default" / "datastore_v2.json").read_text())["objects"]
+    objects = json.loads((tmp_path / "default" / "datastore_v2.json").read_text())["objects"]
+    assert len(objects) == 27 and objects["mni152_t1"]["image"]["info"]["subject"] == "mni152"  # a whole-brain T1 to try
     command = calls[0]
     assert command[1:4] == ["-m", "monailabel.main", "start_server"]
     assert command[command.index("--app") + 1] == str(cli.app_dir())

@@ -186,7 +186,7 @@ class FakeLogic:
 
 def _imports(path: Path):
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -328,9 +328,9 @@ def test_logic_reports_a_missing_map_without_loading_anything(module):
 
 
 def test_cmake_lists_every_package_file_and_the_icon():
-    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     for path in (MODULE_DIR / "MRILabelLib").glob("*.py"):
         assert f"${{MODULE_NAME}}Lib/{path.name}" in cmake
     assert "Resources/Icons/${MODULE_NAME}.png" in cmake
     assert (MODULE_DIR / "Resources" / "Icons" / "MRILabel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "add_subdirectory(MRILabel)" in (MODULE_DIR.parent / "CMakeLists.txt").read_text()
+    assert "add_subdirectory(MRILabel)" in (MODULE_DIR.parent / "CMakeLists.txt").read_text(encoding="utf-8")

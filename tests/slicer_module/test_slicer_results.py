@@ -83,6 +83,11 @@ def test_bad_classification_answers_are_refused(result, message):
         ({"mm2": {"tumor": 12.25}, "total_mm2": 12.25}, "tumor: 12.2 mm²\nTotal: 12.2 mm²"),
         ({"mm3": {"tumor": 0.0}}, "tumor: 0.0 mm³\nTotal: 0.0 mm³"),
         ({"mm3": {"a": 1.0, "b": 2.0}}, "a: 1.0 mm³\nb: 2.0 mm³\nTotal: 3.0 mm³"),
+        (
+            {"mm3": {"a": 900.0}, "volume_check": {"status": "check the segmentation", "reason": "hippocampus 900.0 mm³ is outside 2397-4401 mm³"}},
+            "a: 900.0 mm³\nTotal: 900.0 mm³\nCHECK THE SEGMENTATION: hippocampus 900.0 mm³ is outside 2397-4401 mm³",
+        ),
+        ({"mm3": {"a": 3000.0}, "volume_check": {"status": "ok", "range_mm3": [2397, 4401]}}, "a: 3,000.0 mm³\nTotal: 3,000.0 mm³"),
     ],
 )
 def test_measurements_text(measurements, text):

@@ -7,6 +7,23 @@ import torch.nn.functional as F
 from monai.inferers import Inferer
 
 
+def channels_last_on_cpu(network) -> bool:
+    """Put a CPU network's 4D weights in channels-last memory order (once; later calls only check), and say
+    whether its input batches should follow. oneDNN's 2D convolutions run faster on that layout on the CPU
+    (measured on this app's networks: about 1.2x for the ResUNet, 1.4-1.5x for the ResNet classifiers); the
+    results agree with the default layout to float rounding (~1e-6). CUDA networks and anything that is not a
+    ``torch.nn.Module`` with 4D parameters are left alone (False).
+    """
+    if not isinstance(network, torch.nn.Module):
+        return False
+    weights = [p for p in network.parameters() if p.dim() == 4]
+    if not weights or any(p.device.type != "cpu" for p in weights):
+        return False
+    if not all(p.is_contiguous(memory_format=torch.channels_last) for p in weights):
+        network.to(memory_format=torch.channels_last)
+    return True
+
+
 class SlicewiseInferer(Inferer):
     """Run a 2D network on every axial slice (or a chosen subset) in batches.
 
@@ -54,12 +71,16 @@ class SlicewiseInferer(Inferer):
         depth, height, width = stack.shape[0], stack.shape[2], stack.shape[3]
         chosen = list(range(depth)) if self.slices is None else [s for s in self.slices if 0 <= s < depth]
 
+        channels_last = channels_last_on_cpu(network)
         outputs = []
         for start in range(0, len(chosen), self.batch_size):
-            batch = stack[chosen[start : start + self.batch_size]]
-            batch = F.interpolate(batch.as_subclass(torch.Tensor), size=(self.size, self.size), mode="bilinear")
+            batch = stack[chosen[start : start + self.batch_size]].as_subclass(torch.Tensor)
+            if (height, width) != (self.size, self.size):  # bilinear to the same size is the identity: skip it
+                batch = F.interpolate(batch, size=(self.size, self.size), mode="bilinear")
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
             logits = network(batch)
-            if self.segmentation:
+            if self.segmentation and tuple(logits.shape[-2:]) != (height, width):
                 logits = F.interpolate(logits, size=(height, width), mode="bilinear")
             outputs.append(logits)
 

@@ -1,11 +1,12 @@
 """Task-config bases: one per kind of task, so each file in ``lib/configs`` only states what is its own."""
 
 import os
-from typing import Dict
+from typing import Dict, List
 
 from monailabel.interfaces.config import TaskConfig
 
 from lib.conf import conf_float, conf_int, conf_ints
+from lib.model_card import check_checkpoint
 from lib.infers.classifier import ClassifierInfer
 from lib.infers.segmentation import SliceSegmentationInfer, VolumeSegmentationInfer
 from lib.networks import build_network, load_pretrained, pretrained_classifier, residual_unet, slice_classifier
@@ -16,8 +17,15 @@ NORMALIZATION = "z-score over the non-zero voxels of each image (monai Normalize
 SLICES = "2D network; a volume runs slice by slice along its axial (closest to S) voxel axis"
 
 
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shipped")
+"""The trained checkpoints that come with the app: ``<app>/shipped/<task>/model.pt`` + ``model.json``."""
+
+
 class MRITaskConfig(TaskConfig):
-    """Common paths: checkpoint ``<app>/model/<task>/model.pt``, ``model.json`` beside it."""
+    """Common paths: training publishes ``<model_dir>/<task>/model.pt`` with ``model.json`` beside it; until a
+    training has, the shipped checkpoint ``<app>/shipped/<task>/model.pt`` is served (``--conf shipped_models``
+    or the environment variable ``MRI_LABEL_SHIPPED_MODELS``: another folder, or ``none``). Both are checked
+    against this config's network, labels and input at start."""
 
     kind = ""
     description = ""
@@ -28,10 +36,31 @@ class MRITaskConfig(TaskConfig):
         self.labels = dict(self.task_labels)
         self.task_dir = os.path.join(model_dir, name)
         self.path = os.path.join(self.task_dir, "model.pt")
+        shipped = conf.get("shipped_models", os.environ.get("MRI_LABEL_SHIPPED_MODELS", SHIPPED_DIR))
+        self.shipped_path = None
+        if str(shipped).lower() not in ("none", "false", ""):
+            candidate = os.path.join(os.path.abspath(os.path.expanduser(str(shipped))), name, "model.pt")
+            self.shipped_path = candidate if os.path.exists(candidate) else None
 
     def card(self) -> Dict:
         """The static part of ``model.json``."""
         return {"kind": self.kind, "description": self.description, "labels": self.labels}
+
+    def check_checkpoints(self) -> None:
+        """Raise ValueError when the shipped or the trained checkpoint's ``model.json`` does not fit this config
+        (a shipped checkpoint must have one)."""
+        expected = {"task": self.name, "labels": self.labels, "network": self.network_spec, "input": self.card().get("input")}
+        if self.shipped_path:
+            check_checkpoint(self.shipped_path, expected, required=True,
+                             remedy="start with --conf shipped_models none to serve no shipped model")
+        if os.path.exists(self.path):
+            check_checkpoint(self.path, expected, required=False,
+                             remedy=f"retrain {self.name} with these options or move {self.task_dir} away")
+
+    @property
+    def serving_paths(self) -> List[str]:
+        """Checkpoints the infer task may load; MONAI Label serves the last that exists (trained over shipped)."""
+        return [self.shipped_path, self.path] if self.shipped_path else [self.path]
 
     def _trainer_args(self) -> tuple:
         return self.task_dir, self.name, self.network_spec, self.card(), self.path, self.description
@@ -92,12 +121,12 @@ class ClassifierConfig(MRITaskConfig):
         return {}
 
     def infer(self):
-        return self.infer_class(self.path, self.network, self.labels, self.size, self.description, **self.infer_kwargs())
+        return self.infer_class(self.serving_paths, self.network, self.labels, self.size, self.description, **self.infer_kwargs())
 
     def trainer(self):
         return ClassifierTrainer(
             *self._trainer_args(), classes=self.classes, size=self.size, mask_task=self.mask_task,
-            slices_per_volume=self.slices_per_volume, pretrained=self.pretrained,
+            slices_per_volume=self.slices_per_volume, pretrained=self.pretrained, shipped_path=self.shipped_path,
         )
 
 
@@ -119,10 +148,10 @@ class SliceSegmentationConfig(MRITaskConfig):
         return dict(super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION})
 
     def infer(self):
-        return SliceSegmentationInfer(self.path, self.network, self.labels, self.description, size=self.size)
+        return SliceSegmentationInfer(self.serving_paths, self.network, self.labels, self.description, size=self.size)
 
     def trainer(self):
-        return SliceSegmentationTrainer(*self._trainer_args(), labels=self.labels, size=self.size)
+        return SliceSegmentationTrainer(*self._trainer_args(), labels=self.labels, size=self.size, shipped_path=self.shipped_path)
 
 
 class VolumeSegmentationConfig(MRITaskConfig):
@@ -130,6 +159,7 @@ class VolumeSegmentationConfig(MRITaskConfig):
     default [48,48,48]) and ``<task>_widths`` (default [16,32,64,128])."""
 
     kind = "segmentation"
+    infer_class = VolumeSegmentationInfer
 
     def init(self, name, model_dir, conf, planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -150,11 +180,12 @@ class VolumeSegmentationConfig(MRITaskConfig):
         )
 
     def infer(self):
-        return VolumeSegmentationInfer(
-            self.path, self.network, self.labels, self.description, spacing=self.spacing, roi=self.roi
+        return self.infer_class(
+            self.serving_paths, self.network, self.labels, self.description, spacing=self.spacing, roi=self.roi
         )
 
     def trainer(self):
         return VolumeSegmentationTrainer(
-            *self._trainer_args(), labels=self.labels, spacing=self.spacing, roi=self.roi, config={"train_batch_size": 2, "val_batch_size": 1}
+            *self._trainer_args(), labels=self.labels, spacing=self.spacing, roi=self.roi,
+            config={"train_batch_size": 2, "val_batch_size": 1}, shipped_path=self.shipped_path,
         )

@@ -196,12 +196,14 @@ class LabelVolumesd(MapTransform):
     Left/right split: voxels whose world x lies right (+x) or left of the x of the field of view's centre
     (assumes a roughly centred head; an atlas-based midline is the whole-head task's job).
     PNG/JPG/TIF slices carry no pixel spacing: their areas assume 1 mm pixels (``spacing_from_file`` False).
+    ``sides=False`` leaves the left/right split out (an input showing one side only, e.g. a hippocampus crop).
     """
 
-    def __init__(self, keys: KeysCollection, labels: Mapping[str, int], result_key: str = "result"):
+    def __init__(self, keys: KeysCollection, labels: Mapping[str, int], result_key: str = "result", sides: bool = True):
         super().__init__(keys)
         self.labels = dict(labels)
         self.result_key = result_key
+        self.sides = sides
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
@@ -219,7 +221,7 @@ class LabelVolumesd(MapTransform):
                 f"voxel_{unit}": round(voxel, 4),
                 "spacing_from_file": affine is not None and dims == 3,
             }
-            if dims == 3 and affine is not None and affine.shape[0] >= 4:
+            if self.sides and dims == 3 and affine is not None and affine.shape[0] >= 4:
                 idx = np.argwhere(np.isin(label, [v for v in self.labels.values() if v != 0]))
                 x = idx @ affine[0, :3] + affine[0, 3]
                 centre = (np.array(label.shape) - 1) / 2.0 @ affine[0, :3] + affine[0, 3]

@@ -44,14 +44,18 @@ class Measurements(NamedTuple):
     total: float
     left: Optional[float]
     right: Optional[float]
+    check: Optional[str] = None
 
     def text(self) -> str:
-        """Multi-line text: one line per label, the total, and left/right when known."""
+        """Multi-line text: one line per label, the total, left/right when known, and the volume check's
+        warning when the server flagged a volume."""
         symbol = UNIT_SYMBOLS.get(self.unit, self.unit)
         lines = [f"{name}: {value:,.1f} {symbol}" for name, value in self.per_label.items()]
         lines.append(f"Total: {self.total:,.1f} {symbol}")
         if self.left is not None and self.right is not None:
             lines.append(f"Left: {self.left:,.1f} {symbol}; Right: {self.right:,.1f} {symbol}")
+        if self.check:
+            lines.append(self.check)
         return "\n".join(lines)
 
 
@@ -121,7 +125,8 @@ def parse_classification(result: Dict, task: str = "") -> ClassificationResult:
 
 
 def parse_measurements(measurements: Optional[Dict]) -> Optional[Measurements]:
-    """Read the server's ``measurements`` (``mm3`` or ``mm2`` per label, ``total_*``, ``left_mm3``, ``right_mm3``).
+    """Read the server's ``measurements`` (``mm3`` or ``mm2`` per label, ``total_*``, ``left_mm3``, ``right_mm3``,
+    ``volume_check``: a flagged volume becomes :attr:`Measurements.check`).
 
     Returns:
         :class:`Measurements`, or None when ``measurements`` is empty.
@@ -137,12 +142,15 @@ def parse_measurements(measurements: Optional[Dict]) -> Optional[Measurements]:
     per_label = {str(k): float(v) for k, v in measurements[unit].items()}
     total = measurements.get(f"total_{unit}")
     left, right = measurements.get("left_mm3"), measurements.get("right_mm3")
+    volume_check = measurements.get("volume_check") or {}
+    flagged = isinstance(volume_check, dict) and volume_check.get("status") not in (None, "ok", "not checked")
     return Measurements(
         unit=unit,
         per_label=per_label,
         total=float(sum(per_label.values()) if total is None else total),
         left=None if left is None else float(left),
         right=None if right is None else float(right),
+        check=f"{str(volume_check['status']).upper()}: {volume_check.get('reason', '')}" if flagged else None,
     )
 
 

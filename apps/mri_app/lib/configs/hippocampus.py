@@ -1,9 +1,14 @@
 """``hippocampus``: 3D U-Net segmentation of the hippocampus from T1 (labels as in the Decathlon's
-Task04: 1 = anterior, 2 = posterior); the result gives volumes in mm³ per label and per side."""
+Task04: 1 = anterior, 2 = posterior). A Decathlon-like crop is segmented as given; a whole-head T1 is
+registered to the MNI152 template and each hippocampus is cropped, segmented and pasted back
+(:mod:`lib.infers.hippocampus`). The result gives volumes in mm³ per label and per side, and flags a
+hippocampus whose volume lies outside the range of the training labels."""
 
+from lib.infers.hippocampus import HippocampusInfer
 from lib.task_config import VolumeSegmentationConfig
 
 
 class HippocampusConfig(VolumeSegmentationConfig):
     task_labels = {"anterior": 1, "posterior": 2}
-    description = "Hippocampus segmentation (T1, 3D U-Net): anterior/posterior mask, volumes in mm³ left/right"
+    description = "Hippocampus segmentation (T1 crop or whole head, 3D U-Net): anterior/posterior mask, left/right volumes in mm³"
+    infer_class = HippocampusInfer

@@ -62,7 +62,9 @@ class ClassifierInfer(BasicInferTask):
         return SlicewiseInferer(self.size, axis=axis, segmentation=False, slices=data["slices_run"])
 
     def inverse_transforms(self, data=None):
-        return []
+        # None, not []: MONAI Label deep-copies the whole data dict (the image included) before an inverse run,
+        # and none of these pre-transforms is invertible
+        return None
 
     def post_transforms(self, data=None) -> Sequence:
         return [Activationsd(keys="pred", softmax=True, dim=-1)]

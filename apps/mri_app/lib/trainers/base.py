@@ -1,6 +1,7 @@
 """What every mri-label trainer shares: data from the datastore, a fixed subject split, AMP on GPU,
 a cosine learning-rate schedule, early stopping, and a ``model.json`` written beside the checkpoint."""
 
+import contextlib
 import copy
 import json
 import logging
@@ -12,20 +13,24 @@ from typing import Dict, List
 import torch
 from monai.handlers import LrScheduleHandler
 from monai.inferers import SimpleInferer
+from monai.utils import set_determinism
 from monailabel.interfaces.datastore import Datastore
-from monailabel.tasks.train.basic_train import BasicTrainTask, Context
+from monailabel.tasks.train.basic_train import Context
 
 from mri_label.splits import ensure_split, split_of
 
 from lib.datalists import split_by_subject
 from lib.conf import conf_bool
 from lib.networks import build_network
+from lib.trainers.distributed import DistributedTrainTask
 
 logger = logging.getLogger(__name__)
 
 
-class MRITrainTask(BasicTrainTask):
-    """Base trainer.
+class MRITrainTask(DistributedTrainTask):
+    """Base trainer. Runs on one process, on several (``multi_gpu``, ``processes``) or under torchrun: see
+    :mod:`lib.trainers.distributed`. Request option ``seed`` (int): :func:`monai.utils.set_determinism` in every
+    training process before the network is built (reproducible runs, also for spawned processes).
 
     Args:
         model_dir: folder for this task's training runs (``<app>/model/<task>``).
@@ -33,10 +38,15 @@ class MRITrainTask(BasicTrainTask):
         network_spec: :mod:`lib.networks` spec of the network to train.
         card: static part of ``model.json`` (labels, input size, spacing, normalisation...).
         publish_path: where the best checkpoint is published for inference.
+        shipped_path: the checkpoint shipped with the app, served until a training publishes one; a fine-tune
+            run starts from it when nothing was published yet. Never written.
         config: defaults shown in ``/info`` and overridable per request.
     """
 
-    def __init__(self, model_dir: str, task: str, network_spec: Dict, card: Dict, publish_path: str, description: str, config: Dict = None):
+    def __init__(
+        self, model_dir: str, task: str, network_spec: Dict, card: Dict, publish_path: str, description: str,
+        config: Dict = None, shipped_path: str = None,
+    ):
         defaults = {
             "max_epochs": 30,
             "early_stop_patience": 10,
@@ -61,8 +71,13 @@ class MRITrainTask(BasicTrainTask):
         )
         self.task, self.network_spec, self.card = task, network_spec, card
         self._split = None
+        self.shipped_path = shipped_path
         self._finetune_from = None  # the served checkpoint a fine-tune run starts from (see ``train``)
         self._baseline = None  # the served checkpoint's validation metric, measured before a fine-tune run
+
+    def __getstate__(self):
+        # spawned training processes get a pickled copy of the task; a finished run's context holds engines
+        return dict(self.__dict__, _context=None)
 
     @abstractmethod
     def items(self, datastore: Datastore) -> List[Dict]:
@@ -129,7 +144,7 @@ class MRITrainTask(BasicTrainTask):
 
     def finalize(self, context: Context):
         super().finalize(context)
-        if self._finetune_from and context.evaluator and context.local_rank == 0:
+        if self._finetune_from and context.evaluator:  # on every rank: the metric is reduced over all of them
             self._baseline = self.evaluate_checkpoint(context, self._finetune_from)
             logger.info(f"{self.task}: served checkpoint scores {self._baseline} on the validation items before fine-tuning")
 
@@ -138,7 +153,7 @@ class MRITrainTask(BasicTrainTask):
         own validation transforms, inferer and metric (the same numbers the run's evaluator reports)."""
         from monai.engines import SupervisedEvaluator
 
-        network = copy.deepcopy(context.network)
+        network = copy.deepcopy(getattr(context.network, "module", context.network))  # without DDP
         checkpoint = torch.load(path, map_location=context.device)
         network.load_state_dict(checkpoint.get(self._model_dict_key, checkpoint), strict=self._load_strict)
         evaluator = SupervisedEvaluator(
@@ -156,17 +171,24 @@ class MRITrainTask(BasicTrainTask):
 
     def train(self, rank, world_size, request, datalist):
         self._context = None
+        seed = request.get("seed")
+        if seed is not None:
+            if isinstance(seed, bool) or not str(seed).strip().isdigit():
+                raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+            set_determinism(seed=int(seed))
         finetune = conf_bool(request, "finetune", False)
         served = self._publish_path
         if finetune:  # publish to a candidate beside the served checkpoint; promote it after the run if not worse
-            self._finetune_from = served if os.path.exists(served) else None
+            self._finetune_from = served if os.path.exists(served) else self.shipped_path
             self._publish_path = candidate_path(served)
             self._baseline = None
+            # every rank removes them before it decides what to load, so all ranks decide alike
             for stale in (self._publish_path, os.path.join(self._model_dir, request["name"], self._key_metric_filename)):
-                if os.path.exists(stale):
+                with contextlib.suppress(FileNotFoundError):
                     os.remove(stale)
         started = time.time()
         tracker = _carbon_tracker(str(request.get("carbon_country", "DEU"))) if rank == 0 else None
+        baseline = self._finetune_from
         try:
             stats = super().train(rank, world_size, request, datalist)
         finally:
@@ -175,25 +197,25 @@ class MRITrainTask(BasicTrainTask):
             self._finetune_from = None
         if rank == 0:
             stats["energy"] = energy
-            if os.path.exists(self._stats_path):
-                _write_json(self._stats_path, dict(_read_json(self._stats_path), energy=energy))
             if finetune:
-                stats["finetune"] = self._finish_finetune(request, stats, served, started)
-                if not stats["finetune"]["promoted"]:
-                    return stats
+                stats["finetune"] = self._finish_finetune(request, stats, served, baseline, started)
+            if os.path.exists(self._stats_path):  # what a spawning parent process returns
+                extra = {key: stats[key] for key in ("energy", "finetune") if key in stats}
+                _write_json(self._stats_path, dict(_read_json(self._stats_path), **extra))
+            if finetune and not stats["finetune"]["promoted"]:
+                return stats
             if os.path.exists(self._publish_path):
                 self.write_card(self._context, stats)
         return stats
 
-    def _finish_finetune(self, request, stats: Dict, served: str, started: float) -> Dict:
+    def _finish_finetune(self, request, stats: Dict, served: str, baseline, started: float) -> Dict:
         """Promote the candidate of a fine-tune run if not worse than the served checkpoint; record the run in
         ``finetune_result.json`` beside the checkpoint (read by the server's retrain scheduler)."""
         evaluation = stats.get("eval") or {}
         after = evaluation.get("best_metric") if evaluation else None
         before = self._baseline
-        had_served = os.path.exists(served)
         promoted, reason = promote_candidate(
-            candidate_path(served), served, before["value"] if before else None, after, had_served=had_served
+            candidate_path(served), served, before["value"] if before else None, after, had_served=baseline is not None
         )
         logger.info(f"{self.task}: fine-tuned checkpoint {'promoted' if promoted else 'NOT promoted'}: {reason}")
         context = self._context
@@ -218,6 +240,10 @@ class MRITrainTask(BasicTrainTask):
         _write_json(os.path.join(os.path.dirname(served), "finetune_result.json"), record)
         return record
 
+    def training_card(self, context: Context) -> Dict:
+        """Task-specific facts about the training data for ``model.json``'s ``training`` entry."""
+        return {}
+
     def write_card(self, context: Context, stats: Dict) -> None:
         """Write ``model.json`` beside the published checkpoint (nnU-Net style self-description)."""
         evaluation = stats.get("eval") or stats.get("train") or {}
@@ -233,7 +259,9 @@ class MRITrainTask(BasicTrainTask):
                     "epochs": stats.get("epoch"),
                     "device": str(context.device) if context else None,
                     "amp": self._amp,
+                    "distributed": stats.get("distributed"),
                     "energy": stats.get("energy"),
+                    **self.training_card(context),
                 },
                 "metrics": {
                     "key_metric": evaluation.get("key_metric_name"),
@@ -257,11 +285,13 @@ def candidate_path(served: str) -> str:
 def promote_candidate(candidate: str, served: str, before, after, had_served: bool = True):
     """Replace ``served`` by ``candidate`` (``os.replace``) when its validation metric ``after`` is not worse than
     the served checkpoint's ``before`` (higher is better); otherwise delete the candidate and keep ``served``.
-    Returns ``(promoted, reason)``. With no served checkpoint yet, any candidate is promoted; without a
-    validation metric on either side nothing can be compared and the served checkpoint stays."""
+    Returns ``(promoted, reason)``. With no served checkpoint yet (``had_served`` False: neither a trained nor
+    a shipped one), any candidate is promoted; without a validation metric on either side nothing can be
+    compared and the served checkpoint stays. ``before`` may be a shipped checkpoint's: ``served`` is then
+    the path training publishes to, which does not exist yet."""
     if not os.path.exists(candidate):
         return False, "the run published no candidate checkpoint"
-    if not had_served or not os.path.exists(served):
+    if not had_served:
         os.replace(candidate, served)
         return True, "no checkpoint was served yet"
     if before is None or after is None:

@@ -2,6 +2,8 @@
 
 from typing import Dict, List, Sequence
 
+import numpy as np
+import SimpleITK as sitk
 from monai.inferers import SlidingWindowInferer
 from monai.losses import DiceCELoss
 from monai.transforms import Activationsd, AsDiscreted
@@ -69,3 +71,23 @@ class VolumeSegmentationTrainer(_SegmentationTrainer):
 
     def val_inferer(self, context: Context):
         return SlidingWindowInferer(roi_size=self.roi, sw_batch_size=4, overlap=0.25)
+
+    def training_card(self, context: Context) -> Dict:
+        """``reference_volume_mm3``: range of the foreground volume of the training labels (the infer's sanity check)."""
+        items = (context.train_datalist or []) if context else []
+        return {"reference_volume_mm3": label_volume_range([i["label"] for i in items])} if items else {}
+
+
+def label_volume_range(label_paths: Sequence[str]) -> Dict:
+    """Min / median / max foreground volume (mm³) over label files (NIfTI/NRRD, any voxel size)."""
+    volumes = []
+    for path in label_paths:
+        image = sitk.ReadImage(path)
+        volumes.append(float((sitk.GetArrayViewFromImage(image) > 0).sum()) * float(np.prod(image.GetSpacing())))
+    return {
+        "min": round(min(volumes), 1),
+        "median": round(float(np.median(volumes)), 1),
+        "max": round(max(volumes), 1),
+        "labels": len(volumes),
+        "source": "foreground volume of each training label",
+    }

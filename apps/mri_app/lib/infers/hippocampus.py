@@ -1,0 +1,198 @@
+"""``hippocampus`` infer: a Decathlon-like crop goes straight to the 3D U-Net; a whole-head (or whole-brain) T1
+is registered to the MNI152 template, each hippocampus is cropped from a fixed box in template space,
+segmented, and pasted back into the input's grid. A request may give the boxes itself (RAS corners, mm):
+``{"boxes": {"left": [[x, y, z], [x, y, z]], "right": [...]}}``; registration is then skipped.
+
+The training crops (Decathlon Task04) all look like right hippocampi in RAS voxel order (the head lies
+lateral of the body), so a left crop is mirrored before the network and its mask mirrored back.
+
+Result JSON ``measurements``: ``mm3`` per label (anterior, posterior) and ``total_mm3``; for a whole head or
+boxes also ``left`` / ``right`` each with ``anterior_mm3``, ``posterior_mm3``, ``total_mm3``, plus
+``left_mm3`` / ``right_mm3``; ``volume_check`` compares each hippocampus with the range of the training
+labels recorded in ``model.json`` (``ok``, or ``check the segmentation`` with the reason).
+"""
+
+import logging
+import os
+import tempfile
+import time
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.transforms import NormalizeIntensity
+from monailabel.utils.others.generic import name_to_device
+
+from lib import registration
+from lib.datastore import bad_input
+from lib.infers import checkpoint_info
+from lib.infers.segmentation import VolumeSegmentationInfer
+from lib.model_card import read_card
+from lib.transforms import LabelVolumesd
+
+logger = logging.getLogger(__name__)
+
+SIDES = ("left", "right")
+
+
+class HippocampusInfer(VolumeSegmentationInfer):
+    """Hippocampus on a crop (MONAI Label's hooks, as any volume task) or on a whole head (registration path)."""
+
+    def post_transforms(self, data=None) -> Sequence:
+        chain = list(super().post_transforms(data))
+        chain[-1] = LabelVolumesd(keys="pred", labels=self.labels, sides=False)  # a crop's side is not known
+        return chain
+
+    def __call__(self, request, callbacks=None):
+        boxes = request.get("boxes")
+        path = request.get("image")
+        image = None
+        if not boxes and isinstance(path, str):
+            geometry = _geometry(path)
+            if geometry is None and os.path.isdir(path):  # a DICOM series: read it to know its extent
+                image = _read(path)
+                geometry = (image.GetSize(), image.GetSpacing())
+            if geometry is None or registration.is_crop(*geometry):
+                file, result = super().__call__(request, callbacks)
+                result.setdefault("measurements", {})
+                result["input"] = "hippocampus crop: segmented as given"
+                result["measurements"]["volume_check"] = self.volume_check({"crop": result["measurements"].get("total_mm3")})
+                return file, result
+        return self.whole_head(request, image, boxes)
+
+    def whole_head(self, request: Dict, image: Optional[sitk.Image], boxes) -> tuple:
+        """Registration (or the request's boxes), crop per side, segment, paste back; MONAI Label's return shape."""
+        begin = time.time()
+        if image is None:
+            image = _read(request["image"])
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+            raise bad_input(422, f"hippocampus needs a 3D grey-level volume, got {image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} component(s)")
+        regions = self._regions(image, boxes)
+        latency_pre = time.time() - begin
+
+        start = time.time()
+        device = name_to_device(request.get("device", "cuda"))  # cuda where present, else cpu
+        network = self._get_network(device, request)
+        masks = {side: self._segment(network, crop, side, device) for side, (crop, _, _) in regions.items()}
+        latency_infer = time.time() - start
+
+        start = time.time()
+        labels = np.zeros(image.GetSize(), dtype=np.uint8)
+        for side, (_, grid, transform) in regions.items():
+            pasted = registration.paste(masks[side], grid, image, transform)
+            labels[pasted > 0] = pasted[pasted > 0]
+        measurements = self.measure(image, labels, regions)
+        latency_post = time.time() - start
+
+        start = time.time()
+        output = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0)))
+        output.CopyInformation(image)
+        handle, file = tempfile.mkstemp(suffix=".nii.gz")
+        os.close(handle)
+        sitk.WriteImage(output, file, useCompression=True)
+        latency_write = time.time() - start
+        result = {
+            "measurements": measurements,
+            "input": "whole head: hippocampus boxes given in the request" if boxes else
+            "whole head: affine registration to the MNI152 template, a box per hippocampus",
+            "checkpoint": checkpoint_info(self.get_path()),
+            "label_names": self.labels,
+            "latencies": {
+                "pre": round(latency_pre, 2), "infer": round(latency_infer, 2), "invert": 0.0,
+                "post": round(latency_post, 2), "write": round(latency_write, 2), "total": round(time.time() - begin, 2),
+            },
+        }
+        return file, result
+
+    def _regions(self, image: sitk.Image, boxes) -> Dict[str, tuple]:
+        """side -> (crop array in RAS voxel order, its grid, grid-to-image transform or None)."""
+        spacing = float(self.spacing[0])
+        if boxes:
+            if not isinstance(boxes, dict) or not boxes or set(boxes) - set(SIDES):
+                raise bad_input(422, f"boxes must map 'left' and/or 'right' to two RAS corners (mm), got {boxes!r}")
+            regions = {}
+            for side, corners in boxes.items():
+                try:
+                    center, size = registration.box_from_corners(*corners)
+                except (TypeError, ValueError) as error:
+                    raise bad_input(422, f"boxes.{side}: {error}") from None
+                grid = registration.box_grid(center, size, spacing)
+                regions[side] = (registration.crop(image, grid), grid, None)
+            return regions
+        try:
+            transform = registration.register_to_template(image)
+        except RuntimeError as error:  # SimpleITK: the images share too little to register
+            raise bad_input(422, f"could not register the image to the MNI152 template ({str(error).splitlines()[0]}); give boxes instead") from None
+        regions = {}
+        for side in SIDES:
+            box = registration.HIPPOCAMPUS_BOXES_MNI[side]
+            grid = registration.box_grid(box["center"], box["size"], spacing)
+            regions[side] = (registration.crop(image, grid, transform), grid, transform)
+        return regions
+
+    def _segment(self, network, crop: np.ndarray, side: str, device) -> np.ndarray:
+        """Label map of one crop (RAS voxel order); a left crop runs mirrored (see the module docstring)."""
+        array = crop[::-1] if side == "left" else crop
+        tensor = NormalizeIntensity(nonzero=True)(torch.as_tensor(np.ascontiguousarray(array))[None])
+        with torch.inference_mode():
+            logits = self.inferer()(tensor[None].float().to(device), network)
+        labels = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
+        return labels[::-1] if side == "left" else labels
+
+    def measure(self, image: sitk.Image, labels: np.ndarray, regions: Dict) -> Dict:
+        """Volumes (mm³) per label, per side, and the sanity check, from the label map in the input's grid."""
+        voxel = float(np.prod(image.GetSpacing()))
+        per_label = {name: round(float((labels == value).sum() * voxel), 2) for name, value in self.labels.items()}
+        measured = {"mm3": per_label, "total_mm3": round(sum(per_label.values()), 2), "voxel_mm3": round(voxel, 4)}
+        for side, (_, grid, transform) in regions.items():
+            inside = registration.paste(np.ones(grid.GetSize(), np.uint8), grid, image, transform) > 0
+            side_volumes = {f"{name}_mm3": round(float(((labels == value) & inside).sum() * voxel), 2) for name, value in self.labels.items()}
+            side_volumes["total_mm3"] = round(sum(side_volumes.values()), 2)
+            measured[side] = side_volumes
+            measured[f"{side}_mm3"] = side_volumes["total_mm3"]
+        measured["volume_check"] = self.volume_check({side: measured[side]["total_mm3"] for side in regions})
+        return measured
+
+    def volume_check(self, volumes: Dict[str, Optional[float]]) -> Dict:
+        """Each hippocampus volume (mm³) against the range of the training labels in ``model.json``."""
+        reference = reference_volumes(self.get_path())
+        if not reference:
+            return {"status": "not checked", "reason": "model.json beside the checkpoint records no training volume range"}
+        low, high = float(reference["min"]), float(reference["max"])
+        outside = {side: v for side, v in volumes.items() if v is None or not low <= float(v) <= high}
+        check = {"range_mm3": [low, high], "range_from": reference.get("source", "training labels")}
+        if not outside:
+            return dict(check, status="ok")
+        reasons = [f"{side + ' ' if side in SIDES else ''}hippocampus {v} mm³ is outside {low:.0f}-{high:.0f} mm³"
+                   for side, v in outside.items()]
+        return dict(check, status="check the segmentation", reason="; ".join(reasons))
+
+
+def reference_volumes(checkpoint: Optional[str]) -> Optional[Dict]:
+    """``training.reference_volume_mm3`` of the ``model.json`` beside ``checkpoint`` (None when absent)."""
+    try:
+        card = read_card(checkpoint) if checkpoint else None
+    except ValueError:
+        return None
+    return ((card or {}).get("training") or {}).get("reference_volume_mm3")
+
+
+def _read(path: str) -> sitk.Image:
+    try:
+        return registration.read_image(path)
+    except (RuntimeError, ValueError) as error:
+        raise bad_input(415, f"cannot read the image {os.path.basename(path)!r}: {str(error).splitlines()[0]}") from None
+
+
+def _geometry(path: str) -> Optional[tuple]:
+    """``(size, spacing)`` of the 3D image file at ``path`` from its header, or None (folder, 2D, unknown format)."""
+    if os.path.isdir(path):
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return (reader.GetSize(), reader.GetSpacing()) if reader.GetDimension() == 3 else None

@@ -1,0 +1,1 @@
+from .segmentation_spleen import SegmentationSpleen  # noqa: F401
