@@ -221,7 +221,8 @@ class DistributedTrainTask(BasicTrainTask):
         return stats
 
     def finalize(self, context: Context):
-        """MONAI Label's handlers; then gather the number of items of every rank (``context.distributed``)."""
+        """MONAI Label's handlers; then gather the number of items of every rank (``context.distributed``) and, on
+        several processes, have all ranks end training together (:func:`_finish_together`)."""
         super().finalize(context)
         counts = getattr(context, "rank_items", {})
         gathered = [counts]
