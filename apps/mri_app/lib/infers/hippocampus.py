@@ -78,11 +78,11 @@ class HippocampusInfer(VolumeSegmentationInfer):
         latency_infer = time.time() - start
 
         start = time.time()
+        pasted = {side: registration.paste(masks[side], grid, image, transform) for side, (_, grid, transform) in regions.items()}
         labels = np.zeros(image.GetSize(), dtype=np.uint8)
-        for side, (_, grid, transform) in regions.items():
-            pasted = registration.paste(masks[side], grid, image, transform)
-            labels[pasted > 0] = pasted[pasted > 0]
-        measurements = self.measure(image, labels, regions)
+        for side_labels in pasted.values():  # template boxes do not overlap; where user boxes do, the right side wins
+            labels[side_labels > 0] = side_labels[side_labels > 0]
+        measurements = self.measure(image, labels, pasted)
         latency_post = time.time() - start
 
         start = time.time()
@@ -140,18 +140,18 @@ class HippocampusInfer(VolumeSegmentationInfer):
         labels = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
         return labels[::-1] if side == "left" else labels
 
-    def measure(self, image: sitk.Image, labels: np.ndarray, regions: Dict) -> Dict:
-        """Volumes (mm³) per label, per side, and the sanity check, from the label map in the input's grid."""
+    def measure(self, image: sitk.Image, labels: np.ndarray, sides: Dict[str, np.ndarray]) -> Dict:
+        """Volumes (mm³) per label, per side, and the sanity check, from the label maps in the input's grid
+        (``labels``: both sides; ``sides``: side -> that side's pasted label map)."""
         voxel = float(np.prod(image.GetSpacing()))
         per_label = {name: round(float((labels == value).sum() * voxel), 2) for name, value in self.labels.items()}
         measured = {"mm3": per_label, "total_mm3": round(sum(per_label.values()), 2), "voxel_mm3": round(voxel, 4)}
-        for side, (_, grid, transform) in regions.items():
-            inside = registration.paste(np.ones(grid.GetSize(), np.uint8), grid, image, transform) > 0
-            side_volumes = {f"{name}_mm3": round(float(((labels == value) & inside).sum() * voxel), 2) for name, value in self.labels.items()}
+        for side, side_labels in sides.items():
+            side_volumes = {f"{name}_mm3": round(float((side_labels == value).sum() * voxel), 2) for name, value in self.labels.items()}
             side_volumes["total_mm3"] = round(sum(side_volumes.values()), 2)
             measured[side] = side_volumes
             measured[f"{side}_mm3"] = side_volumes["total_mm3"]
-        measured["volume_check"] = self.volume_check({side: measured[side]["total_mm3"] for side in regions})
+        measured["volume_check"] = self.volume_check({side: measured[side]["total_mm3"] for side in sides})
         return measured
 
     def volume_check(self, volumes: Dict[str, Optional[float]]) -> Dict:
