@@ -2,7 +2,7 @@
 its held-out test subjects, and print one table.
 
     .venv/bin/python benchmarks/quality.py [--data ../shared/data] [--work /tmp/mri-quality] [--tasks ...]
-                                           [--epochs-scale 1.0]
+                                           [--epochs-scale 1.0] [--splits grouped random]
 
 Data (see ``../shared/data/README.md``): ``sequence`` on BraTS 2018 (every subject has every contrast) plus the
 LGG FLAIR and T1 channels; ``dementia_stage`` on the Alzheimer JPEG set (no patient ids: near-duplicate groups
@@ -135,12 +135,15 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/mri-quality")
     parser.add_argument("--tasks", nargs="*", default=list(PLAN), choices=list(PLAN))
     parser.add_argument("--epochs-scale", type=float, default=1.0)
+    parser.add_argument("--splits", nargs="*", default=["grouped", "random"], choices=["grouped", "random"],
+                        help="which rows of the tasks evaluated on several splits to run (default both)")
     args = parser.parse_args()
     if args.epochs_scale <= 0:
         parser.error(f"--epochs-scale must be > 0, got {args.epochs_scale}")
     rows = []
     for task in args.tasks:
-        for split_kind in SPLITS.get(task, ("grouped",)):
+        kinds = SPLITS.get(task, ("grouped",))
+        for split_kind in [k for k in kinds if k in args.splits] if len(kinds) > 1 else kinds:
             print(f"== {task} ({split_kind} split)", flush=True)
             rows.append(run(task, Path(args.data), Path(args.work), args.epochs_scale, split_kind))
             print(rows[-1], flush=True)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "apps" / "mri_app"
@@ -51,3 +52,30 @@ def write_checkpoints(app) -> None:
     for config in app.models.values():
         Path(config.path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": config.network.state_dict()}, config.path)
+
+
+@pytest.fixture
+def api_server(datastore_dir, tmp_path):
+    """(client, app, datastore folder) of a fresh in-process server on a copy of the sample data (FastAPI
+    TestClient; tasks untrained)."""
+    from monailabel.config import settings
+    from monailabel.interfaces.utils.app import app_instance, clear_cache
+
+    settings.MONAI_LABEL_APP_DIR = str(APP_DIR)
+    settings.MONAI_LABEL_STUDIES = str(datastore_dir)
+    settings.MONAI_LABEL_APP_CONF = {"models": "all", "model_dir": str(tmp_path / "model")}
+    settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD = False
+    clear_cache()
+    from monailabel.app import app
+
+    with TestClient(app) as client:
+        yield client, app_instance(), datastore_dir
+    clear_cache()
+
+
+@pytest.fixture
+def api_trained(api_server):
+    """:func:`api_server` with a checkpoint (initial weights) for every task."""
+    client, app, folder = api_server
+    write_checkpoints(app)
+    return api_server

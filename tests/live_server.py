@@ -1,6 +1,7 @@
 """A real MONAI Label server with the MRI app, as a subprocess on a free loopback port (for end-to-end tests)."""
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -20,11 +21,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(root: Path, sample_template: Path, conf: dict = None, timeout: float = 180):
-    """Start ``monailabel start_server`` on a copy of ``sample_template`` under ``root``; yield
-    ``{"url", "studies", "models", "startup_s", "log"}``; stop it on exit."""
-    studies, models = root / "datastore", root / "model"
-    shutil.copytree(sample_template, studies)
+def running_server(
+    root: Path, sample_template: Path, conf: dict = None, timeout: float = 180, env: dict = None, studies: str = None
+):
+    """Start ``monailabel start_server`` on a copy of ``sample_template`` under ``root`` (or on ``studies``, a
+    folder or URL, as it is); yield ``{"url", "studies", "models", "startup_s", "log", "process"}``; stop it on
+    exit. ``env``: extra environment variables for the server (e.g. MONAI Label's ``MONAI_LABEL_AUTH_*``)."""
+    models = root / "model"
+    if studies is None:
+        studies = root / "datastore"
+        if not studies.exists():
+            shutil.copytree(sample_template, studies)
     port = free_port()
     options = {"models": "all", "model_dir": str(models), **(conf or {})}
     command = [
@@ -34,25 +41,44 @@ def running_server(root: Path, sample_template: Path, conf: dict = None, timeout
     for key, value in options.items():
         command += ["--conf", key, str(value)]
     log_path = root / "server.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
         url = f"http://127.0.0.1:{port}"
         started = time.time()
         try:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-                if time.time() - started > timeout:
-                    raise RuntimeError(f"server did not answer within {timeout} s")
-                try:
-                    if requests.get(f"{url}/info/", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.5)
-            yield {"url": url, "studies": studies, "models": models, "startup_s": time.time() - started, "log": log_path}
+            wait_until_ready(process, f"{url}/info/", log_path, "server", timeout, lambda r: r.status_code in (200, 401))
+            yield {"url": url, "studies": studies, "models": models, "startup_s": time.time() - started, "log": log_path,
+                   "process": process}
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
+
+
+def wait_until_ready(process, url: str, log_path: Path, name: str, timeout: float, ready=lambda r: r.ok) -> None:
+    """Poll ``url`` until ``ready(response)``; raise with the end of ``log_path`` if ``process`` exits or
+    ``timeout`` seconds pass first."""
+    started = time.time()
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        if time.time() - started > timeout:
+            raise RuntimeError(f"{name} did not answer within {timeout} s:\n{log_path.read_text()[-3000:]}")
+        try:
+            if ready(requests.get(url, timeout=2)):
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+
+
+def stop(process) -> None:
+    """Terminate ``process`` (kill it after 30 s)."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -8,10 +8,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import APP_DIR, snapshot, write_checkpoints
+from conftest import snapshot
 
 CLASSIFIERS = {
     "sequence": ["T1", "T2", "FLAIR"],
@@ -23,28 +22,13 @@ SEGMENTERS = {"tumor_seg": {"tumor": 1}, "hippocampus": {"anterior": 1, "posteri
 
 
 @pytest.fixture
-def server(datastore_dir, tmp_path):
-    """(client, app, datastore folder) of a fresh in-process server on a copy of the sample data."""
-    from monailabel.config import settings
-    from monailabel.interfaces.utils.app import app_instance, clear_cache
-
-    settings.MONAI_LABEL_APP_DIR = str(APP_DIR)
-    settings.MONAI_LABEL_STUDIES = str(datastore_dir)
-    settings.MONAI_LABEL_APP_CONF = {"models": "all", "model_dir": str(tmp_path / "model")}
-    settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD = False
-    clear_cache()
-    from monailabel.app import app
-
-    with TestClient(app) as client:
-        yield client, app_instance(), datastore_dir
-    clear_cache()
+def server(api_server):
+    return api_server
 
 
 @pytest.fixture
-def trained(server):
-    client, app, folder = server
-    write_checkpoints(app)
-    return server
+def trained(api_trained):
+    return api_trained
 
 
 def test_info_lists_every_task_with_type_and_labels(server):

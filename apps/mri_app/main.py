@@ -5,6 +5,8 @@ Start: ``monailabel start_server --app apps/mri_app --studies DIR --conf models 
 ``--conf model_dir DIR`` puts checkpoints and training runs in DIR instead of ``<app>/model``;
 until a task is trained there, its shipped checkpoint (``<app>/shipped/<task>``) is served
 (``--conf shipped_models none`` serves none).
+``--studies`` may be a DICOMweb root (``http://127.0.0.1:8042/dicom-web``): ``--conf dicomweb_modality``
+(default ``MR``) selects the series; final labels go back to the PACS as DICOM-SEG (:mod:`lib.dicomweb`).
 """
 
 import importlib
@@ -27,7 +29,11 @@ from monailabel.tasks.activelearning.random import Random
 
 from lib.activelearning import ModelScorer, RetrainScheduler, UncertaintyStrategy, labelled_task
 from lib.conf import conf_float, conf_int
-from lib.datastore import MRIDatastore, bad_input, read_header, update_info_entry
+from lib.datastore import (
+    DEFAULT_MAX_VOXELS, MRIDatastore, bad_input, check_image_file, read_header, spatial_size, update_info_entry,
+)
+from lib.dicomweb import MRIDICOMwebDatastore, dicomweb_client
+from lib.dicomweb import search_filter as dicomweb_search_filter
 from lib.infers.tumor_pipeline import TumorPipelineInfer
 from lib.routes import install as install_routes
 
@@ -62,6 +68,7 @@ class MRIApp(MONAILabelApp):
             self.models[name].init(name, self.model_dir, conf, None)
             self.models[name].check_checkpoints()
         logger.info(f"+++ Using models: {list(self.models)}")
+        self.max_voxels = conf_int(conf, "max_voxels", DEFAULT_MAX_VOXELS, low=1)
         retrain_after = conf_int(conf, "retrain_after", 0, low=0)
         self.retrain = None
         if retrain_after:
@@ -79,11 +86,27 @@ class MRIApp(MONAILabelApp):
         )
 
     def init_datastore(self) -> Datastore:
+        """A local folder (:class:`MRIDatastore`), or a DICOMweb PACS (``--studies http(s)://.../dicom-web``):
+        its ``--conf dicomweb_modality`` series (default MR), final labels stored back as DICOM-SEG."""
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
+                return super().init_datastore()
+            self.studies = self.studies.strip().rstrip("/")
+            cache = (settings.MONAI_LABEL_DATASTORE_CACHE_PATH or settings.MONAI_LABEL_DICOMWEB_CACHE_PATH).strip()
+            logger.info(f"DICOMweb studies: {self.studies}")
+            return MRIDICOMwebDatastore(
+                dicomweb_client(self.studies),
+                dicomweb_search_filter(self.conf),
+                task_labels=self.segmentation_labels(),
+                cache_path=cache or None,
+                max_upload_mb=conf_float(self.conf, "max_upload_mb", 2048.0, low=1.0),
+                fetch_by_frame=settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
+            )
         return MRIDatastore(
             self.studies,
             max_upload_mb=conf_float(self.conf, "max_upload_mb", 2048.0, low=1.0),
+            max_voxels=self.max_voxels,
+            task_labels=self.segmentation_labels(),
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
@@ -122,8 +145,7 @@ class MRIApp(MONAILabelApp):
         """A ``final`` segmentation label counts towards its task's next fine-tuning run (``--conf retrain_after``)."""
         result = super().on_save_label(image_id, label_id)
         if self.retrain is not None:
-            seg = {n: c.labels for n, c in self.models.items() if c.kind == "segmentation"}
-            task = labelled_task(self.datastore(), image_id, label_id, seg)
+            task = labelled_task(self.datastore(), image_id, label_id, self.segmentation_labels())
             if task:
                 self.retrain.note_label(task, image_id)
         return result
@@ -155,6 +177,10 @@ class MRIApp(MONAILabelApp):
             raise bad_input(404, f"no active-learning strategy {strategy!r}; strategies: {sorted(self._strategies)}")
         return super().next_sample(request)
 
+    def segmentation_labels(self) -> Dict[str, Dict[str, int]]:
+        """Segmentation task -> its label names and values."""
+        return {n: c.labels for n, c in self.models.items() if c.kind == "segmentation"}
+
     def classifier_classes(self) -> Dict[str, list]:
         """Classifier task -> its class names."""
         return {n: list(c.labels) for n, c in self.models.items() if getattr(c, "kind", "") == "classification"}
@@ -176,12 +202,16 @@ class MRIApp(MONAILabelApp):
         datastore = datastore or self.datastore()
         if not isinstance(image, str) or not image:
             raise bad_input(422, "no image given: pass an image id or upload a file")
-        path = image if os.path.isfile(image) else datastore.get_image_uri(image)
+        uploaded = os.path.isabs(image) and os.path.isfile(image)  # MONAI Label put an upload in a temporary file
+        path = image if uploaded else datastore.get_image_uri(image)
         if not path or not os.path.exists(path):
             raise bad_input(404, f"image {image!r} is not in the datastore")
         if os.path.isfile(path):
-            size, _ = read_header(path, f"image {image!r}" if path != image else "the uploaded image")
-            if getattr(task, "volume_only", False) and len(size) < 3:
+            what = "the uploaded image" if uploaded else f"image {image!r}"
+            if uploaded:  # read it whole once (truncated, NaN/inf, absurd size)
+                check_image_file(path, what, self.max_voxels)
+            size, _ = read_header(path, what, self.max_voxels)
+            if getattr(task, "volume_only", False) and len(spatial_size(size)) < 3:  # (W, H, 1) is a slice
                 raise bad_input(422, f"{model} needs a 3D volume, got a 2D image of size {size}")
         stages = task.stages() if hasattr(task, "stages") else [task]
         untrained = [t for t in stages if hasattr(t, "get_path") and t.get_path() is None]

@@ -337,12 +337,13 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
         return node
 
     def imageIdForVolume(self, volumeNode):
-        """The datastore id of a volume: the id it was fetched with, else its name plus a content fingerprint."""
+        """The datastore id of a volume: the id it was fetched with, else ``slicer_<content fingerprint>``. Not the
+        volume's name: names loaded from DICOM often carry the patient's name, and ids are stored and logged."""
         known = volumeNode.GetAttribute(IMAGE_ID_ATTRIBUTE)
         if known:
             return known
         fingerprint = volume_fingerprint(slicer.util.arrayFromVolume(volumeNode), volumeNode.GetSpacing())
-        return safe_image_id(volumeNode.GetName(), fingerprint)
+        return safe_image_id("slicer", fingerprint)
 
     def _ensureOnServer(self, volumeNode, progress=None):
         """Upload the volume (saved to a temporary NIfTI) unless the server has it; return its image id."""

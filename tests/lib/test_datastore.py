@@ -322,3 +322,45 @@ def test_spatial_size(size, expected):
 )
 def test_class_label(info, expected):
     assert class_label(info, "sequence") == expected
+
+
+# ---------------------------------------------------------------- crash safety
+
+def test_partial_files_of_an_interrupted_write_are_removed_at_start(store, inputs):
+    ds, root = store
+    ds.save_label("vol01", _nifti(inputs / "label.nii.gz", VOLUME_SHAPE, np.uint8), "final", {})
+    leftovers = [root / "labels" / "final" / ".vol01.nii.gz.x1.partial", root / ".vol02.nii.gz.x2.partial",
+                 root / ".datastore_v2.json.x3.partial"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    before = json.loads((root / "datastore_v2.json").read_text())
+    MRIDatastore(str(root), extensions=EXTENSIONS, auto_reload=False)
+    assert not any(path.exists() for path in leftovers)
+    assert json.loads((root / "datastore_v2.json").read_text())["objects"].keys() == before["objects"].keys()
+    assert (root / "labels" / "final" / "vol01.nii.gz").exists()
+
+
+def test_index_and_label_writes_replace_whole_files(store, inputs, monkeypatch):
+    ds, root = store
+
+    def interrupted_copy(source, dest):
+        raise OSError("disk full")
+
+    old = _snapshot(root)
+    # the globals of the module MRIDatastore came from (MONAI Label may have imported lib.datastore afresh since)
+    monkeypatch.setitem(MRIDatastore._store.__globals__, "atomic_copy", interrupted_copy)
+    with pytest.raises(OSError, match="disk full"):
+        ds.save_label("vol01", _nifti(inputs / "label.nii.gz", VOLUME_SHAPE, np.uint8), "final", {})
+    assert _snapshot(root) == old  # neither the label nor the index changed
+    assert "final" not in ds.get_labels_by_image_id("vol01")
+
+
+def test_log_lines_name_image_ids_only(store, inputs, caplog):
+    ds, _ = store
+    caplog.set_level("DEBUG")
+    secret = inputs / "DOE_JANE_PID4711.nii.gz"
+    ds.add_image("case07", _nifti(secret, VOLUME_SHAPE), {"patient": "DOE^JANE"})
+    ds.save_label("case07", _nifti(inputs / "DOE_JANE_label.nii.gz", VOLUME_SHAPE, np.uint8), "final",
+                  {"annotator_note": "DOE^JANE PID4711"})
+    assert "case07" in caplog.text
+    assert "DOE" not in caplog.text and "PID4711" not in caplog.text

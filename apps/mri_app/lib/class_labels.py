@@ -3,16 +3,16 @@
 ``PUT /classlabel/{task}?image=ID`` with JSON ``{"label": "T2"}`` records a clinician's class for an image
 in its datastore info (``class_labels.<task>``), where the task's trainer reads it;
 ``GET /classlabel/{task}?image=ID`` returns the recorded label and the latest prediction;
-``DELETE /classlabel/{task}?image=ID`` withdraws the label.
+``DELETE /classlabel/{task}?image=ID`` withdraws the label (admins only, as other deletions).
 Errors: unknown task or image -> 404, unknown class name -> 422 (the message lists the valid ones).
 """
 
 from fastapi import APIRouter, Depends
-from monailabel.config import settings
-from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.endpoints.user.auth import User
 from monailabel.interfaces.utils.app import app_instance
 from pydantic import BaseModel
 
+from lib.access import ADMIN, ANNOTATOR, USER, RoleRequired
 from lib.datastore import bad_input, update_info_entry
 
 router = APIRouter(prefix="/classlabel", tags=["Class labels"])
@@ -36,7 +36,7 @@ def _check(task: str, image: str):
 
 
 @router.get("/{task}", summary="Get the class label and latest prediction of an image for a classifier task")
-async def get_class_label(task: str, image: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+async def get_class_label(task: str, image: str, user: User = Depends(RoleRequired(USER))):
     _, _, info = _check(task, image)
     return {
         "image": image,
@@ -47,9 +47,7 @@ async def get_class_label(task: str, image: str, user: User = Depends(RBAC(setti
 
 
 @router.put("/{task}", summary="Record the correct class of an image for a classifier task")
-async def put_class_label(
-    task: str, image: str, body: ClassLabel, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))
-):
+async def put_class_label(task: str, image: str, body: ClassLabel, user: User = Depends(RoleRequired(ANNOTATOR))):
     datastore, classes, _ = _check(task, image)
     if body.label not in classes:
         raise bad_input(422, f"class {body.label!r} is not a class of {task}; valid classes: {list(classes)}")
@@ -62,7 +60,7 @@ async def put_class_label(
 
 
 @router.delete("/{task}", summary="Withdraw the class label of an image for a classifier task")
-async def delete_class_label(task: str, image: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+async def delete_class_label(task: str, image: str, user: User = Depends(RoleRequired(ADMIN))):
     datastore, _, _ = _check(task, image)
     update_info_entry(datastore, image, "class_labels", task, None)
     return {"image": image, "task": task, "label": None}

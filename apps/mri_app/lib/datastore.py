@@ -6,16 +6,25 @@ Image info schema written by this app (``datastore_v2.json``, ``objects.<id>.ima
     "predictions":  {"<task>": {"label": "T1", "probabilities": {"T1": 0.9, ...}, "checkpoint": "...", "ts": ...}}
 """
 
+import logging
 import os
 import re
 import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 import SimpleITK as sitk
+import torch
 from fastapi import HTTPException
+from filelock import FileLock
 from monai.transforms import LoadImage
-from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+from monailabel.interfaces.datastore import DefaultLabelTag
+
+from lib.atomic import atomic_copy, atomic_write_json, remove_partial_files
+
+logger = logging.getLogger(__name__)
 
 _loader = LoadImage(image_only=True, ensure_channel_first=True)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -27,8 +36,22 @@ def bad_input(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
-def read_header(path: str, what: str) -> Tuple[Tuple[int, ...], int]:
-    """Spatial size ``(W, H[, D])`` in voxels and channel count of an image file, or a 415 naming it."""
+def check_image_id(image_id: str) -> None:
+    """422 unless ``image_id`` is a plain id (letters, digits, '.', '_', '-'; not a path, not '..')."""
+    if not _ID.fullmatch(image_id) or ".." in image_id:
+        raise bad_input(422, f"image id {image_id!r} may hold only letters, digits, '.', '_' and '-' (no paths)")
+
+
+DEFAULT_MAX_VOXELS = 256 * 1024 * 1024
+"""Largest image accepted, in voxels × channels (``--conf max_voxels``): 1 GiB as float32, far above any brain MRI."""
+
+
+def read_header(path: str, what: str, max_voxels: Optional[int] = None) -> Tuple[Tuple[int, ...], int]:
+    """Spatial size ``(W, H[, D])`` in voxels and channel count of an image file, from its header only.
+
+    Raises:
+        HTTPException: 415 unreadable, 422 empty size, 413 more than ``max_voxels`` voxels × channels.
+    """
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     try:
@@ -38,18 +61,58 @@ def read_header(path: str, what: str) -> Tuple[Tuple[int, ...], int]:
     size = tuple(int(s) for s in reader.GetSize())
     if not size or min(size) < 1:
         raise bad_input(422, f"{what} has an empty size {size}")
-    return size, int(reader.GetNumberOfComponents())
+    channels = int(reader.GetNumberOfComponents())
+    voxels = int(np.prod(size, dtype=np.float64)) * channels
+    if max_voxels is not None and voxels > max_voxels:
+        raise bad_input(413, f"{what} has size {size} ({voxels:,} voxels); this server accepts at most {max_voxels:,} (--conf max_voxels)")
+    return size, channels
 
 
-def check_image_file(path: str, what: str) -> Tuple[int, ...]:
-    """Read the whole file with the reader training will use (catches truncated files and content that does
-    not match its extension); return its spatial size ``(W, H[, D])``."""
-    read_header(path, what)
+def load_checked(path: str, what: str, max_voxels: Optional[int] = None) -> torch.Tensor:
+    """Read the whole file with the reader training will use, after :func:`read_header`'s checks (catches
+    truncated files and content that does not match its extension); refuse NaN/inf voxels (422).
+
+    Returns:
+        The image, channel first: ``(C, W, H[, D])``.
+    """
+    read_header(path, what, max_voxels)
     try:
         image = _loader(path)
     except Exception:  # the readers raise many types; all mean the same to the sender
         raise bad_input(415, f"{what} could not be read to the end (truncated, corrupt, or not what its extension says)") from None
-    return tuple(int(s) for s in image.shape[1:])
+    if image.ndim < 3 or image.numel() == 0:
+        raise bad_input(422, f"{what} has an empty or one-dimensional size {tuple(image.shape[1:])}")
+    if image.is_floating_point():
+        bad = int((~torch.isfinite(image)).sum())
+        if bad:
+            raise bad_input(422, f"{what} has {bad} NaN or infinite voxel value(s)")
+    return image
+
+
+def check_image_file(path: str, what: str, max_voxels: Optional[int] = None) -> Tuple[int, ...]:
+    """:func:`load_checked`; return the image's spatial size ``(W, H[, D])``."""
+    return tuple(int(s) for s in load_checked(path, what, max_voxels).shape[1:])
+
+
+def check_label_values(label: torch.Tensor, what: str, label_info: Dict[str, Any], task_labels: Dict[str, Dict[str, int]]) -> None:
+    """422 unless ``label`` holds whole numbers that are label values of the task its ``label_info`` names
+    (by ``task`` or by segment names, see :func:`lib.datalists.label_task`), or of any segmentation task."""
+    from lib.datalists import label_task  # lib.datalists imports this module
+
+    values = torch.unique(label)
+    if label.is_floating_point() and not torch.equal(values, values.round()):
+        raise bad_input(422, f"{what} holds fractional values; a label holds whole label numbers")
+    names = {s.get("name") for s in (label_info or {}).get("label_info") or [] if isinstance(s, dict)} - {"background", None}
+    task = label_task(label_info or {}, task_labels)
+    if task is None and names:
+        known = {t: sorted(labels) for t, labels in task_labels.items()}
+        raise bad_input(422, f"{what} names segment(s) {sorted(names)} that belong to no single task; labels per task: {known}")
+    tasks = [task] if task else list(task_labels)
+    allowed = {0} | {int(v) for t in tasks for v in task_labels[t].values()}
+    outside = sorted({int(v) for v in values.tolist()} - allowed)
+    if outside:
+        whose = task or "any segmentation task"
+        raise bad_input(422, f"{what} holds value(s) {outside[:10]} that are not labels of {whose} (allowed: {sorted(allowed)})")
 
 
 def spatial_size(size: Tuple[int, ...]) -> Tuple[int, ...]:
@@ -61,18 +124,82 @@ def spatial_size(size: Tuple[int, ...]) -> Tuple[int, ...]:
 
 
 class MRIDatastore(LocalDatastore):
-    """MONAI Label's local datastore with input checks: nothing unreadable, oversized or mismatched is stored.
+    """MONAI Label's local datastore with input checks (nothing unreadable, oversized or mismatched is stored),
+    crash-safe writes (images, labels and ``datastore_v2.json`` are written to a temporary file and renamed over
+    the old one: a crash leaves the old or the whole new file; leftovers are removed at start), and log lines
+    that name image ids only (never upload file names or client-supplied label info).
 
     Args:
         max_upload_mb: largest image or label file accepted (MB); larger ones get a 413.
+        max_voxels: largest image or label accepted, in voxels × channels (413), checked from the header
+            before the file is read.
+        task_labels: segmentation task -> its label names and values; when given, a saved label may hold only
+            0 and the values of the task its info names (or of any task), see :func:`check_label_values`.
         other arguments: as :class:`LocalDatastore`.
     """
 
-    def __init__(self, *args, max_upload_mb: float = 2048.0, **kwargs):
+    def __init__(self, *args, max_upload_mb: float = 2048.0, max_voxels: int = DEFAULT_MAX_VOXELS,
+                 task_labels: Optional[Dict[str, Dict[str, int]]] = None, **kwargs):
         if max_upload_mb <= 0:
             raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb}")
+        if max_voxels < 1:
+            raise ValueError(f"max_voxels must be >= 1, got {max_voxels}")
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
+        self.max_voxels = int(max_voxels)
+        self.task_labels = task_labels
         super().__init__(*args, **kwargs)
+        folders = {self._datastore_path, self._datastore.image_path(), self._datastore.label_path(None)}
+        folders.update(self._datastore.labels_path().values())
+        folders.update(self._datastore.label_path(tag) for tag in (DefaultLabelTag.FINAL, DefaultLabelTag.ORIGINAL))
+        removed = sum(remove_partial_files(folder) for folder in folders)
+        if removed:
+            logger.warning(f"removed {removed} partial file(s) left by an interrupted write")
+
+    # Requests run on several threads (infer runs off the event loop): in-memory index changes and the index
+    # writes that dump it hold this lock, so a dump never sees a half-made change.
+    _memory_lock = threading.RLock()
+
+    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+        with self._memory_lock:
+            super().update_image_info(image_id, info)
+
+    def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
+        with self._memory_lock:
+            super().update_label_info(label_id, label_tag, info)
+
+    def remove_image(self, image_id: str) -> None:
+        with self._memory_lock:
+            super().remove_image(image_id)
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        with self._memory_lock:
+            super().remove_label(label_id, label_tag)
+
+    def refresh(self):
+        with self._memory_lock:
+            super().refresh()
+
+    def _update_datastore_file(self, lock=True):
+        """Write ``datastore_v2.json`` atomically (MONAI Label truncates and rewrites it in place)."""
+        def write():
+            self._ignore_event_config = True
+            content = self._datastore.model_dump(exclude={"base_path"})
+            atomic_write_json(self._datastore_config_path, content, indent=2, default=str)
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+        with self._memory_lock:
+            if lock:
+                with FileLock(self._lock_file):
+                    write()
+            else:
+                write()
+
+    def _store(self, source: str, dest: str, register) -> None:
+        """Copy ``source`` to ``dest`` atomically, then ``register()`` it in the index and write the index."""
+        with self._memory_lock, FileLock(self._lock_file):
+            atomic_copy(source, dest)
+            register()
+            self._update_datastore_file(lock=False)
 
     def _check_size(self, path: str, what: str) -> None:
         size = os.path.getsize(path)
@@ -81,10 +208,20 @@ class MRIDatastore(LocalDatastore):
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
         self._check_size(image_filename, f"uploaded image {image_id!r}")
-        if image_id and not _ID.fullmatch(image_id):
-            raise bad_input(422, f"image id {image_id!r} may hold only letters, digits, '.', '_' and '-'")
-        check_image_file(image_filename, f"uploaded image {image_id or os.path.basename(image_filename)!r}")
-        return super().add_image(image_id, image_filename, image_info)
+        if image_id:
+            check_image_id(image_id)
+        check_image_file(image_filename, f"uploaded image {image_id or os.path.basename(image_filename)!r}", self.max_voxels)
+        guessed_id, ext = self._to_id(os.path.basename(image_filename))
+        image_id = image_id or guessed_id
+        name = self._filename(image_id, ext)
+        info = dict(image_info or {}, ts=int(time.time()), name=name)
+
+        def register():
+            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
+
+        self._store(image_filename, os.path.join(self._datastore.image_path(), name), register)
+        logger.info(f"image {image_id} stored")
+        return image_id
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
         image_path = self.get_image_uri(image_id)
@@ -93,13 +230,32 @@ class MRIDatastore(LocalDatastore):
         self._check_size(label_filename, f"label for image {image_id!r}")
         if not _ID.fullmatch(label_tag or ""):
             raise bad_input(422, f"label tag {label_tag!r} may hold only letters, digits, '.', '_' and '-'")
-        label_size = spatial_size(check_image_file(label_filename, f"label for image {image_id!r}"))
+        what = f"label for image {image_id!r}"
+        label = load_checked(label_filename, what, self.max_voxels)
+        label_size = spatial_size(tuple(int(s) for s in label.shape[1:]))
         image_size = spatial_size(read_header(image_path, f"image {image_id!r}")[0])
         if label_size != image_size:
-            raise bad_input(
-                422, f"label for image {image_id!r} has size {label_size} but the image has size {image_size}"
-            )
-        return super().save_label(image_id, label_filename, label_tag, label_info)
+            raise bad_input(422, f"{what} has size {label_size} but the image has size {image_size}")
+        if self.task_labels is not None:
+            check_label_values(label, what, label_info, self.task_labels)
+        _, ext = self._to_id(os.path.basename(label_filename))
+        name = self._filename(image_id, ext)
+        label_path = self._datastore.label_path(label_tag)
+        os.makedirs(label_path, exist_ok=True)
+        info = dict(label_info or {}, ts=int(time.time()), name=name)
+
+        def register():
+            labels = self._datastore.objects[image_id].labels
+            old = labels.get(label_tag)
+            if old is not None and old.ext != ext:  # a label of another format replaced: drop the old file
+                stale = os.path.join(label_path, self._filename(image_id, old.ext))
+                if os.path.exists(stale):
+                    os.remove(stale)
+            labels[label_tag] = DataModel(info=info, ext=ext)
+
+        self._store(label_filename, os.path.join(label_path, name), register)
+        logger.info(f"label {label_tag!r} of image {image_id} stored")
+        return image_id
 
 
 def update_info_entry(datastore, image_id: str, field: str, task: str, record: Optional[Dict[str, Any]]) -> None:

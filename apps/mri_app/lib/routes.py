@@ -1,22 +1,39 @@
 """Routes this app adds to the MONAI Label server: the class-label API, and MONAI Label's train and infer
-calls with their inputs checked first (4xx with a message instead of a 500), placed before the originals."""
+calls with their inputs checked first (4xx with a message instead of a 500), placed before the originals;
+MONAI Label's ``POST /reload`` for admins only; access control (:mod:`lib.access`) and log redaction
+(:mod:`lib.log_privacy`) over all routes."""
 
 import json
+import threading
 from typing import Optional
 
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from monailabel.config import settings
 from monailabel.endpoints.infer import ResultType, run_inference
-from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.endpoints.user.auth import User
 from monailabel.interfaces.utils.app import app_instance
 
+from lib import access, log_privacy
+from lib.access import RoleRequired
 from lib.class_labels import router as class_label_router
 from lib.conf import conf_bool
-from lib.datastore import bad_input
+from lib.datastore import bad_input, check_image_id
+from lib.store_routes import router as store_router
 
 train_router = APIRouter(tags=["Train"])
 retrain_router = APIRouter(tags=["Active Learning"])
 infer_router = APIRouter(tags=["Infer"])
+admin_router = APIRouter()
+
+
+@admin_router.post("/reload", include_in_schema=False)
+def reload(user: User = Depends(RoleRequired(access.ADMIN))):
+    """MONAI Label's app reload (stock: open to anyone), for admins."""
+    from monailabel.interfaces.utils.app import clear_cache
+
+    clear_cache()
+    return {}
 
 
 @infer_router.post("/infer/{model}", summary="Run inference (MONAI Label's call, with its inputs checked first)")
@@ -29,7 +46,7 @@ async def infer_model(
     file: UploadFile = File(None),
     label: UploadFile = File(None),
     output: Optional[ResultType] = None,
-    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
+    user: User = Depends(RoleRequired(access.USER)),
 ):
     try:
         request = json.loads(params) if params else {}
@@ -37,6 +54,10 @@ async def infer_model(
         request = None
     if not isinstance(request, dict):
         raise bad_input(422, f"params must be a JSON object, got {params[:80]!r}")
+    if image:  # MONAI Label would also take a path on the server's disk here
+        check_image_id(image)
+    elif file is None:
+        raise bad_input(422, "no image given: pass an image id (image=...) or upload a file")
     task = app_instance()._infers.get(model)
     if task is not None and task.type == "classification" and output == ResultType.image:
         try:
@@ -45,7 +66,17 @@ async def infer_model(
             raise bad_input(422, str(error).replace("--conf ", "params ")) from None
         if not wants_map:
             raise bad_input(422, f"{model} answers in JSON: ask output=json, or params {{\"cam\": true}} for its activation map")
-    return run_inference(background_tasks, model, image, session_id, params, file, label, output)
+    # Off the event loop, so uploads, class labels and status calls are answered while a model runs; one
+    # inference at a time (the networks are shared and reloaded in place when training publishes).
+    return await run_in_threadpool(_infer_one_at_a_time, background_tasks, model, image, session_id, params, file, label, output)
+
+
+_infer_lock = threading.Lock()
+
+
+def _infer_one_at_a_time(*args):
+    with _infer_lock:
+        return run_inference(*args)
 
 
 @train_router.post("/train/{model}", summary="Run the training task of a model (404 for an unknown model)")
@@ -54,26 +85,46 @@ async def train_model(
     params: Optional[dict] = None,
     run_sync: Optional[bool] = False,
     enqueue: Optional[bool] = False,
-    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),
+    user: User = Depends(RoleRequired(access.ADMIN)),
 ):
     from monailabel.endpoints.train import run_model
 
     trainers = app_instance().info().get("trainers", {})
     if model not in trainers:
         raise bad_input(404, f"no train task {model!r}; train tasks: {sorted(trainers)}")
+    check_resume(app_instance()._trainers[model], params or {})
     return run_model(model, params, run_sync, enqueue)
 
 
 @retrain_router.get("/activelearning/stats", summary="Automatic fine-tuning runs: counters, pending runs and every run's record")
-async def retrain_stats(user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+async def retrain_stats(user: User = Depends(RoleRequired(access.USER))):
     scheduler = getattr(app_instance(), "retrain", None)
     if scheduler is None:
         return {"enabled": False, "tasks": {}, "runs": []}
     return dict(scheduler.stats(), enabled=True)
 
 
+def check_resume(trainer, params: dict) -> None:
+    """409 for ``{"resume": true}`` when the run named in ``params`` has nothing to resume; 422 with ``finetune``."""
+    from lib.trainers.checkpoints import resume_path, resume_problem
+
+    try:
+        resume, finetune = conf_bool(params, "resume", False), conf_bool(params, "finetune", False)
+    except ValueError as error:
+        raise bad_input(422, str(error).replace("--conf ", "params ")) from None
+    if not resume:
+        return
+    if finetune:
+        raise bad_input(422, "resume and finetune exclude each other: resume continues a run, finetune starts one")
+    config = dict(trainer._config, **params)
+    problem = resume_problem(resume_path(trainer._model_dir, str(config["name"])), int(config["max_epochs"]))
+    if problem:
+        raise bad_input(409, problem)
+
+
 def install(server) -> None:
-    """Add our routes to the FastAPI ``server`` once; the train and infer routes go before MONAI Label's own."""
+    """Add our routes to the FastAPI ``server`` once; the train, infer and reload routes go before MONAI Label's own.
+    Then apply :func:`lib.access.install` and :func:`lib.log_privacy.install`."""
     if getattr(server.state, "mri_label_routes", False):
         return
     server.include_router(class_label_router, prefix=settings.MONAI_LABEL_API_STR)
@@ -82,7 +133,11 @@ def install(server) -> None:
     server.include_router(train_router, prefix=settings.MONAI_LABEL_API_STR)
     server.include_router(retrain_router, prefix=settings.MONAI_LABEL_API_STR)
     server.include_router(infer_router, prefix=settings.MONAI_LABEL_API_STR)
+    server.include_router(admin_router)
+    server.include_router(store_router, prefix=settings.MONAI_LABEL_API_STR)
     added = routes[before:]
     del routes[before:]
     routes[0:0] = added
+    access.install(server)
+    log_privacy.install()
     server.state.mri_label_routes = True

@@ -11,6 +11,7 @@ from abc import abstractmethod
 from typing import Dict, List
 
 import torch
+from ignite.engine import Events
 from monai.handlers import LrScheduleHandler
 from monai.inferers import SimpleInferer
 from monai.utils import set_determinism
@@ -22,6 +23,8 @@ from mri_label.splits import ensure_split, split_of
 from lib.datalists import split_by_subject
 from lib.conf import conf_bool
 from lib.networks import build_network
+from lib.atomic import atomic_write_json
+from lib.trainers.checkpoints import load_resume_state, resume_path, save_resume_state
 from lib.trainers.distributed import DistributedTrainTask
 
 logger = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ class MRITrainTask(DistributedTrainTask):
         self.shipped_path = shipped_path
         self._finetune_from = None  # the served checkpoint a fine-tune run starts from (see ``train``)
         self._baseline = None  # the served checkpoint's validation metric, measured before a fine-tune run
+        self._resume = False  # continue the interrupted run of the same name from its resume.pt
 
     def __getstate__(self):
         # spawned training processes get a pickled copy of the task; a finished run's context holds engines
@@ -132,18 +136,26 @@ class MRITrainTask(DistributedTrainTask):
 
     def lr_scheduler_handler(self, context: Context):
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(context.optimizer, T_max=max(1, int(context.max_epochs)))
+        context.lr_schedule = schedule  # saved in / restored from resume.pt
         return LrScheduleHandler(schedule, print_lr=True, epoch_level=True)
 
     def val_inferer(self, context: Context):
         return SimpleInferer()
 
     def load_path(self, output_dir, pretrained=True):
+        if self._resume:  # everything comes from resume.pt (see finalize), not from the run's best model.pt
+            return None
         if self._finetune_from:  # a fine-tune run starts from the served checkpoint, not from its run folder
             return self._finetune_from
         return super().load_path(output_dir, pretrained)
 
     def finalize(self, context: Context):
         super().finalize(context)
+        state_path = os.path.join(context.output_dir, "resume.pt")
+        if self._resume:
+            load_resume_state(context, state_path)
+        if context.local_rank == 0:
+            context.trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: save_resume_state(context, state_path))
         if self._finetune_from and context.evaluator:  # on every rank: the metric is reduced over all of them
             self._baseline = self.evaluate_checkpoint(context, self._finetune_from)
             logger.info(f"{self.task}: served checkpoint scores {self._baseline} on the validation items before fine-tuning")
@@ -177,6 +189,9 @@ class MRITrainTask(DistributedTrainTask):
                 raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
             set_determinism(seed=int(seed))
         finetune = conf_bool(request, "finetune", False)
+        self._resume = conf_bool(request, "resume", False)
+        if finetune and self._resume:
+            raise ValueError("finetune and resume exclude each other: resume continues a run, finetune starts one")
         served = self._publish_path
         if finetune:  # publish to a candidate beside the served checkpoint; promote it after the run if not worse
             self._finetune_from = served if os.path.exists(served) else self.shipped_path
@@ -195,6 +210,10 @@ class MRITrainTask(DistributedTrainTask):
             energy = _stop(tracker)
             self._publish_path = served
             self._finetune_from = None
+            self._resume = False
+        if rank == 0:  # the run finished: nothing left to resume
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(resume_path(self._model_dir, request["name"]))
         if rank == 0:
             stats["energy"] = energy
             if finetune:
@@ -310,11 +329,7 @@ def _read_json(path: str) -> Dict:
 
 
 def _write_json(path: str, content: Dict) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
-        json.dump(content, handle, indent=2, default=str)
-    os.replace(temporary, path)
+    atomic_write_json(path, content, indent=2, default=str)
 
 
 def _carbon_tracker(country: str):

@@ -1,0 +1,189 @@
+"""Access control for the server: bearer tokens from a Keycloak realm, and roles that nest.
+
+With ``MONAI_LABEL_AUTH_ENABLE=true`` every route needs a bearer token
+signed by the realm at ``MONAI_LABEL_AUTH_REALM_URI`` (RS256, with ``exp``); no token or a bad one -> 401.
+Roles nest: admin > reviewer > annotator > user, so a route that needs ``monailabel-user`` also admits an
+annotator or an admin; a role too low -> 403 naming the role needed. :func:`install` applies this to MONAI
+Label's own routes too (whose checks want exactly the listed role, and whose token check does not work with
+PyJWT 2, which wants the algorithm named), and raises a few of them (:data:`RAISED`).
+Public (no token): ``/``, ``/docs``, ``/openapi.json``, ``/static``, ``/favicon.ico``, ``/auth/``, ``/auth/token``.
+"""
+
+import logging
+from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Set, Tuple, Union
+
+import jwt
+import requests
+from fastapi import Depends, HTTPException, Security, routing, status
+from fastapi.routing import APIRoute
+from fastapi.security import OAuth2PasswordBearer
+from monailabel.config import settings
+from monailabel.endpoints.user import auth as stock_auth
+from monailabel.endpoints.user.auth import DEFAULT_USER, RBAC, User
+
+logger = logging.getLogger(__name__)
+
+ADMIN = settings.MONAI_LABEL_AUTH_ROLE_ADMIN
+REVIEWER = settings.MONAI_LABEL_AUTH_ROLE_REVIEWER
+ANNOTATOR = settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR
+USER = settings.MONAI_LABEL_AUTH_ROLE_USER
+#: Lowest to highest: each role may do what the ones before it may.
+HIERARCHY = (USER, ANNOTATOR, REVIEWER, ADMIN)
+#: MONAI Label routes whose stock check is too weak: (method, path) -> role now needed.
+RAISED: Dict[Tuple[str, str], str] = {
+    ("PUT", "/model/{model}"): ADMIN,  # replaces the weights every infer uses
+    ("DELETE", "/model/{model}"): ADMIN,
+    ("POST", "/proxy/dicom/stow/{path}"): ANNOTATOR,  # stores into the PACS (stock: any user)
+    ("GET", "/proxy/dicom/stow/{path}"): ANNOTATOR,
+}
+ALGORITHMS = ["RS256"]
+
+_bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _claim(payload: dict, path: str):
+    """The claim at ``path`` ("realm_access#roles" walks nested objects), or None."""
+    value = payload
+    for key in path.split("#"):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def user_from_token(token: str) -> User:
+    """Check ``token`` against the realm's public key and read the user and their roles from it.
+
+    Args:
+        token: the encoded JWT.
+
+    Returns:
+        The user, with the realm roles of the token.
+
+    Raises:
+        HTTPException: 401 for a token that is not valid, 503 when the realm cannot be reached.
+    """
+    try:
+        key = stock_auth.get_public_key(settings.MONAI_LABEL_AUTH_REALM_URI)
+    except (requests.RequestException, KeyError, ValueError) as error:
+        logger.error(f"cannot fetch the realm's public key: {type(error).__name__}")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the identity provider cannot be reached")
+    try:
+        payload = jwt.decode(token, key, algorithms=ALGORITHMS, options={"verify_aud": False, "require": ["exp"]})
+    except jwt.InvalidTokenError as error:
+        logger.warning(f"bearer token refused: {type(error).__name__}")  # never the token or its claims
+        raise _unauthorized("Could not validate credentials") from None
+    roles = _claim(payload, settings.MONAI_LABEL_AUTH_TOKEN_ROLES)
+    return User(
+        username=str(payload.get(settings.MONAI_LABEL_AUTH_TOKEN_USERNAME) or ""),
+        email=payload.get(settings.MONAI_LABEL_AUTH_TOKEN_EMAIL),
+        name=payload.get(settings.MONAI_LABEL_AUTH_TOKEN_NAME),
+        roles=[r for r in roles if isinstance(r, str)] if isinstance(roles, list) else [],
+    )
+
+
+async def current_user(token: Optional[str] = Depends(_bearer)) -> User:
+    """FastAPI dependency: the caller (MONAI Label's all-roles default user when auth is off)."""
+    if not settings.MONAI_LABEL_AUTH_ENABLE:
+        return DEFAULT_USER
+    if not token:
+        raise _unauthorized("Not authenticated")
+    return user_from_token(token)
+
+
+def rank(role: str) -> int:
+    """Position of ``role`` in :data:`HIERARCHY`; -1 for a role outside it."""
+    return HIERARCHY.index(role) if role in HIERARCHY else -1
+
+
+class RoleRequired:
+    """FastAPI dependency admitting users with ``role`` or a role above it.
+
+    Args:
+        role: the lowest role admitted, one of :data:`HIERARCHY`.
+    """
+
+    def __init__(self, role: str):
+        if role not in HIERARCHY:
+            raise ValueError(f"unknown role {role!r}; roles: {HIERARCHY}")
+        self.role = role
+
+    async def __call__(self, user: User = Security(current_user)) -> User:
+        if not settings.MONAI_LABEL_AUTH_ENABLE or max(map(rank, user.roles), default=-1) >= rank(self.role):
+            return user
+        detail = f'Role "{self.role}" (or a higher one) is required to perform this action'
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=detail)
+
+
+def stock_role(roles: Union[str, Sequence[str]]) -> str:
+    """The lowest role a MONAI Label ``RBAC(roles)`` check admits ("*" -> any role; none known -> admin)."""
+    roles = HIERARCHY if roles == "*" else [roles] if isinstance(roles, str) else list(roles)
+    known = [r for r in roles if r in HIERARCHY]
+    return min(known, key=rank) if known else ADMIN
+
+
+class Endpoint(NamedTuple):
+    """One route as the server sees it: methods, full path (prefixes included) and dependencies."""
+
+    methods: Set[str]
+    path_format: str
+    dependant: object
+
+
+def endpoints(server) -> Iterator[Endpoint]:
+    """Every API route of ``server`` in matching order, included routers flattened."""
+    contexts = getattr(routing, "iter_route_contexts", None)  # FastAPI that keeps included routers nested
+    for route in contexts(server.router.routes) if contexts else server.router.routes:
+        original = getattr(route, "original_route", route)
+        if isinstance(original, APIRoute):
+            dependant = getattr(route, "dependant", None) or original.dependant
+            yield Endpoint(set(route.methods), route.path_format, dependant)
+
+
+def _is_role_required(call) -> bool:
+    """A :class:`RoleRequired`, also one from an earlier import of this module (MONAI Label unloads and re-imports
+    the app's ``lib`` package each time it loads the app)."""
+    kind = type(call)
+    return isinstance(call, RoleRequired) or (kind.__module__, kind.__qualname__) == (RoleRequired.__module__, "RoleRequired")
+
+
+def route_role(route: Endpoint) -> Optional[str]:
+    """The role a route needs once :func:`install` has run; None for a route that checks no role."""
+    found = []
+
+    def walk(dependant):
+        for sub in dependant.dependencies:
+            if _is_role_required(sub.call):
+                found.append(sub.call.role)
+            elif isinstance(sub.call, RBAC):
+                found.append(stock_role(sub.call.roles))
+            walk(sub)
+
+    walk(route.dependant)
+    found += [RAISED[(m, route.path_format)] for m in route.methods if (m, route.path_format) in RAISED]
+    return max(found, key=rank) if found else None
+
+
+def install(server) -> None:
+    """Apply nested roles, :data:`RAISED` and a working token check to every route of ``server``.
+
+    MONAI Label's ``RBAC`` checks are swapped for :class:`RoleRequired` through FastAPI's dependency
+    overrides (an ``RBAC`` instance shared by several routes gets the strictest role among them).
+    Nothing changes while auth is off.
+    """
+    if not settings.MONAI_LABEL_AUTH_ENABLE:
+        return
+    overrides = server.dependency_overrides
+    overrides[stock_auth.get_current_user] = current_user
+    for route in endpoints(server):
+        role = route_role(route)
+        stack = list(route.dependant.dependencies)
+        while stack:
+            sub = stack.pop()
+            stack += sub.dependencies
+            if isinstance(sub.call, RBAC):
+                previous = overrides.get(sub.call)
+                if previous is None or rank(previous.role) < rank(role):
+                    overrides[sub.call] = RoleRequired(role)
