@@ -120,6 +120,9 @@ CASES = [
     ("class label not a string", "put", f"/classlabel/sequence?image={VOLUME}", {"label": 5}, None, 422, None),
     ("class label for an unknown image", "put", "/classlabel/sequence?image=nobody", {"label": "T1"}, None, 404, "nobody"),
     ("params not JSON", "post", f"/infer/sequence?image={VOLUME}&output=json", None, "{not json", 422, "params"),
+    ("resume with nothing to resume", "post", "/train/tumor_gate", {"resume": True, "name": "r"}, None, 409, "nothing to resume"),
+    ("resume and finetune together", "post", "/train/tumor_gate", {"resume": True, "finetune": True}, None, 422, "exclude each other"),
+    ("resume with a bad max_epochs", "post", "/train/tumor_gate", {"resume": True, "max_epochs": "ten"}, None, 422, "max_epochs"),
     ("unknown model", "post", f"/infer/banana?image={VOLUME}&output=json", None, None, 404, "banana"),
 ]
 

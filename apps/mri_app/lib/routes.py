@@ -1,6 +1,7 @@
 """Routes this app adds to the MONAI Label server: the class-label API, and MONAI Label's train and infer
 calls with their inputs checked first (4xx with a message instead of a 500), placed before the originals;
-MONAI Label's ``POST /reload`` for admins only; access control (:mod:`lib.access`) and log redaction
+MONAI Label's ``POST /reload`` for admins only; the guarded model-file and info writes of
+:mod:`lib.store_routes`; access control (:mod:`lib.access`) and log redaction
 (:mod:`lib.log_privacy`) over all routes."""
 
 import json
@@ -117,7 +118,11 @@ def check_resume(trainer, params: dict) -> None:
     if finetune:
         raise bad_input(422, "resume and finetune exclude each other: resume continues a run, finetune starts one")
     config = dict(trainer._config, **params)
-    problem = resume_problem(resume_path(trainer._model_dir, str(config["name"])), int(config["max_epochs"]))
+    try:
+        max_epochs = int(config["max_epochs"])
+    except (TypeError, ValueError):
+        raise bad_input(422, f"max_epochs must be an integer, got {config['max_epochs']!r}") from None
+    problem = resume_problem(resume_path(trainer._model_dir, str(config["name"])), max_epochs)
     if problem:
         raise bad_input(409, problem)
 
