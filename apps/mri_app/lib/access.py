@@ -142,6 +142,13 @@ def endpoints(server) -> Iterator[Endpoint]:
             yield Endpoint(set(route.methods), route.path_format, dependant)
 
 
+def _nested(dependant) -> Iterator:
+    """Every dependency of ``dependant``, and theirs, depth first."""
+    for sub in dependant.dependencies:
+        yield sub
+        yield from _nested(sub)
+
+
 def _is_role_required(call) -> bool:
     """A :class:`RoleRequired`, also one from an earlier import of this module (MONAI Label unloads and re-imports
     the app's ``lib`` package each time it loads the app)."""
@@ -152,16 +159,11 @@ def _is_role_required(call) -> bool:
 def route_role(route: Endpoint) -> Optional[str]:
     """The role a route needs once :func:`install` has run; None for a route that checks no role."""
     found = []
-
-    def walk(dependant):
-        for sub in dependant.dependencies:
-            if _is_role_required(sub.call):
-                found.append(sub.call.role)
-            elif isinstance(sub.call, RBAC):
-                found.append(stock_role(sub.call.roles))
-            walk(sub)
-
-    walk(route.dependant)
+    for sub in _nested(route.dependant):
+        if _is_role_required(sub.call):
+            found.append(sub.call.role)
+        elif isinstance(sub.call, RBAC):
+            found.append(stock_role(sub.call.roles))
     found += [RAISED[(m, route.path_format)] for m in route.methods if (m, route.path_format) in RAISED]
     return max(found, key=rank) if found else None
 
@@ -179,10 +181,7 @@ def install(server) -> None:
     overrides[stock_auth.get_current_user] = current_user
     for route in endpoints(server):
         role = route_role(route)
-        stack = list(route.dependant.dependencies)
-        while stack:
-            sub = stack.pop()
-            stack += sub.dependencies
+        for sub in _nested(route.dependant):
             if isinstance(sub.call, RBAC):
                 previous = overrides.get(sub.call)
                 if previous is None or rank(previous.role) < rank(role):

@@ -7,7 +7,7 @@ is the axial slice index of a volume for 2D tasks (``-1`` for 2D images and 3D t
 import hashlib
 import logging
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -40,6 +40,11 @@ def final_label(datastore: Datastore, image_id: str) -> Tuple[Optional[str], Dic
     return datastore.get_label_uri(label_id, DefaultLabelTag.FINAL), datastore.get_label_info(label_id, DefaultLabelTag.FINAL)
 
 
+def segment_names(info: Dict) -> Set[str]:
+    """Segment names a viewer sent in a label's info (``label_info: [{"name": ..., "idx": ...}]``), background aside."""
+    return {s.get("name") for s in info.get("label_info") or [] if isinstance(s, dict)} - {"background", None}
+
+
 def label_task(info: Dict, task_labels: Dict[str, Dict[str, int]]) -> Optional[str]:
     """Which segmentation task a ``final`` label belongs to.
 
@@ -49,7 +54,7 @@ def label_task(info: Dict, task_labels: Dict[str, Dict[str, int]]) -> Optional[s
     """
     if info.get("task") in task_labels:
         return info["task"]
-    names = {s.get("name") for s in info.get("label_info") or [] if isinstance(s, dict)} - {"background", None}
+    names = segment_names(info)
     for task, labels in task_labels.items():
         if names and names <= set(labels):
             return task

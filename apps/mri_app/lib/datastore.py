@@ -97,12 +97,12 @@ def check_image_file(path: str, what: str, max_voxels: Optional[int] = None) -> 
 def check_label_values(label: torch.Tensor, what: str, label_info: Dict[str, Any], task_labels: Dict[str, Dict[str, int]]) -> None:
     """422 unless ``label`` holds whole numbers that are label values of the task its ``label_info`` names
     (by ``task`` or by segment names, see :func:`lib.datalists.label_task`), or of any segmentation task."""
-    from lib.datalists import label_task  # lib.datalists imports this module
+    from lib.datalists import label_task, segment_names  # lib.datalists imports this module
 
     values = torch.unique(label)
     if label.is_floating_point() and not torch.equal(values, values.round()):
         raise bad_input(422, f"{what} holds fractional values; a label holds whole label numbers")
-    names = {s.get("name") for s in (label_info or {}).get("label_info") or [] if isinstance(s, dict)} - {"background", None}
+    names = segment_names(label_info or {})
     task = label_task(label_info or {}, task_labels)
     if task is None and names:
         known = {t: sorted(labels) for t, labels in task_labels.items()}
@@ -113,6 +113,34 @@ def check_label_values(label: torch.Tensor, what: str, label_info: Dict[str, Any
     if outside:
         whose = task or "any segmentation task"
         raise bad_input(422, f"{what} holds value(s) {outside[:10]} that are not labels of {whose} (allowed: {sorted(allowed)})")
+
+
+def check_upload_size(path: str, what: str, max_bytes: int) -> None:
+    """413 when the file at ``path`` is larger than ``max_bytes``."""
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise bad_input(413, f"{what} is {size / 2**20:.1f} MB; this server accepts at most {max_bytes / 2**20:.0f} MB (--conf max_upload_mb)")
+
+
+def check_label_tag(label_tag: str) -> None:
+    """422 unless ``label_tag`` is a plain name (letters, digits, '.', '_', '-')."""
+    if not _ID.fullmatch(label_tag or ""):
+        raise bad_input(422, f"label tag {label_tag!r} may hold only letters, digits, '.', '_' and '-'")
+
+
+def check_label_file(label_filename: str, image_id: str, image_path: str, max_voxels: Optional[int] = None) -> torch.Tensor:
+    """:func:`load_checked` the label, and 422 unless its spatial size is that of the image at ``image_path``.
+
+    Returns:
+        The label, channel first: ``(C, W, H[, D])``.
+    """
+    what = f"label for image {image_id!r}"
+    label = load_checked(label_filename, what, max_voxels)
+    label_size = spatial_size(tuple(int(s) for s in label.shape[1:]))
+    image_size = spatial_size(read_header(image_path, f"image {image_id!r}")[0])
+    if label_size != image_size:
+        raise bad_input(422, f"{what} has size {label_size} but the image has size {image_size}")
+    return label
 
 
 def spatial_size(size: Tuple[int, ...]) -> Tuple[int, ...]:
@@ -202,9 +230,7 @@ class MRIDatastore(LocalDatastore):
             self._update_datastore_file(lock=False)
 
     def _check_size(self, path: str, what: str) -> None:
-        size = os.path.getsize(path)
-        if size > self.max_upload_bytes:
-            raise bad_input(413, f"{what} is {size / 2**20:.1f} MB; this server accepts at most {self.max_upload_bytes / 2**20:.0f} MB (--conf max_upload_mb)")
+        check_upload_size(path, what, self.max_upload_bytes)
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
         self._check_size(image_filename, f"uploaded image {image_id!r}")
@@ -228,16 +254,10 @@ class MRIDatastore(LocalDatastore):
         if not image_path:
             raise bad_input(404, f"image {image_id!r} is not in the datastore")
         self._check_size(label_filename, f"label for image {image_id!r}")
-        if not _ID.fullmatch(label_tag or ""):
-            raise bad_input(422, f"label tag {label_tag!r} may hold only letters, digits, '.', '_' and '-'")
-        what = f"label for image {image_id!r}"
-        label = load_checked(label_filename, what, self.max_voxels)
-        label_size = spatial_size(tuple(int(s) for s in label.shape[1:]))
-        image_size = spatial_size(read_header(image_path, f"image {image_id!r}")[0])
-        if label_size != image_size:
-            raise bad_input(422, f"{what} has size {label_size} but the image has size {image_size}")
+        check_label_tag(label_tag)
+        label = check_label_file(label_filename, image_id, image_path, self.max_voxels)
         if self.task_labels is not None:
-            check_label_values(label, what, label_info, self.task_labels)
+            check_label_values(label, f"label for image {image_id!r}", label_info, self.task_labels)
         _, ext = self._to_id(os.path.basename(label_filename))
         name = self._filename(image_id, ext)
         label_path = self._datastore.label_path(label_tag)

@@ -27,13 +27,12 @@ from monailabel.datastore.utils.convert import binary_to_image, nifti_to_dicom_s
 from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from lib.datastore import bad_input, check_image_file, read_header, spatial_size
+from lib.datastore import bad_input, check_label_file, check_label_tag, check_upload_size
 
 logger = logging.getLogger(__name__)
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Keys of MONAI Label's series info that identify the patient; never kept in the cache's JSON (nor logged).
 PATIENT_KEYS = ("PatientID", "PatientName", "PatientBirthDate", "OtherPatientIDs")
 
@@ -201,10 +200,8 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
         image_path = self.get_image_uri(image_id)
         if not image_path:
             raise bad_input(404, f"image {image_id!r} is not a series of the PACS")
-        if os.path.getsize(label_filename) > self.max_upload_bytes:
-            raise bad_input(413, f"label for image {image_id!r} is larger than {self.max_upload_bytes / 2**20:.0f} MB (--conf max_upload_mb)")
-        if not _TAG.fullmatch(label_tag or ""):
-            raise bad_input(422, f"label tag {label_tag!r} may hold only letters, digits, '.', '_' and '-'")
+        check_upload_size(label_filename, f"label for image {image_id!r}", self.max_upload_bytes)
+        check_label_tag(label_tag)
         converted = ""
         try:
             if label_filename.endswith(".bin"):
@@ -212,10 +209,7 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
                     converted = label_filename = binary_to_image(image_path, label_filename)
                 except ValueError:
                     raise bad_input(422, f"binary label for image {image_id!r} does not hold one byte per voxel of the image") from None
-            label_size = spatial_size(check_image_file(label_filename, f"label for image {image_id!r}"))
-            image_size = spatial_size(read_header(image_path, f"image {image_id!r}")[0])
-            if label_size != image_size:
-                raise bad_input(422, f"label for image {image_id!r} has size {label_size} but the image has size {image_size}")
+            check_label_file(label_filename, image_id, image_path)
             info = {k: v for k, v in dict(label_info or {}).items() if k not in PATIENT_KEYS}
             if label_tag == DefaultLabelTag.FINAL:
                 info.update(self._store_seg(image_id, image_path, label_filename, info))

@@ -8,7 +8,6 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from lib.trainers import base
 from lib.trainers.checkpoints import AtomicPublisher, resume_path, resume_problem
 
 TASK = "tumor_gate"
@@ -16,7 +15,9 @@ CONF = {f"{TASK}_image_size": "32", f"{TASK}_widths": "4,8,8,8"}
 REQUEST = {"dataset": "Dataset", "seed": 0, "early_stop_patience": 0, "name": "run"}
 
 
-def _train(datastore_dir, model_dir, request):
+def _train(datastore_dir, model_dir, request, crash_after_epoch=None):
+    """Train in this process; with ``crash_after_epoch``, raise after that epoch (after its resume state is
+    written), as a killed run stops. Returns (config, stats, seen) with the epoch and learning rate it started at."""
     from monailabel.config import settings
 
     from lib.datastore import MRIDatastore
@@ -25,37 +26,31 @@ def _train(datastore_dir, model_dir, request):
     config = discover_configs()[TASK]()
     config.init(TASK, str(model_dir), CONF, None)
     datastore = MRIDatastore(str(datastore_dir), extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT, auto_reload=False)
-    return config, config.trainer()(request, datastore)
+    trainer, seen = config.trainer(), {}
+    original = trainer.finalize
+
+    def finalize(context):  # on the instance: MONAI Label may have re-imported lib, so not on a module's class
+        original(context)
+        seen.update(start_epoch=context.trainer.state.epoch, lr_at_start=context.optimizer.param_groups[0]["lr"])
+
+        def crash(engine):
+            if engine.state.epoch == crash_after_epoch:
+                raise _Crash(f"killed after epoch {crash_after_epoch}")
+
+        context.trainer.add_event_handler(Events.EPOCH_COMPLETED, crash)
+
+    trainer.finalize = finalize
+    return config, trainer(request, datastore), seen
 
 
 class _Crash(RuntimeError):
     pass
 
 
-def _crash_after_epoch(monkeypatch, epoch: int, seen: dict):
-    """Make the next run raise after ``epoch`` (after its resume state is written), as a killed run stops."""
-    original = base.MRITrainTask.finalize
-
-    def finalize(self, context):
-        original(self, context)
-        seen["start_epoch"] = context.trainer.state.epoch
-        seen["lr_at_start"] = context.optimizer.param_groups[0]["lr"]
-
-        def crash(engine):
-            if engine.state.epoch == epoch:
-                raise _Crash(f"killed after epoch {epoch}")
-
-        context.trainer.add_event_handler(Events.EPOCH_COMPLETED, crash)
-
-    monkeypatch.setattr(base.MRITrainTask, "finalize", finalize)
-
-
-def test_an_interrupted_run_resumes_where_it_stopped(datastore_dir, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_where_it_stopped(datastore_dir, tmp_path):
     model_dir = tmp_path / "model"
-    seen = {}
-    _crash_after_epoch(monkeypatch, 2, seen)
     with pytest.raises(_Crash):
-        _train(datastore_dir, model_dir, dict(REQUEST, max_epochs=4))
+        _train(datastore_dir, model_dir, dict(REQUEST, max_epochs=4), crash_after_epoch=2)
     state_file = resume_path(str(model_dir / TASK), "run")
     saved = torch.load(state_file, weights_only=True)
     assert saved["epoch"] == 2 and saved["best_metric_epoch"] in (1, 2)
@@ -64,10 +59,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(datastore_dir, tmp_path, mo
     assert resume_problem(state_file, 2) == "the interrupted run already completed 2 epochs; ask max_epochs > 2 to resume it"
     assert resume_problem(state_file, 4) is None
 
-    monkeypatch.undo()
-    seen = {}
-    _crash_after_epoch(monkeypatch, 99, seen)  # records the start, never crashes
-    config, stats = _train(datastore_dir, model_dir, dict(REQUEST, max_epochs=4, resume=True))
+    config, stats, seen = _train(datastore_dir, model_dir, dict(REQUEST, max_epochs=4, resume=True))
     assert seen["start_epoch"] == 2  # epochs 3 and 4 only
     assert stats["epoch"] == 4
     cosine = 1e-3 * (1 + torch.cos(torch.tensor(torch.pi * 2 / 4))) / 2  # the schedule continued, not restarted

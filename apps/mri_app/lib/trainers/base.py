@@ -151,7 +151,7 @@ class MRITrainTask(DistributedTrainTask):
 
     def finalize(self, context: Context):
         super().finalize(context)
-        state_path = os.path.join(context.output_dir, "resume.pt")
+        state_path = resume_path(self._model_dir, context.request["name"])
         if self._resume:
             load_resume_state(context, state_path)
         if context.local_rank == 0:
@@ -211,10 +211,9 @@ class MRITrainTask(DistributedTrainTask):
             self._publish_path = served
             self._finetune_from = None
             self._resume = False
-        if rank == 0:  # the run finished: nothing left to resume
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(resume_path(self._model_dir, request["name"]))
         if rank == 0:
+            with contextlib.suppress(FileNotFoundError):  # the run finished: nothing left to resume
+                os.remove(resume_path(self._model_dir, request["name"]))
             stats["energy"] = energy
             if finetune:
                 stats["finetune"] = self._finish_finetune(request, stats, served, baseline, started)
