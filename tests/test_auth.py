@@ -1,92 +1,40 @@
 """Access control end to end: the real server with MONAI Label auth on, a fake Keycloak realm on loopback
 serving a key generated here, and tokens signed with it (or with another key, or expired)."""
 
-import base64
 import json
 import logging
-import shutil
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import jwt
 import nibabel as nib
 import numpy as np
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import SHIPPED_DIR
-from live_server import running_server
+from fake_realm import ADMIN, ANNOTATOR, USER, new_key, sign
 
-ADMIN, ANNOTATOR, USER = "monailabel-admin", "monailabel-annotator", "monailabel-user"
 PATIENT = "DOE^JANE_19700101"  # stands for a patient identifier a client might send; must never be logged
 IMAGE = "synth01_t2"
-
-
-def _key():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-REALM_KEY, OTHER_KEY = _key(), _key()
-
-
-def _token(key, roles, username, expires_in=600) -> str:
-    now = int(time.time())
-    claims = {"exp": now + expires_in, "iat": now, "preferred_username": username, "realm_access": {"roles": roles}}
-    return jwt.encode(claims, key, algorithm="RS256")
-
-
-TOKENS = {
-    "anonymous": None,
-    "user": _token(REALM_KEY, [USER], "uma.user"),
-    "annotator": _token(REALM_KEY, [ANNOTATOR, "offline_access"], "ann.annotator"),
-    "admin": _token(REALM_KEY, [ADMIN], "adam.admin"),  # admin alone: the roles below it come with it
-    "other_key": _token(OTHER_KEY, [ADMIN], "eve.forger"),
-    "expired": _token(REALM_KEY, [ADMIN], "old.admin", expires_in=-120),
-}
-
-
-class _Realm(BaseHTTPRequestHandler):
-    """Answers ``GET /realms/test`` as Keycloak does: the realm's public key, base64 DER."""
-
-    body = json.dumps({
-        "realm": "test",
-        "public_key": base64.b64encode(REALM_KEY.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode(),
-    }).encode()
-
-    def do_GET(self):
-        found = self.path.rstrip("/") == "/realms/test"
-        self.send_response(200 if found else 404)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(self.body if found else b"{}")
-
-    def log_message(self, *args):
-        pass
+OTHER_KEY = new_key()
+ROLES = ("anonymous", "user", "annotator", "admin", "other_key", "expired")
 
 
 @pytest.fixture(scope="module")
-def realm():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Realm)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/realms/test"
-    httpd.shutdown()
+def tokens(auth_realm):
+    signed = {
+        "anonymous": None,
+        "user": sign(auth_realm.key, [USER], "uma.user"),
+        "annotator": sign(auth_realm.key, [ANNOTATOR, "offline_access"], "ann.annotator"),
+        "admin": sign(auth_realm.key, [ADMIN], "adam.admin"),  # admin alone: the roles below it come with it
+        "other_key": sign(OTHER_KEY, [ADMIN], "eve.forger"),
+        "expired": sign(auth_realm.key, [ADMIN], "old.admin", expires_in=-120),
+    }
+    assert tuple(signed) == ROLES
+    return signed
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, sample_template, realm):
-    root = tmp_path_factory.mktemp("auth")
-    shipped = root / "shipped"  # a copy: deleting a model's weights must never touch the app's own
-    for task in ("sequence", "tumor_type"):
-        shutil.copytree(SHIPPED_DIR / task, shipped / task)
-    (root / "model" / "tumor_type").mkdir(parents=True)  # MONAI Label's weight upload does not create it (500)
-    conf = {"shipped_models": str(shipped), "models": "sequence,tumor_type"}
-    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": realm}
-    with running_server(root, sample_template, conf=conf, env=env) as live:
-        yield live
+def server(auth_server):
+    return auth_server
 
 
 def _nifti(server, tmp_path, name, label=False) -> str:
@@ -97,9 +45,9 @@ def _nifti(server, tmp_path, name, label=False) -> str:
     return str(path)
 
 
-def _request(server, tmp_path, role, action):
-    """Send ``action`` as ``role``; actions that write use ids of their own per role."""
-    url, token = server["url"], TOKENS[role]
+def _request(server, tmp_path, token, role, action):
+    """Send ``action`` as ``role`` (with ``token``); actions that write use ids of their own per role."""
+    url = server["url"]
     headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def call(method, path, **kw):
@@ -157,7 +105,7 @@ HELD = {"user": USER, "annotator": ANNOTATOR, "admin": ADMIN}
 #: What an allowed call answers once past the checks (train: 404 for the unknown task).
 ALLOWED = {"train": 404}
 #: Ordered so that what is deleted was written first: every role's upload/save before the deletions.
-MATRIX = [(role, action) for action in ACTIONS for role in TOKENS]
+MATRIX = [(role, action) for action in ACTIONS for role in ROLES]
 
 
 def expected(role: str, action: str) -> int:
@@ -167,8 +115,8 @@ def expected(role: str, action: str) -> int:
 
 
 @pytest.mark.parametrize("role,action", MATRIX, ids=[f"{r}-{a}" for r, a in MATRIX])
-def test_role_matrix(server, tmp_path, role, action):
-    response = _request(server, tmp_path, role, action)
+def test_role_matrix(server, tokens, tmp_path, role, action):
+    response = _request(server, tmp_path, tokens[role], role, action)
     want = expected(role, action)
     assert response.status_code == want, f"{role} {action}: {response.status_code} {response.text[:300]}"
     if want == 403:
@@ -220,17 +168,17 @@ def test_every_route_names_the_role_it_needs():
         assert roles[key] == role, key
 
 
-def test_token_check_reports_who_is_logged_in(server):
+def test_token_check_reports_who_is_logged_in(server, tokens):
     url = server["url"] + "/auth/token/valid"
-    answer = requests.get(url, headers={"Authorization": f"Bearer {TOKENS['annotator']}"}, timeout=30)
+    answer = requests.get(url, headers={"Authorization": f"Bearer {tokens['annotator']}"}, timeout=30)
     assert answer.status_code == 200 and answer.json()["username"] == "ann.annotator"
-    assert requests.get(url, headers={"Authorization": f"Bearer {TOKENS['expired']}"}, timeout=30).status_code == 401
+    assert requests.get(url, headers={"Authorization": f"Bearer {tokens['expired']}"}, timeout=30).status_code == 401
 
 
-def test_log_has_no_tokens_user_names_or_patient_identifiers(server):
+def test_log_has_no_tokens_user_names_or_patient_identifiers(server, tokens):
     log = server["log"].read_text()
     assert "Saving Label" in log or "label 'auth_annotator'" in log  # the matrix did write through the log
-    for secret in [t for t in TOKENS.values() if t] + [t.split(".")[1] for t in TOKENS.values() if t]:
+    for secret in [t for t in tokens.values() if t] + [t.split(".")[1] for t in tokens.values() if t]:
         assert secret not in log
     for name in ("uma.user", "ann.annotator", "adam.admin", "eve.forger", "old.admin", "DOE^JANE", "DOE"):
         assert name not in log, name
@@ -261,3 +209,22 @@ def test_endpoint_logs_keep_ids_only(caplog, logger, message, logged):
     with caplog.at_level("INFO", logger=logger):
         logging.getLogger(logger).info(message)
     assert [r.getMessage() for r in caplog.records if r.name == logger] == ([logged] if logged else [])
+
+
+def _login(server, username, password):
+    return requests.post(server["url"] + "/auth/token", data={"username": username, "password": password}, timeout=30)
+
+
+@pytest.mark.parametrize("username,password,status", [
+    ("ann.annotator", "annotator-pw", 200), ("ann.annotator", "admin-pw", 401), ("nobody", "annotator-pw", 401),
+])
+def test_login_swaps_a_password_for_a_token(server, username, password, status):
+    answer = _login(server, username, password)
+    assert answer.status_code == status, answer.text
+    if status == 200:
+        token = answer.json()["access_token"]
+        me = requests.get(server["url"] + "/auth/token/valid", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert me.json()["username"] == username and ANNOTATOR in me.json()["roles"]
+    else:
+        assert answer.json()["detail"] == "wrong user name or password"
+        assert answer.headers.get("WWW-Authenticate") == "Bearer"

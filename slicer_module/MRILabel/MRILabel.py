@@ -32,6 +32,7 @@ from MRILabelLib.results import label_info_for, parse_classification, parse_meas
 IMAGE_ID_ATTRIBUTE = "MRILabel.ImageId"
 TASK_ATTRIBUTE = "MRILabel.Task"
 SETTINGS_URL_KEY = "MRILabel/serverUrl"
+SETTINGS_USER_KEY = "MRILabel/username"  # the password is never stored
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -100,8 +101,15 @@ class MRILabelWidget(ScriptedLoadableModuleWidget):
         self.maxUploadSpin.setRange(1, 100000)
         self.maxUploadSpin.value = 512
         self.maxUploadSpin.suffix = " MB"
+        self.usernameEdit = qt.QLineEdit()
+        self.usernameEdit.text = qt.QSettings().value(SETTINGS_USER_KEY, "")
+        self.usernameEdit.placeholderText = "only where the server asks for a login"
+        self.passwordEdit = qt.QLineEdit()
+        self.passwordEdit.echoMode = qt.QLineEdit.Password
         self.connectButton = self._button("Connect", self.onConnect)
         form.addRow("Server URL:", self.serverUrlEdit)
+        form.addRow("User name:", self.usernameEdit)
+        form.addRow("Password:", self.passwordEdit)
         form.addRow("Upload limit:", self.maxUploadSpin)
         form.addRow(self.connectButton)
 
@@ -205,11 +213,12 @@ class MRILabelWidget(ScriptedLoadableModuleWidget):
     # --- handlers --------------------------------------------------------------------------------------
 
     def onConnect(self):
-        url = self.serverUrlEdit.text.strip()
-        tasks = self._guarded(self.logic.connect, url, float(self.maxUploadSpin.value))
+        url, username = self.serverUrlEdit.text.strip(), self.usernameEdit.text.strip()
+        tasks = self._guarded(self.logic.connect, url, float(self.maxUploadSpin.value), username, self.passwordEdit.text)
         if tasks is None:
             return
         qt.QSettings().setValue(SETTINGS_URL_KEY, url)
+        qt.QSettings().setValue(SETTINGS_USER_KEY, username)
         self._fillCombo(self.taskCombo, [t.name for t in tasks])
         self._fillCombo(self.trainTaskCombo, [t.name for t in tasks if t.trainable])
         self._fillCombo(self.strategyCombo, self.logic.strategies())
@@ -307,9 +316,11 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
 
     # --- server ----------------------------------------------------------------------------------------
 
-    def connect(self, serverUrl, maxUploadMB=512.0):
-        """Point the module at ``serverUrl``; return the server's tasks."""
-        self.server = ServerLogic(serverUrl, max_upload_mb=maxUploadMB)
+    def connect(self, serverUrl, maxUploadMB=512.0, username="", password=""):
+        """Point the module at ``serverUrl``, log in where the server asks for it; return the server's tasks."""
+        server = ServerLogic(serverUrl, max_upload_mb=maxUploadMB)
+        server.sign_in(username, password)
+        self.server = server
         return self.server.tasks(refresh=True)
 
     def _server(self):

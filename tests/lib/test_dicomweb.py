@@ -72,3 +72,31 @@ def test_a_pacs_that_does_not_answer_gives_502(tmp_path):
     finally:
         if getattr(datastore, "_observer", None) is not None:
             datastore._observer.stop()
+
+
+def test_a_pacs_that_stops_answering_gives_502_within_the_time_limit(tmp_path, monkeypatch):
+    """The connection is accepted, the request read, and no answer ever comes."""
+    import socket
+    import time
+
+    from fastapi import HTTPException
+
+    from lib import dicomweb
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    monkeypatch.setattr(dicomweb, "PACS_TIMEOUT_S", (2.0, 1.0))
+    client = dicomweb.dicomweb_client(f"http://127.0.0.1:{listener.getsockname()[1]}/dicom-web")
+    assert isinstance(client._session, dicomweb.TimeoutSession) and client._session.timeout == (2.0, 1.0)
+    datastore = dicomweb.MRIDICOMwebDatastore(client, {"Modality": "MR"}, cache_path=str(tmp_path))
+    try:
+        started = time.monotonic()
+        with pytest.raises(HTTPException) as error:
+            datastore.list_images()
+        assert error.value.status_code == 502 and "did not answer" in error.value.detail
+        assert time.monotonic() - started < 15
+    finally:
+        listener.close()
+        if getattr(datastore, "_observer", None) is not None:
+            datastore._observer.stop()

@@ -246,3 +246,7 @@ def test_class_activation_map_needs_a_classifier(logic):
     with pytest.raises(ValueError) as caught:
         logic.class_activation_map("tumor_seg", "synth01_flair")
     assert plain_sentence(caught.value) == "task must be a classifier to give a class-activation map, got 'tumor_seg'."
+
+
+def test_signing_in_is_a_no_op_where_auth_is_off(logic):
+    assert logic.sign_in("anyone", "anything") is False and not logic.client.logged_in

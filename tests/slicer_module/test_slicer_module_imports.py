@@ -133,8 +133,8 @@ class FakeLogic:
         if self.fail and name == self.fail[0]:
             raise self.fail[1]
 
-    def connect(self, url, max_mb):
-        self._record("connect", url, max_mb)
+    def connect(self, url, max_mb, username, password):
+        self._record("connect", url, max_mb, username, password)
         return [TaskInfo("sequence", "classification", {"T1": 0, "T2": 1}, "", True),
                 TaskInfo("tumor_pipeline", "segmentation", {"tumor": 1}, "", False)]
 
@@ -234,6 +234,7 @@ def widget(module):
     widget.setup()
     widget.logic = FakeLogic()
     widget.serverUrlEdit = SimpleNamespace(text=" http://127.0.0.1:8000 ")
+    widget.usernameEdit, widget.passwordEdit = SimpleNamespace(text=" ann.annotator "), SimpleNamespace(text=" pw ")
     widget.maxUploadSpin = SimpleNamespace(value=256.0)
     widget.taskCombo, widget.trainTaskCombo = FakeCombo("sequence"), FakeCombo("tumor_gate")
     widget.classCombo, widget.strategyCombo = FakeCombo("T1"), FakeCombo("random")
@@ -260,7 +261,7 @@ def test_handlers_call_only_logic_methods(widget):
     widget.onTrainingTimer()
     widget.onNextSample()
     assert widget.logic.calls == [
-        ("connect", ("http://127.0.0.1:8000", 256.0)),
+        ("connect", ("http://127.0.0.1:8000", 256.0, "ann.annotator", " pw ")),  # a password is sent as typed
         ("strategies", ()),
         ("runTask", ("sequence", volume)),
         ("classesOf", ("sequence",)),
@@ -334,3 +335,9 @@ def test_cmake_lists_every_package_file_and_the_icon():
     assert "Resources/Icons/${MODULE_NAME}.png" in cmake
     assert (MODULE_DIR / "Resources" / "Icons" / "MRILabel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "add_subdirectory(MRILabel)" in (MODULE_DIR.parent / "CMakeLists.txt").read_text(encoding="utf-8")
+
+
+def test_the_password_is_never_stored_in_the_settings():
+    source = (MODULE_DIR / "MRILabel.py").read_text(encoding="utf-8")
+    stored = [line for line in source.splitlines() if "setValue(" in line]
+    assert stored and not [line for line in stored if "password" in line.lower()], stored

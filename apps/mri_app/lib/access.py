@@ -7,16 +7,24 @@ annotator or an admin; a role too low -> 403 naming the role needed. :func:`inst
 Label's own routes too (whose checks want exactly the listed role, and whose token check does not work with
 PyJWT 2, which wants the algorithm named), and raises a few of them (:data:`RAISED`).
 Public (no token): ``/``, ``/docs``, ``/openapi.json``, ``/static``, ``/favicon.ico``, ``/auth/``, ``/auth/token``.
+
+``POST /auth/token`` (:data:`login_router`, in place of MONAI Label's, which answers 500 to a wrong password)
+swaps a user name and password for a realm token: 401 for wrong credentials, 502 when the realm refuses
+for another reason (a client without direct access grants, say), 503 when it cannot be reached.
+The realm's public key is fetched once and fetched again (at most once a minute) when a token's signature
+does not match it, so a key rotated in Keycloak needs no restart.
 """
 
 import logging
+import threading
+import time
 from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import jwt
 import requests
-from fastapi import Depends, HTTPException, Security, routing, status
+from fastapi import APIRouter, Depends, HTTPException, Security, routing, status
 from fastapi.routing import APIRoute
-from fastapi.security import OAuth2PasswordBearer
+from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from monailabel.config import settings
 from monailabel.endpoints.user import auth as stock_auth
 from monailabel.endpoints.user.auth import DEFAULT_USER, RBAC, User
@@ -37,6 +45,8 @@ RAISED: Dict[Tuple[str, str], str] = {
     ("GET", "/proxy/dicom/stow/{path}"): ANNOTATOR,
 }
 ALGORITHMS = ["RS256"]
+#: Shortest wait between two fetches of the realm's public key prompted by tokens it does not verify.
+KEY_REFRESH_S = 60.0
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
@@ -53,6 +63,49 @@ def _claim(payload: dict, path: str):
     return value
 
 
+class _RealmKey:
+    """The realm's public key (PEM), fetched on first use and again on :meth:`refresh` at most every
+    :data:`KEY_REFRESH_S` seconds."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key: Optional[str] = None
+        self._fetched_at = float("-inf")
+
+    def _fetch(self) -> str:
+        try:
+            answer = requests.get(settings.MONAI_LABEL_AUTH_REALM_URI, timeout=settings.MONAI_LABEL_AUTH_TIMEOUT)
+            answer.raise_for_status()
+            key = answer.json()["public_key"]
+        except (requests.RequestException, KeyError, ValueError, TypeError) as error:
+            logger.error(f"cannot fetch the realm's public key: {type(error).__name__}")
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the identity provider cannot be reached")
+        return f"-----BEGIN PUBLIC KEY-----\n{key}\n-----END PUBLIC KEY-----"
+
+    def get(self) -> str:
+        with self._lock:
+            if self._key is None:
+                self._fetched_at = time.monotonic()
+                self._key = self._fetch()
+            return self._key
+
+    def refresh(self) -> bool:
+        """Fetch the key again unless that was done less than :data:`KEY_REFRESH_S` ago; True if it changed."""
+        with self._lock:
+            if time.monotonic() - self._fetched_at < KEY_REFRESH_S:
+                return False
+            self._fetched_at = time.monotonic()  # also when the fetch fails: forged tokens must not hammer the realm
+            old, self._key = self._key, self._fetch()
+            return self._key != old
+
+
+realm_key = _RealmKey()
+
+
+def _decode(token: str, key: str) -> dict:
+    return jwt.decode(token, key, algorithms=ALGORITHMS, options={"verify_aud": False, "require": ["exp"]})
+
+
 def user_from_token(token: str) -> User:
     """Check ``token`` against the realm's public key and read the user and their roles from it.
 
@@ -66,12 +119,12 @@ def user_from_token(token: str) -> User:
         HTTPException: 401 for a token that is not valid, 503 when the realm cannot be reached.
     """
     try:
-        key = stock_auth.get_public_key(settings.MONAI_LABEL_AUTH_REALM_URI)
-    except (requests.RequestException, KeyError, ValueError) as error:
-        logger.error(f"cannot fetch the realm's public key: {type(error).__name__}")
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the identity provider cannot be reached")
-    try:
-        payload = jwt.decode(token, key, algorithms=ALGORITHMS, options={"verify_aud": False, "require": ["exp"]})
+        try:
+            payload = _decode(token, realm_key.get())
+        except jwt.InvalidSignatureError:
+            if not realm_key.refresh():  # the realm may have rotated its key
+                raise
+            payload = _decode(token, realm_key.get())
     except jwt.InvalidTokenError as error:
         logger.warning(f"bearer token refused: {type(error).__name__}")  # never the token or its claims
         raise _unauthorized("Could not validate credentials") from None
@@ -82,6 +135,47 @@ def user_from_token(token: str) -> User:
         name=payload.get(settings.MONAI_LABEL_AUTH_TOKEN_NAME),
         roles=[r for r in roles if isinstance(r, str)] if isinstance(roles, list) else [],
     )
+
+
+login_router = APIRouter()
+
+
+def _token_endpoint() -> str:
+    """The realm's token URL, from its OpenID configuration (503 when that cannot be read)."""
+    url = f"{settings.MONAI_LABEL_AUTH_REALM_URI.rstrip('/')}/.well-known/openid-configuration"
+    try:
+        answer = requests.get(url, timeout=settings.MONAI_LABEL_AUTH_TIMEOUT)
+        answer.raise_for_status()
+        endpoint = answer.json()["token_endpoint"]
+    except (requests.RequestException, KeyError, ValueError, TypeError) as error:
+        logger.error(f"cannot read the realm's OpenID configuration: {type(error).__name__}")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the identity provider cannot be reached")
+    if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, detail="the identity provider names no token endpoint")
+    return endpoint
+
+
+@login_router.post("/auth/token", summary="Swap a user name and password for a token (the realm's password grant)")
+def access_token(form: OAuth2PasswordRequestForm = Depends()) -> dict:
+    data = {"client_id": settings.MONAI_LABEL_AUTH_CLIENT_ID, "username": form.username, "password": form.password,
+            "grant_type": "password"}
+    try:
+        answer = requests.post(_token_endpoint(), data=data, timeout=settings.MONAI_LABEL_AUTH_TIMEOUT)
+    except requests.RequestException as error:
+        logger.error(f"cannot reach the realm's token endpoint: {type(error).__name__}")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the identity provider cannot be reached")
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    if answer.ok and isinstance(body.get("access_token"), str):
+        return body
+    error = str(body.get("error") or f"HTTP {answer.status_code}")
+    logger.warning(f"login refused by the identity provider: {error}")  # never the user name
+    if error == "invalid_grant":  # Keycloak's answer to a wrong user name or password (or a disabled account)
+        raise _unauthorized("wrong user name or password")
+    raise HTTPException(status.HTTP_502_BAD_GATEWAY, detail=f"the identity provider refused the login: {error}")
 
 
 async def current_user(token: Optional[str] = Depends(_bearer)) -> User:

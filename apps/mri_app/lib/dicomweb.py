@@ -54,6 +54,25 @@ def search_filter(conf: Mapping[str, str]) -> Dict[str, Any]:
     return {**found, "Modality": modality}
 
 
+#: (connect, read) time limits in seconds of every PACS request. dicomweb-client sets none: a PACS that stops
+#: answering would hold an infer or a label save, and with it the one-at-a-time infer lock, for ever. The read
+#: limit is the longest wait for the next bytes, not for a whole series.
+PACS_TIMEOUT_S = (10.0, 120.0)
+
+
+class TimeoutSession(requests.Session):
+    """A ``requests`` session that gives every request :data:`PACS_TIMEOUT_S` unless the call sets its own."""
+
+    def __init__(self, timeout=None):
+        super().__init__()
+        self.timeout = timeout or PACS_TIMEOUT_S
+
+    def request(self, method, url, **kwargs):
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        return super().request(method, url, **kwargs)
+
+
 def dicomweb_client(url: str) -> DICOMwebClient:
     """A DICOMweb client for ``url`` with MONAI Label's credential and prefix settings."""
     if not url.startswith(("http://", "https://")):
@@ -64,11 +83,9 @@ def dicomweb_client(url: str) -> DICOMwebClient:
         return DICOMwebClient(url=url, session=create_session_from_gcp_credentials())
     user = settings.MONAI_LABEL_DATASTORE_USERNAME or settings.MONAI_LABEL_DICOMWEB_USERNAME
     password = settings.MONAI_LABEL_DATASTORE_PASSWORD or settings.MONAI_LABEL_DICOMWEB_PASSWORD
-    session = None
+    session = TimeoutSession()
     if user and password:
-        from dicomweb_client.session_utils import create_session_from_user_pass
-
-        session = create_session_from_user_pass(user, password)
+        session.auth = (user, password)  # as dicomweb_client.session_utils.create_session_from_user_pass
     client = DICOMwebClientX(
         url=url,
         session=session,

@@ -139,6 +139,8 @@ def install(server) -> None:
     server.include_router(retrain_router, prefix=settings.MONAI_LABEL_API_STR)
     server.include_router(infer_router, prefix=settings.MONAI_LABEL_API_STR)
     server.include_router(admin_router)
+    if settings.MONAI_LABEL_AUTH_ENABLE:  # as MONAI Label's own /auth routes: there only with auth on
+        server.include_router(access.login_router)
     server.include_router(store_router, prefix=settings.MONAI_LABEL_API_STR)
     added = routes[before:]
     del routes[before:]

@@ -2,6 +2,10 @@
 
 Every call has a timeout; connection refused/reset and HTTP 502/503/504 are retried a bounded number of
 times with exponential backoff. Failures are raised as the errors of :mod:`MRILabelLib.errors`.
+
+On a server with MONAI Label auth on, :meth:`ServerClient.login` swaps a user name and password for a token
+(``POST /auth/token``), sent with every later call; when the token expires (Keycloak's last 5 minutes by
+default) the next call that gets a 401 logs in again once and is sent again.
 """
 
 import http.client
@@ -73,17 +77,62 @@ class ServerClient:
             raise ValueError(f"backoff_s must be >= 0, got {backoff_s!r}")
         self.base_url = str(base_url).strip().rstrip("/")
         self.timeout_s, self.retries, self.backoff_s, self._sleep = float(timeout_s), retries, float(backoff_s), sleep
+        self._token: Optional[str] = None
+        self._credentials: Optional[Tuple[str, str]] = None
+
+    # --- authentication --------------------------------------------------------------------------------
+
+    def auth_enabled(self) -> bool:
+        """Whether the server wants a login (``GET /auth/``; MONAI Label has no such route with auth off)."""
+        try:
+            answer = self.request("GET", "/auth/")
+        except ServerHTTPError as error:
+            if error.status == 404:
+                return False
+            raise
+        return bool(answer.json().get("enabled"))
+
+    def login(self, username: str, password: str) -> None:
+        """Get a token for ``username`` (``POST /auth/token``) and send it with every later call.
+
+        Raises:
+            ValueError: an empty user name or password.
+            ServerHTTPError: 401 for a wrong user name or password.
+        """
+        if not username or not password:
+            raise ValueError("this server asks for a user name and a password: enter both, then connect again")
+        answer = self.request("POST", "/auth/token", form={"username": username, "password": password,
+                                                           "grant_type": "password"}, _auth=False).json()
+        token = answer.get("access_token") if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
+            raise UnexpectedAnswerError("the login answer holds no access token")
+        self._token, self._credentials = token, (username, password)
+
+    @property
+    def logged_in(self) -> bool:
+        return self._token is not None
 
     def request(self, method: str, path: str, query: Optional[Dict[str, Any]] = None, json_body: Any = None,
                 form: Optional[Dict[str, str]] = None, files: Optional[Dict[str, Tuple[str, bytes]]] = None,
-                timeout_s: Optional[float] = None) -> Response:
+                timeout_s: Optional[float] = None, _auth: bool = True) -> Response:
         """Send one request (retrying transient failures) and return the answer.
+
+        With a token from :meth:`login`, a 401 (the token expired) logs in again once and resends the request.
 
         Raises:
             ServerUnreachableError: no connection after all retries.
             ServerTimeoutError: no answer within the time limit.
             ServerHTTPError: an HTTP status >= 400 (after retries for 502/503/504).
         """
+        try:
+            return self._send(method, path, query, json_body, form, files, timeout_s, _auth)
+        except ServerHTTPError as error:
+            if not (_auth and error.status == 401 and self._credentials):
+                raise
+        self.login(*self._credentials)
+        return self._send(method, path, query, json_body, form, files, timeout_s, _auth)
+
+    def _send(self, method, path, query, json_body, form, files, timeout_s, auth: bool) -> Response:
         url = self.base_url + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
@@ -92,6 +141,8 @@ class ServerClient:
             data, headers["Content-Type"] = multipart.encode(form or {}, files or {})
         elif json_body is not None:
             data, headers["Content-Type"] = json.dumps(json_body).encode(), "application/json"
+        if auth and self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
         timeout = float(timeout_s or self.timeout_s)
         for attempt in range(self.retries + 1):
             last_try = attempt == self.retries

@@ -115,6 +115,12 @@ def _http_sentence(error: ServerHTTPError) -> str:
             f"The model '{not_trained.group(1)}' is not trained yet; "
             "start a training for it (Training section) or ask for a trained checkpoint."
         )
+    if status == 401:
+        if error.path == "/auth/token":
+            return "The server did not accept this user name and password; check them and connect again."
+        return "This server needs a login: enter your user name and password, then press Connect."
+    if status == 403:
+        return _one_line(f"Your account may not do this: {detail or 'HTTP 403'}; ask an administrator for the role")
     if status == 413:
         return _image_too_large_sentence(ImageTooLargeError())
     if status == 429:

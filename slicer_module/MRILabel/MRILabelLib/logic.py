@@ -89,6 +89,27 @@ class ServerLogic:
         """The one plain sentence for ``error`` (see :func:`MRILabelLib.errors.plain_sentence`)."""
         return plain_sentence(error)
 
+    # --- signing in -------------------------------------------------------------------------------------
+
+    def sign_in(self, username: str = "", password: str = "") -> bool:
+        """Log in where the server wants it (MONAI Label auth on); nothing to do otherwise.
+
+        Args:
+            username: the realm user (Keycloak) the server's ``/auth/token`` checks.
+            password: that user's password.
+
+        Returns:
+            True when a login was made, False when the server needs none (the credentials are then unused).
+
+        Raises:
+            ValueError: the server wants a login and a user name or password is missing.
+            ServerHTTPError: 401 for a wrong user name or password.
+        """
+        if not self.client.auth_enabled():
+            return False
+        self.client.login(username, password)
+        return True
+
     # --- what the server offers ------------------------------------------------------------------------
 
     def info(self, refresh: bool = False) -> Dict:
