@@ -171,7 +171,7 @@ def access_token(form: OAuth2PasswordRequestForm = Depends()) -> dict:
     body = body if isinstance(body, dict) else {}
     if answer.ok and isinstance(body.get("access_token"), str):
         return body
-    error = str(body.get("error") or f"HTTP {answer.status_code}")
+    error = str(body.get("error") or f"HTTP {answer.status_code}")[:100]
     logger.warning(f"login refused by the identity provider: {error}")  # never the user name
     if error == "invalid_grant":  # Keycloak's answer to a wrong user name or password (or a disabled account)
         raise _unauthorized("wrong user name or password")

@@ -4,7 +4,7 @@ Every call has a timeout; connection refused/reset and HTTP 502/503/504 are retr
 times with exponential backoff. Failures are raised as the errors of :mod:`MRILabelLib.errors`.
 
 On a server with MONAI Label auth on, :meth:`ServerClient.login` swaps a user name and password for a token
-(``POST /auth/token``), sent with every later call; when the token expires (Keycloak's last 5 minutes by
+(``POST /auth/token``), sent with every later call; when the token expires (Keycloak's tokens last 5 minutes by
 default) the next call that gets a 401 logs in again once and is sent again.
 """
 
