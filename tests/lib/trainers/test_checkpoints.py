@@ -1,6 +1,7 @@
 """Crash-safe training checkpoints (lib.trainers.checkpoints): atomic publishing at best epochs only, and an
 interrupted run resumed from its ``resume.pt`` (network, optimizer, schedule, epoch, best metric)."""
 
+import json
 import os
 from types import SimpleNamespace
 
@@ -56,6 +57,9 @@ def test_an_interrupted_run_resumes_where_it_stopped(datastore_dir, tmp_path):
     assert saved["epoch"] == 2 and saved["best_metric_epoch"] in (1, 2)
     served = model_dir / TASK / "model.pt"
     assert served.exists()  # published at a best epoch before the crash
+    card = json.loads((model_dir / TASK / "model.json").read_text())  # describes that checkpoint, not an older run
+    assert card["training"]["finished"] is False and card["training"]["max_epochs"] == 4
+    assert card["training"]["epochs"] == card["metrics"]["best_epoch"] == saved["best_metric_epoch"]
     assert resume_problem(state_file, 2) == "the interrupted run already completed 2 epochs; ask max_epochs > 2 to resume it"
     assert resume_problem(state_file, 4) is None
 
@@ -67,6 +71,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(datastore_dir, tmp_path):
     assert not os.path.exists(state_file)  # the run finished: nothing left to resume
     assert resume_problem(state_file, 10).startswith("nothing to resume")
     assert stats["best_metric"] >= saved["best_metric"] - 1e-9  # the best of the whole run, not of its second part
+    card = json.loads((model_dir / TASK / "model.json").read_text())
+    assert card["training"]["finished"] is True and card["training"]["epochs"] == 4
 
 
 def test_resume_and_finetune_exclude_each_other(datastore_dir, tmp_path):
@@ -81,7 +87,8 @@ def _publisher(tmp_path, best_epoch, epoch):
     served.write_bytes(b"old network")
     state = SimpleNamespace(epoch=epoch, best_metric_epoch=best_epoch, best_metric=0.5, iteration=epoch,
                             max_epochs=5, epoch_length=1, metrics={}, key_metric_name="acc")
-    engine = SimpleNamespace(state=state, get_stats=lambda: {})
+    engine = SimpleNamespace(state=state, get_stats=lambda: {}, published=[])
+    engine.on_publish = engine.published.append
     stats = tmp_path / "train_stats.json"
     return AtomicPublisher(str(stats), str(served), "model.pt", 0, "r1", str(run), engine, engine), served, stats
 
@@ -91,5 +98,6 @@ def test_the_served_checkpoint_changes_only_at_a_best_epoch(tmp_path, best_epoch
     publisher, served, stats = _publisher(tmp_path, best_epoch, epoch)
     publisher.iteration_completed()
     assert served.read_bytes() == (b"new network" if published else b"old network")
+    assert len(publisher.trainer.published) == int(published)  # model.json is written with each publish only
     assert stats.exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".partial")]

@@ -78,6 +78,7 @@ class MRITrainTask(DistributedTrainTask):
         self._finetune_from = None  # the served checkpoint a fine-tune run starts from (see ``train``)
         self._baseline = None  # the served checkpoint's validation metric, measured before a fine-tune run
         self._resume = False  # continue the interrupted run of the same name from its resume.pt
+        self._finetuning = False  # this run fine-tunes (publishes a candidate)
 
     def __getstate__(self):
         # spawned training processes get a pickled copy of the task; a finished run's context holds engines
@@ -156,6 +157,8 @@ class MRITrainTask(DistributedTrainTask):
             load_resume_state(context, state_path)
         if context.local_rank == 0:
             context.trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: save_resume_state(context, state_path))
+            if not self._finetuning:  # a fine-tune run publishes a candidate, described only once promoted
+                context.trainer.on_publish = lambda stats: self.write_card(context, stats, finished=False)
         if self._finetune_from and context.evaluator:  # on every rank: the metric is reduced over all of them
             self._baseline = self.evaluate_checkpoint(context, self._finetune_from)
             logger.info(f"{self.task}: served checkpoint scores {self._baseline} on the validation items before fine-tuning")
@@ -188,7 +191,7 @@ class MRITrainTask(DistributedTrainTask):
             if isinstance(seed, bool) or not str(seed).strip().isdigit():
                 raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
             set_determinism(seed=int(seed))
-        finetune = conf_bool(request, "finetune", False)
+        finetune = self._finetuning = conf_bool(request, "finetune", False)
         self._resume = conf_bool(request, "resume", False)
         if finetune and self._resume:
             raise ValueError("finetune and resume exclude each other: resume continues a run, finetune starts one")
@@ -210,7 +213,7 @@ class MRITrainTask(DistributedTrainTask):
             energy = _stop(tracker)
             self._publish_path = served
             self._finetune_from = None
-            self._resume = False
+            self._resume = self._finetuning = False
         if rank == 0:
             with contextlib.suppress(FileNotFoundError):  # the run finished: nothing left to resume
                 os.remove(resume_path(self._model_dir, request["name"]))
@@ -262,8 +265,15 @@ class MRITrainTask(DistributedTrainTask):
         """Task-specific facts about the training data for ``model.json``'s ``training`` entry."""
         return {}
 
-    def write_card(self, context: Context, stats: Dict) -> None:
-        """Write ``model.json`` beside the published checkpoint (nnU-Net style self-description)."""
+    def write_card(self, context: Context, stats: Dict, finished: bool = True) -> None:
+        """Write ``model.json`` beside the published checkpoint (nnU-Net style self-description).
+
+        Args:
+            context: the run's context (data, split, device).
+            stats: MONAI Label's training stats (epoch, best validation metric).
+            finished: False for the card written at each publish during the run (``training.finished``; it stays
+                so if the run is killed or stopped before its end).
+        """
         evaluation = stats.get("eval") or stats.get("train") or {}
         card = dict(self.card)
         card.update(
@@ -275,6 +285,8 @@ class MRITrainTask(DistributedTrainTask):
                     "items": len(context.datalist) if context else None,
                     "split": getattr(context, "split", None),
                     "epochs": stats.get("epoch"),
+                    "max_epochs": getattr(context, "max_epochs", None),
+                    "finished": finished,
                     "device": str(context.device) if context else None,
                     "amp": self._amp,
                     "distributed": stats.get("distributed"),

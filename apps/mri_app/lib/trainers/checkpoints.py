@@ -3,7 +3,9 @@
 - :class:`AtomicPublisher` replaces MONAI Label's ``PublishStatsAndModel``: the served checkpoint and
   ``train_stats.json`` are replaced atomically (a crash never leaves a half-copied ``model.pt`` to be served), and
   only at an epoch that improved the run's best validation metric (after a resumed run's first validation the run
-  folder's ``model.pt`` may hold a worse network than the one served).
+  folder's ``model.pt`` may hold a worse network than the one served). A trainer engine that carries
+  ``on_publish(stats)`` has it called after each publish: the task writes ``model.json`` there, so the card beside
+  the served checkpoint describes that checkpoint also when the run is killed before its end.
 - :func:`save_resume_state` / :func:`load_resume_state`: after every epoch, rank 0 writes ``resume.pt`` in the
   run folder (network, optimizer, learning-rate schedule, AMP scaler, epoch/iteration, best validation metric),
   atomically; a request ``{"resume": true}`` with the same run ``name`` continues from it. Early stopping's
@@ -40,6 +42,9 @@ class AtomicPublisher(PublishStatsAndModel):
             if not os.path.exists(self._publish_path) or not filecmp.cmp(self._publish_path, final_model, shallow=False):
                 atomic_copy(final_model, self._publish_path)
                 logger.info(f"New Model published: {final_model} => {self._publish_path}")  # MONAI Label's wording
+                on_publish = getattr(self.trainer, "on_publish", None)
+                if on_publish is not None:
+                    on_publish(stats)
         return stats
 
 
