@@ -63,6 +63,22 @@ def _claim(payload: dict, path: str):
     return value
 
 
+def _unreachable(what: str, error: Exception) -> HTTPException:
+    """The 503 for a realm that could not be asked ``what`` (logged with the error's type only)."""
+    logger.error(f"cannot {what}: {type(error).__name__}")
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the identity provider cannot be reached")
+
+
+def _realm_field(url: str, field: str, what: str):
+    """``field`` of the JSON the realm answers at ``url``; 503 (see :func:`_unreachable`) when that fails."""
+    try:
+        answer = requests.get(url, timeout=settings.MONAI_LABEL_AUTH_TIMEOUT)
+        answer.raise_for_status()
+        return answer.json()[field]
+    except (requests.RequestException, KeyError, ValueError, TypeError) as error:
+        raise _unreachable(what, error) from None
+
+
 class _RealmKey:
     """The realm's public key (PEM), fetched on first use and again on :meth:`refresh` at most every
     :data:`KEY_REFRESH_S` seconds."""
@@ -73,13 +89,7 @@ class _RealmKey:
         self._fetched_at = float("-inf")
 
     def _fetch(self) -> str:
-        try:
-            answer = requests.get(settings.MONAI_LABEL_AUTH_REALM_URI, timeout=settings.MONAI_LABEL_AUTH_TIMEOUT)
-            answer.raise_for_status()
-            key = answer.json()["public_key"]
-        except (requests.RequestException, KeyError, ValueError, TypeError) as error:
-            logger.error(f"cannot fetch the realm's public key: {type(error).__name__}")
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the identity provider cannot be reached")
+        key = _realm_field(settings.MONAI_LABEL_AUTH_REALM_URI, "public_key", "fetch the realm's public key")
         return f"-----BEGIN PUBLIC KEY-----\n{key}\n-----END PUBLIC KEY-----"
 
     def get(self) -> str:
@@ -143,13 +153,7 @@ login_router = APIRouter()
 def _token_endpoint() -> str:
     """The realm's token URL, from its OpenID configuration (503 when that cannot be read)."""
     url = f"{settings.MONAI_LABEL_AUTH_REALM_URI.rstrip('/')}/.well-known/openid-configuration"
-    try:
-        answer = requests.get(url, timeout=settings.MONAI_LABEL_AUTH_TIMEOUT)
-        answer.raise_for_status()
-        endpoint = answer.json()["token_endpoint"]
-    except (requests.RequestException, KeyError, ValueError, TypeError) as error:
-        logger.error(f"cannot read the realm's OpenID configuration: {type(error).__name__}")
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the identity provider cannot be reached")
+    endpoint = _realm_field(url, "token_endpoint", "read the realm's OpenID configuration")
     if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, detail="the identity provider names no token endpoint")
     return endpoint
@@ -162,8 +166,7 @@ def access_token(form: OAuth2PasswordRequestForm = Depends()) -> dict:
     try:
         answer = requests.post(_token_endpoint(), data=data, timeout=settings.MONAI_LABEL_AUTH_TIMEOUT)
     except requests.RequestException as error:
-        logger.error(f"cannot reach the realm's token endpoint: {type(error).__name__}")
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the identity provider cannot be reached")
+        raise _unreachable("reach the realm's token endpoint", error) from None
     try:
         body = answer.json()
     except ValueError:
