@@ -52,8 +52,8 @@ def load_app(studies: str, task: str, model: Optional[str] = None, model_dir: Op
     """The MRI app in process, serving ``task`` (with a checkpoint override when ``model`` is given)."""
     MRIApp, folder = app_class()
     conf = {"models": task}
-    if model_dir:
-        conf["model_dir"] = model_dir
+    if model_dir:  # the model trained there is evaluated, never the shipped one in its place
+        conf.update(model_dir=model_dir, shipped_models="none")
     app = MRIApp(folder, str(studies), conf)
     if model:
         if not Path(model).is_file():

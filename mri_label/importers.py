@@ -62,7 +62,9 @@ TASK_CLASSES = {
 _TUMOR_FOLDERS = {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "pituitary_tumor": "pituitary"}
 #: Class folder name (matched case-insensitively) -> class, per task; each task's class names map to themselves.
 FOLDER_CLASSES = {
-    "sequence": {},
+    # mri_sequence_2d: "<tumour type> <sequence>" folders; T1C+ (T1 after contrast) is a T1
+    "sequence": {f"{kind} {folder}": name for kind in ("Meningioma", "Astrocitoma")
+                 for folder, name in (("T1", "T1"), ("T1C+", "T1"), ("T2", "T2"))},
     "dementia_stage": {},
     "tumor_type": {**_TUMOR_FOLDERS, "no_tumor": "no_tumor"},
     "tumor_gate": {**{f: "tumor" for f in _TUMOR_FOLDERS}, "no_tumor": "no_tumor"},

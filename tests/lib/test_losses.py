@@ -1,7 +1,8 @@
 """Tests of lib.losses.FocalTverskyLoss with hand-computed Tversky indices.
 
 Notation (foreground channel, background excluded): ``TI = (tp + s) / (tp + alpha fp + beta fn + s)`` with
-MONAI's smoothing ``s = 1e-5``; the loss is ``mean((1 - TI) ** gamma)`` over batch and classes.
+MONAI's smoothing ``s = 1e-5``; the loss is ``mean((1 - TI) ** gamma)`` over classes, with TI over the whole batch
+(``batch=True``, the default) or per item (``batch=False``).
 """
 
 import pathlib
@@ -12,7 +13,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "apps" / "m
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lib.losses import FocalTverskyLoss  # noqa: E402
+from lib.losses import FocalTverskyCELoss, FocalTverskyLoss  # noqa: E402
 
 TARGET = torch.tensor([1, 1, 0, 0]).reshape(1, 1, 2, 2)  # 2 foreground pixels of 4
 
@@ -75,11 +76,47 @@ def test_gamma_below_one_raises_partial_errors(prediction):
     assert focal > linear
 
 
-def test_mean_over_batch():
+def test_mean_over_batch_per_item():
     target = torch.cat([TARGET, TARGET])
     logits = torch.cat([_logits([1, 1, 0, 0]), torch.zeros(1, 2, 2, 2)])  # perfect, then p = 0.5
-    loss = float(FocalTverskyLoss(gamma=0.75)(logits, target))
+    loss = float(FocalTverskyLoss(gamma=0.75, batch=False)(logits, target))
     assert loss == pytest.approx((0.0 + 0.5**0.75) / 2, abs=1e-4)
+
+
+def test_index_over_the_whole_batch():
+    # perfect item (tp 2) + p = 0.5 item (tp 1, fp 1, fn 1): TI = 3 / (3 + 0.3 + 0.7)
+    target = torch.cat([TARGET, TARGET])
+    logits = torch.cat([_logits([1, 1, 0, 0]), torch.zeros(1, 2, 2, 2)])
+    assert float(FocalTverskyLoss(gamma=1.0)(logits, target)) == pytest.approx(1 - 3 / 4, rel=1e-4)
+
+
+def _healthy_slice_gradient(loss_fn):
+    """Gradient on a healthy item's foreground logits where it marks false positives, next to a tumor item."""
+    healthy = torch.zeros_like(TARGET)
+    logits = torch.cat([_logits([1, 1, 0, 0]), _logits([1, 1, 1, 1], margin=2.0)]).requires_grad_(True)
+    loss_fn(logits, torch.cat([TARGET, healthy])).backward()
+    return logits.grad[1, 1]
+
+
+def test_per_item_loss_ignores_false_positives_on_healthy_slices():
+    """The bug the batch form fixes: per item, an empty truth gives a constant loss and no gradient."""
+    assert float(_healthy_slice_gradient(FocalTverskyLoss(batch=False)).abs().max()) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("loss_fn", [FocalTverskyLoss(), FocalTverskyCELoss(), FocalTverskyCELoss(ce_weight=0.0)])
+def test_false_positives_on_healthy_slices_are_pushed_down(loss_fn):
+    grad = _healthy_slice_gradient(loss_fn)
+    assert float(grad.min()) > 0  # descending the loss lowers every false foreground logit
+
+
+def test_cross_entropy_term_hand_computed():
+    logits = torch.zeros(1, 2, 2, 2)  # p = 0.5: CE = ln 2, Tversky (gamma 1) 0.5
+    assert float(FocalTverskyCELoss(ce_weight=2.0, gamma=1.0)(logits, TARGET)) == pytest.approx(0.5 + 2 * 0.6931472, rel=1e-4)
+
+
+def test_negative_cross_entropy_weight_refused():
+    with pytest.raises(ValueError, match="ce_weight must be >= 0, got -1"):
+        FocalTverskyCELoss(ce_weight=-1)
 
 
 @pytest.mark.parametrize("classes", [2, 3])

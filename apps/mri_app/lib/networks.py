@@ -31,11 +31,15 @@ def build_network(spec: Dict) -> torch.nn.Module:
 
 
 def slice_classifier(
-    num_classes: int, widths: Sequence[int], layers: Sequence[int] = (2, 2, 2, 2), bias_downsample: Optional[bool] = None
+    num_classes: int, widths: Sequence[int], layers: Sequence[int] = (2, 2, 2, 2), bias_downsample: Optional[bool] = None,
+    stem_stride: int = 2,
 ) -> Dict:
     """2D ResNet-18 layout with ``widths`` channels per stage; input ``(N, 1, S, S)``, output ``(N, K)`` logits.
 
     Args:
+        stem_stride: stride of the 7x7 first convolution. 2 (torchvision's ResNet, the default) puts the first stage
+            at ``S / 4`` pixels; MONAI's default 1 keeps it at ``S / 2`` for about four times the compute per slice
+            (0.88 GFLOP at 128 px with the default widths) for no measured gain at these input sizes.
         layers: basic blocks per stage (ResNet-18: 2, 2, 2, 2; ResNet-34: 3, 4, 6, 3).
         bias_downsample: whether the shortcut convolutions carry a bias (MONAI's default, True) or not
             (torchvision's layout, False); None leaves MONAI's default out of the spec.
@@ -46,6 +50,8 @@ def slice_classifier(
         raise ValueError(f"widths must hold 4 stage widths, got {list(widths)}")
     if len(layers) != 4 or any(int(n) < 1 for n in layers):
         raise ValueError(f"layers must hold 4 positive block counts, got {list(layers)}")
+    if stem_stride not in (1, 2):
+        raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
     spec = {
         "name": "ResNet",
         "args": {
@@ -55,6 +61,7 @@ def slice_classifier(
             "spatial_dims": 2,
             "n_input_channels": 1,
             "num_classes": num_classes,
+            "conv1_t_stride": int(stem_stride),
         },
     }
     if bias_downsample is not None:

@@ -16,8 +16,13 @@ from monai.transforms import (
     LoadImaged,
     MapTransform,
     NormalizeIntensityd,
+    RandomizableTransform,
+    RandAdjustContrastd,
     RandAffined,
+    RandBiasFieldd,
     RandCropByPosNegLabeld,
+    RandGaussianSmoothd,
+    RandZoomd,
     RandFlipd,
     RandGaussianNoised,
     RandScaleIntensityd,
@@ -107,7 +112,7 @@ def infer_slices_pre() -> list:
     return load(["image"]) + normalize() + [EnsureTyped(keys="image", dtype=torch.float32)]
 
 
-def _augment_2d(keys: Sequence[str], modes: Sequence[str]) -> list:
+def augment_2d(keys: Sequence[str], modes: Sequence[str]) -> list:
     return [
         RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
         RandAffined(
@@ -133,12 +138,50 @@ def train_slices_pre(size: int, with_mask: bool, augment: bool) -> list:
     if with_mask:
         chain.append(AsDiscreted(keys="label", threshold=0.5))
     if augment:
-        chain += _augment_2d(keys, modes)
+        chain += augment_2d(keys, modes)
     # Plain tensors from here: 2D pictures and slices of volumes carry different metadata and must batch together.
     chain.append(EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False))
     if not with_mask:
         chain.append(EnsureTyped(keys="label", dtype=torch.long, data_type="tensor", track_meta=False))
     return chain
+
+
+class RandQuantized(MapTransform, RandomizableTransform):
+    """Round an image to ``levels`` grey levels between its own minimum and maximum (as an 8-bit JPEG or PNG export
+    of a scan is), with probability ``prob``; ``(C, *spatial)`` in, same shape and scale out."""
+
+    def __init__(self, keys: KeysCollection, levels: int = 256, prob: float = 0.3, allow_missing_keys: bool = False):
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if levels < 2:
+            raise ValueError(f"levels must be >= 2, got {levels}")
+        self.levels = levels
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            img = torch.as_tensor(d[key])
+            low, high = img.min(), img.max()
+            if high > low:
+                step = (high - low) / (self.levels - 1)
+                d[key] = torch.round((img - low) / step) * step + low
+        return d
+
+
+def scanner_augment(key: str = "image") -> list:
+    """Appearance changes between scanners, sources and file formats, for slice classifiers that must answer by
+    contrast rather than by source: bias field, gamma, blur (thick slices, resampling), 8-bit quantisation (JPEG/PNG
+    exports) and zoom-in (part of the head in view, the skull ring cut off)."""
+    return [
+        RandBiasFieldd(keys=key, prob=0.3, coeff_range=(0.0, 0.3)),
+        RandAdjustContrastd(keys=key, prob=0.3, gamma=(0.7, 1.5)),
+        RandGaussianSmoothd(keys=key, prob=0.2, sigma_x=(0.3, 1.2), sigma_y=(0.3, 1.2)),
+        RandQuantized(keys=key, levels=256, prob=0.3),
+        RandZoomd(keys=key, prob=0.2, min_zoom=1.0, max_zoom=1.4, keep_size=True),
+    ]
 
 
 def infer_volume_pre(spacing: Sequence[float]) -> list:

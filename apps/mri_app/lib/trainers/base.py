@@ -25,6 +25,9 @@ from lib.conf import conf_bool
 from lib.networks import build_network
 from lib.atomic import atomic_write_json
 from lib.trainers.checkpoints import load_resume_state, resume_path, save_resume_state
+from lib.learning_curve import CURVE_FILE, LearningCurveHandler, publish_curve
+from lib.slice_cache import cache_folder, cache_items
+from lib.slicewise import channels_last_on_cpu
 from lib.trainers.distributed import DistributedTrainTask
 
 logger = logging.getLogger(__name__)
@@ -129,7 +132,15 @@ class MRITrainTask(DistributedTrainTask):
         return train, val
 
     def network(self, context: Context):
-        return build_network(self.network_spec)
+        network = build_network(self.network_spec)
+        channels_last_on_cpu(network)  # 2D networks: oneDNN's faster layout; kept by the move to the device
+        return network
+
+    def cache_slices(self, items: List[Dict], datastore: Datastore, size: int, with_mask: bool) -> List[Dict]:
+        """Slice items read from the persistent slice cache (:mod:`lib.slice_cache`), built where missing: each
+        image is read and normalised once, not once per slice item and run."""
+        folder = cache_folder(getattr(datastore, "_datastore_path", None), self._model_dir)
+        return cache_items(items, folder, size, with_mask, progress=lambda line: logger.info(f"{self.task}: {line}"))
 
     def optimizer(self, context: Context):
         lr = float(context.request.get("learning_rate", 1e-3))
@@ -157,11 +168,16 @@ class MRITrainTask(DistributedTrainTask):
             load_resume_state(context, state_path)
         if context.local_rank == 0:
             context.trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: save_resume_state(context, state_path))
+            # after MONAI Label's ValidationHandler: the epoch's validation metrics are there
+            LearningCurveHandler(self._curve_path(context), context.evaluator, context.optimizer).attach(context.trainer)
             if not self._finetuning:  # a fine-tune run publishes a candidate, described only once promoted
                 context.trainer.on_publish = lambda stats: self.write_card(context, stats, finished=False)
         if self._finetune_from and context.evaluator:  # on every rank: the metric is reduced over all of them
             self._baseline = self.evaluate_checkpoint(context, self._finetune_from)
             logger.info(f"{self.task}: served checkpoint scores {self._baseline} on the validation items before fine-tuning")
+
+    def _curve_path(self, context: Context) -> str:
+        return os.path.join(self._model_dir, context.request["name"], CURVE_FILE)
 
     def evaluate_checkpoint(self, context: Context, path: str) -> Dict:
         """Key validation metric of the checkpoint at ``path`` on this run's validation items, with this trainer's
@@ -186,6 +202,8 @@ class MRITrainTask(DistributedTrainTask):
 
     def train(self, rank, world_size, request, datalist):
         self._context = None
+        if world_size <= 1 and not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
+            torch.set_num_threads(free_cores())
         seed = request.get("seed")
         if seed is not None:
             if isinstance(seed, bool) or not str(seed).strip().isdigit():
@@ -303,7 +321,10 @@ class MRITrainTask(DistributedTrainTask):
                 "code_version": _code_version(),
             }
         )
-        _write_json(os.path.join(os.path.dirname(self._publish_path), "model.json"), card)
+        folder = os.path.dirname(self._publish_path)
+        if context is not None and finished:  # metric vs epoch beside the checkpoint, chosen on validation only
+            card["training"]["learning_curve"] = publish_curve(self._curve_path(context), folder, evaluation.get("key_metric_name"))
+        _write_json(os.path.join(folder, "model.json"), card)
 
 
 def candidate_path(served: str) -> str:
@@ -332,6 +353,19 @@ def promote_candidate(candidate: str, served: str, before, after, had_served: bo
         return False, f"validation metric {float(after):.4f} is worse than the served checkpoint's {float(before):.4f}; served checkpoint kept"
     os.replace(candidate, served)
     return True, f"validation metric {float(after):.4f} >= served checkpoint's {float(before):.4f}"
+
+
+def free_cores() -> int:
+    """CPU cores this process may use that other work is not already keeping busy: the cores of its affinity mask
+    less the 1-minute load average (rounded), at least 1; training uses this many torch threads on the CPU unless
+    ``OMP_NUM_THREADS`` says otherwise. Two torch threads on a 2-core machine that is running
+    something else train about half as fast as one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:  # not available on this platform
+        busy = 0
+    return max(1, cores - busy)
 
 
 def _read_json(path: str) -> Dict:

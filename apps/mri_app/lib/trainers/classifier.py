@@ -13,7 +13,7 @@ from monailabel.tasks.train.basic_train import Context
 from lib.datalists import classification_items, final_label, label_task
 from lib.networks import load_pretrained
 from lib.trainers.base import MRITrainTask
-from lib.transforms import train_slices_pre
+from lib.slice_cache import train_cached_pre
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,9 @@ class ClassifierTrainer(MRITrainTask):
     """Trains a slice classifier on class labels kept in image info.
 
     Class imbalance is met with inverse-frequency class weights in the loss; the validation key metric
-    is balanced accuracy (macro recall), accuracy is logged beside it.
+    is balanced accuracy (macro recall), accuracy is logged beside it. Slices come from the persistent slice cache
+    (:mod:`lib.slice_cache`) and are augmented for scanner and source differences
+    (:func:`lib.transforms.scanner_augment`) on top of flips, affine, intensity and noise.
 
     Args:
         classes: class names in index order.
@@ -67,7 +69,8 @@ class ClassifierTrainer(MRITrainTask):
                 path, info = final_label(datastore, image_id)
                 return path if path and label_task(info, {task: labels}) == task else None
 
-        return classification_items(datastore, self.task, self.classes, mask_labels=masks, slices_per_volume=self.slices_per_volume)
+        items = classification_items(datastore, self.task, self.classes, mask_labels=masks, slices_per_volume=self.slices_per_volume)
+        return self.cache_slices(items, datastore, self.size, with_mask=False)
 
     def loss_function(self, context: Context):
         counts = torch.zeros(len(self.classes))
@@ -77,10 +80,10 @@ class ClassifierTrainer(MRITrainTask):
         return torch.nn.CrossEntropyLoss(weight=weights.to(context.device))
 
     def train_pre_transforms(self, context: Context):
-        return train_slices_pre(self.size, with_mask=False, augment=True)
+        return train_cached_pre(with_mask=False, augment=True, scanner=True)
 
     def val_pre_transforms(self, context: Context):
-        return train_slices_pre(self.size, with_mask=False, augment=False)
+        return train_cached_pre(with_mask=False, augment=False)
 
     def train_post_transforms(self, context: Context):
         return [Activationsd(keys="pred", softmax=True)]
