@@ -115,3 +115,21 @@ def test_residual_unet_too_few_widths(widths):
 def test_slice_classifier_too_few_widths(widths):
     with pytest.raises(ValueError, match="widths"):
         build_network(slice_classifier(2, widths))
+
+
+@pytest.mark.parametrize("stride, first_stage", [(1, 32), (2, 16)])
+def test_slice_classifier_stem_stride(stride, first_stage):
+    """The 7x7 stem's stride sets the first stage's size (after the max pool): S/2 at stride 1, S/4 at stride 2."""
+    spec = slice_classifier(3, (4, 8, 8, 8), stem_stride=stride)
+    assert spec["args"]["conv1_t_stride"] == stride
+    network = build_network(spec)
+    sizes = []
+    network.layer1.register_forward_hook(lambda module, inputs, output: sizes.append(output.shape[-1]))
+    assert network(torch.zeros(2, 1, 64, 64)).shape == (2, 3)
+    assert sizes == [first_stage]
+
+
+@pytest.mark.parametrize("stride", [0, 3, -1])
+def test_slice_classifier_stem_stride_refused(stride):
+    with pytest.raises(ValueError, match=f"stem_stride must be 1 or 2, got {stride}"):
+        slice_classifier(3, (4, 8, 8, 8), stem_stride=stride)

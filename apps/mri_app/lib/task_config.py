@@ -67,7 +67,8 @@ class MRITaskConfig(TaskConfig):
 
 
 class ClassifierConfig(MRITaskConfig):
-    """Slice classifier: a 2D ResNet-18 layout. Options ``--conf <task>_image_size`` (pixels, default 128),
+    """Slice classifier: a 2D ResNet-18 layout. Options ``--conf <task>_image_size`` (pixels, default
+    :attr:`image_size`: 128 unless the task says otherwise),
     ``<task>_widths`` (four stage widths, default [16,32,64,128]), ``<task>_slices_per_volume`` (central
     slices a class-labelled volume contributes to training, default 8) and ``<task>_pretrained`` (a torchvision
     or MONAI basic-block ResNet state dict on disk: the network takes its layout and training starts from its
@@ -77,6 +78,8 @@ class ClassifierConfig(MRITaskConfig):
     classes: tuple = ()
     infer_class = ClassifierInfer
     mask_task = None
+    image_size = 128
+    """Default of ``--conf <task>_image_size`` (pixels)."""
 
     @property
     def task_labels(self) -> Dict[str, int]:
@@ -84,7 +87,7 @@ class ClassifierConfig(MRITaskConfig):
 
     def init(self, name, model_dir, conf, planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
-        self.size = conf_int(conf, f"{name}_image_size", 128, low=32)
+        self.size = conf_int(conf, f"{name}_image_size", self.image_size, low=32)
         self.slices_per_volume = conf_int(conf, f"{name}_slices_per_volume", 8, low=1)
         widths = conf_ints(conf, f"{name}_widths", (16, 32, 64, 128), length=4)
         self.pretrained = conf.get(f"{name}_pretrained") or None

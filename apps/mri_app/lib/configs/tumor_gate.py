@@ -16,6 +16,7 @@ class TumorGateConfig(ClassifierConfig):
     description = "Tumor gate: tumor yes/no with probability and operating threshold (FLAIR slice or volume)"
     infer_class = TumorGateInfer
     mask_task = ("tumor_seg", {"tumor": 1})
+    image_size = 256  # small lesions: at 128 px the stride-2 stem leaves them a pixel or two (held-out AUC 0.82)
 
     def init(self, name, model_dir, conf, planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
