@@ -126,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("--studies", required=True, help="datastore folder (see mri-label import)")
     p.add_argument("--model-dir", help="the app's model folder to train into (default apps/mri_app/model)")
-    p.add_argument("--epochs", type=int, help="override the recipe's epoch budget (mri_label/recipes.py)")
+    p.add_argument("--epochs", type=int, help="override the epoch budget of the recipe the task declares (lib/configs/TASK.py)")
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     p.add_argument("--patience", type=int, help="override the recipe's early-stopping patience (epochs; 0 = off)")
     p.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")

@@ -1,33 +1,45 @@
-"""How each task is trained on the public data sets: the recipe of ``benchmarks/quality.py`` and
-``mri-label train`` (and so of the shipped checkpoints, whose ``model.json`` records the epochs they ran)."""
+"""How each task is trained: the ``recipe`` its config declares (``apps/mri_app/lib/configs/<task>.py``, base values in
+``lib.task_config.RECIPE``), turned into the ``POST /train/<task>`` request of ``mri-label train`` and
+``benchmarks/quality.py`` (and so of the shipped checkpoints, whose ``model.json`` records the request they ran)."""
 
-#: shared by every task: a gentler learning rate than the server default and patience for noisy validation
-COMMON = {"learning_rate": 3e-4, "early_stop_patience": 10}
+from typing import Dict
 
-#: task -> epochs for this 2-core CPU and extra train parameters
-TRAINING = {
-    "sequence": (40, {}),
-    "dementia_stage": (40, {}),
-    "tumor_gate": (40, {}),
-    "tumor_seg": (25, {"train_batch_size": 8, "learning_rate": 1e-3}),
-    "hippocampus": (15, {"train_batch_size": 4}),
-    "tumor_type": (50, {}),
-}
+
+def recipes() -> Dict[str, Dict]:
+    """Task name -> its declared recipe (a copy), for every task of the app."""
+    from mri_label.evaluate import app_class
+
+    app_class()  # puts the app folder on sys.path
+    from main import discover_configs  # noqa: E402  (the app's own module)
+
+    return {task: dict(getattr(config, "recipe", {})) for task, config in discover_configs().items()}
+
+
+def recipe_of(task: str) -> Dict:
+    """The declared recipe of ``task``.
+
+    Raises:
+        ValueError: no such task.
+    """
+    known = recipes()
+    if task not in known:
+        raise ValueError(f"task must be one of {', '.join(known)}, got {task!r}")
+    return known[task]
 
 
 def train_request(task: str, epochs: int = None, name: str = "train", learning_rate: float = None, patience: int = None) -> dict:
-    """The ``POST /train/<task>`` request of the recipe; ``epochs``, ``learning_rate`` and ``patience`` (early
+    """The ``POST /train/<task>`` request of the task's recipe; ``epochs``, ``learning_rate`` and ``patience`` (early
     stopping, epochs) override its values."""
-    if task not in TRAINING:
-        raise ValueError(f"task must be one of {', '.join(TRAINING)}, got {task!r}")
-    budget, extra = TRAINING[task]
+    recipe = recipe_of(task)
     if epochs is not None and int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if learning_rate is not None and not 0 < float(learning_rate) < 1:
         raise ValueError(f"learning_rate must lie in (0, 1), got {learning_rate}")
     if patience is not None and int(patience) < 0:
         raise ValueError(f"patience must be >= 0, got {patience}")
-    request = {"model": task, "name": name, "max_epochs": int(epochs or budget), **COMMON, **extra}
+    request = {"model": task, "name": name, **recipe}
+    if epochs is not None:
+        request["max_epochs"] = int(epochs)
     if learning_rate is not None:
         request["learning_rate"] = float(learning_rate)
     if patience is not None:

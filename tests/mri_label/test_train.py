@@ -7,7 +7,7 @@ import pytest
 
 from conftest import SHIPPED_DIR
 from mri_label.cli import main
-from mri_label.recipes import COMMON, TRAINING, train_request
+from mri_label.recipes import recipe_of, recipes, train_request
 
 
 def digest(folder):
@@ -19,7 +19,7 @@ def test_train_records_data_request_and_held_out_metrics_in_model_json(datastore
     assert main(["train", "sequence", "--studies", str(datastore_dir), "--model-dir", str(tmp_path / "model"), "--epochs", "1"]) == 0
     card = json.loads((tmp_path / "model" / "sequence" / "model.json").read_text())
     assert card["task"] == "sequence" and card["training"]["epochs"] == 1
-    assert card["training"]["request"] == {"model": "sequence", "name": "train", "max_epochs": 1, **COMMON}
+    assert card["training"]["request"] == {"model": "sequence", "name": "train", **recipe_of("sequence"), "max_epochs": 1}
     data = card["training"]["data"]
     assert data["images_by_source"] == {"synthetic": 26} and data["subjects"]["test"] > 0 and data["split_seed"] == 0
     held_out = card["metrics"]["held_out"]
@@ -44,10 +44,19 @@ def test_train_refuses_a_missing_datastore(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("task", sorted(TRAINING))
+TASKS = ("dementia_stage", "hippocampus", "sequence", "tumor_gate", "tumor_seg", "tumor_type")
+
+
+def test_every_task_declares_its_recipe():
+    assert sorted(recipes()) == list(TASKS)
+    for recipe in recipes().values():
+        assert recipe["max_epochs"] >= 1 and 0 < recipe["learning_rate"] < 1 and recipe["early_stop_patience"] >= 0
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_recipe_request(task):
     request = train_request(task)
-    assert request["model"] == task and request["max_epochs"] == TRAINING[task][0] and request["learning_rate"] == COMMON["learning_rate"]
+    assert request == {"model": task, "name": "train", **recipe_of(task)}
     assert train_request(task, 3)["max_epochs"] == 3
     custom = train_request(task, learning_rate=1e-3, patience=4)
     assert custom["learning_rate"] == 1e-3 and custom["early_stop_patience"] == 4

@@ -17,6 +17,12 @@ NORMALIZATION = "z-score over the non-zero voxels of each image (monai Normalize
 SLICES = "2D network; a volume runs slice by slice along its axial (closest to S) voxel axis"
 
 
+RECIPE = {"max_epochs": 30, "learning_rate": 3e-4, "early_stop_patience": 10}
+"""Training recipe a task starts from (``POST /train/<task>`` parameters); each task's config states its own as
+``recipe`` (what ``mri-label train`` and ``benchmarks/quality.py`` run, and the shipped checkpoint was trained
+with). Budgets are for this project's 2-core CPU: each fits in an hour there."""
+
+
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shipped")
 """The trained checkpoints that come with the app: ``<app>/shipped/<task>/model.pt`` + ``model.json``."""
 
@@ -30,6 +36,7 @@ class MRITaskConfig(TaskConfig):
     kind = ""
     description = ""
     task_labels: Dict[str, int] = {}
+    recipe: Dict = RECIPE
 
     def init(self, name: str, model_dir: str, conf: Dict[str, str], planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)

@@ -5,10 +5,11 @@ registered to the MNI152 template and each hippocampus is cropped, segmented and
 hippocampus whose volume lies outside the range of the training labels."""
 
 from lib.infers.hippocampus import HippocampusInfer
-from lib.task_config import VolumeSegmentationConfig
+from lib.task_config import RECIPE, VolumeSegmentationConfig
 
 
 class HippocampusConfig(VolumeSegmentationConfig):
     task_labels = {"anterior": 1, "posterior": 2}
     description = "Hippocampus segmentation (T1 crop or whole head, 3D U-Net): anterior/posterior mask, left/right volumes in mm³"
     infer_class = HippocampusInfer
+    recipe = dict(RECIPE, max_epochs=15, train_batch_size=4)

@@ -8,13 +8,14 @@ derived from the mask.
 
 from lib.conf import conf_float
 from lib.infers.classifier import TumorGateInfer
-from lib.task_config import ClassifierConfig
+from lib.task_config import RECIPE, ClassifierConfig
 
 
 class TumorGateConfig(ClassifierConfig):
     classes = ("no_tumor", "tumor")
     description = "Tumor gate: tumor yes/no with probability and operating threshold (FLAIR slice or volume)"
     infer_class = TumorGateInfer
+    recipe = dict(RECIPE, max_epochs=30)
     mask_task = ("tumor_seg", {"tumor": 1})
     image_size = 256  # small lesions: at 128 px the stride-2 stem leaves them a pixel or two (held-out AUC 0.82)
 

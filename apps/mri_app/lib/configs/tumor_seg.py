@@ -4,9 +4,10 @@ Second stage of the tumor pipeline: run directly it segments every slice; inside
 only the slices where ``tumor_gate`` fires.
 """
 
-from lib.task_config import SliceSegmentationConfig
+from lib.task_config import RECIPE, SliceSegmentationConfig
 
 
 class TumorSegConfig(SliceSegmentationConfig):
     task_labels = {"tumor": 1}
     description = "Tumor segmentation (FLAIR), 2D ResUNet slice by slice; mask in the input grid, volume in mm³"
+    recipe = dict(RECIPE, max_epochs=25, train_batch_size=8, learning_rate=1e-3)

@@ -7,9 +7,10 @@ Data: the class-folder layout of ``brain_tumor_4class/Training/`` through ``mri-
 ... --task tumor_type`` (near-duplicate groups as subjects).
 """
 
-from lib.task_config import ClassifierConfig
+from lib.task_config import RECIPE, ClassifierConfig
 
 
 class TumorTypeConfig(ClassifierConfig):
     classes = ("glioma", "meningioma", "pituitary", "no_tumor")
     description = "Tumor type: glioma / meningioma / pituitary / no_tumor from an MRI slice or volume"
+    recipe = dict(RECIPE, max_epochs=50)
