@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import requests
 
 from conftest import SHIPPED_DIR, snapshot
-from fake_realm import ANNOTATOR, USER, sign
+from fake_realm import ADMIN, ANNOTATOR, USER, sign
 from live_server import running_server
 
 IMAGE = "synth04_flair"  # has a final tumor mask and class labels
@@ -178,6 +179,29 @@ def test_former_500s_get_a_4xx_naming_the_problem(server, case, method, path, da
     assert snapshot(server["studies"]) == before and temporary_files(server) == []
 
 
+@pytest.mark.parametrize("model,shape,status", [("tumor_seg", (64, 64, 600), 413), ("tumor_seg", (64, 64, 40), 200),
+                                                 ("sequence", (16, 16, 3000), 413)])
+def test_infer_work_is_budgeted_by_slice_count_before_any_work(server, model, shape, status):
+    body = gzip.compress(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)).to_bytes())
+    assert len(body) < 2**20  # small on the wire
+    answer = call(server, "POST", f"/infer/{model}?output=json", files={"file": ("x.nii.gz", body)})
+    if status == 413:
+        assert_refused(answer, 413, "max_infer_voxels")
+    else:
+        assert answer.status_code == 200, answer.text
+    assert temporary_files(server) == []
+
+
+def test_the_dataset_zip_is_not_left_in_the_temporary_folder(server):
+    answer = call(server, "GET", "/datastore/dataset")
+    assert answer.status_code == 200 and answer.content[:2] == b"PK"
+    for _ in range(50):  # removed by a background task once sent
+        if not temporary_files(server):
+            break
+        time.sleep(0.1)
+    assert temporary_files(server) == []
+
+
 def test_gpu_report_without_a_gpu_driver_is_a_404(server):
     answer = call(server, "GET", "/logs/gpu")
     assert answer.status_code == (200 if shutil.which("nvidia-smi") else 404), answer.text
@@ -266,7 +290,9 @@ def test_the_same_class_correction_counts_once(server):
 
 @pytest.fixture(scope="module")
 def tokens(auth_realm):
-    return {"user": sign(auth_realm.key, [USER], "uma.user"), "annotator": sign(auth_realm.key, [ANNOTATOR], "ann.annotator")}
+    return {"user": sign(auth_realm.key, [USER], "uma.user"), "annotator": sign(auth_realm.key, [ANNOTATOR], "ann.annotator"),
+            "other client": sign(auth_realm.key, [ADMIN], "adam.admin", client="another-app"),
+            "other issuer": sign(auth_realm.key, [ADMIN], "adam.admin", issuer="http://127.0.0.1:1/realms/elsewhere")}
 
 
 ROLE_CASES = [
@@ -276,6 +302,8 @@ ROLE_CASES = [
      {"params": json.dumps({"image": "/etc/hostname"})}, 422, "may not set ['image']"),
     ("annotator replaces an image that has labels", "annotator", "PUT", "/datastore/image?image=synth01_t2&replace=true",
      None, 403, "monailabel-admin"),
+    ("token issued to another client of the realm", "other client", "GET", "/info/", None, 401, "Could not validate"),
+    ("token naming another issuer", "other issuer", "GET", "/info/", None, 401, "Could not validate"),
 ]
 
 

@@ -17,6 +17,7 @@ import pkgutil
 from typing import Dict
 
 import lib.configs
+from lib import access
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore
@@ -76,6 +77,7 @@ class MRIApp(MONAILabelApp):
         self.max_voxels = conf_int(conf, "max_voxels", DEFAULT_MAX_VOXELS, low=1)
         self.max_infer_voxels = conf_int(conf, "max_infer_voxels", DEFAULT_MAX_INFER_VOXELS, low=1)
         self.cors_origins = cors_origins(conf.get("cors_origins"), settings.MONAI_LABEL_CORS_ORIGINS)
+        access.configure(conf.get("auth_issuer"), conf.get("auth_client_id"), conf.get("auth_audience"))
         retrain_after = conf_int(conf, "retrain_after", 0, low=0)
         self.retrain = None
         if retrain_after:
@@ -224,12 +226,12 @@ class MRIApp(MONAILabelApp):
             raise bad_input(404, f"image {image!r} is not in the datastore")
         if os.path.isfile(path):
             what = "the uploaded image" if uploaded else f"image {image!r}"
-            if uploaded:  # read it whole once (truncated, NaN/inf, absurd size)
-                check_image_file(path, what, self.max_voxels)
-            size, _ = read_header(path, what, self.max_voxels)
+            size, _ = read_header(path, what, self.max_voxels)  # costs checked from the header, before reading
             if getattr(task, "volume_only", False) and len(spatial_size(size)) < 3:  # (W, H, 1) is a slice
                 raise bad_input(422, f"{model} needs a 3D volume, got a 2D image of size {size}")
             self.check_infer_cost(model, spatial_size(size), read_spacing(path))
+            if uploaded:  # read it whole once (truncated, NaN/inf)
+                check_image_file(path, what, self.max_voxels)
         stages = task.stages() if hasattr(task, "stages") else [task]
         untrained = [t for t in stages if hasattr(t, "get_path") and t.get_path() is None]
         if untrained:

@@ -12,6 +12,8 @@ through this app's rules (issue 17):
   under ``max_upload_mb`` (413) and removed whatever happens; the checks and writes off the event loop.
 - ``PUT /datastore/updatelabelinfo`` (stock's hidden twin of ``/datastore/label/info``): the same checks.
 - ``POST /train/`` (stock: queues every task past this app's checks): each task's params checked first.
+- ``GET /datastore/dataset`` (stock: built on the event loop, the ZIP left in the temporary folder): built on a
+  worker thread and removed once sent.
 - ``GET /logs/gpu`` (stock: 500 without ``nvidia-smi``): 404 naming the cause.
 """
 
@@ -25,6 +27,7 @@ from typing import List, Optional
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
 from monailabel.endpoints.user.auth import User
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.utils.app import app_instance
@@ -285,6 +288,19 @@ async def put_label(
 async def update_label_info(label: str, tag: str, params: str = Form("{}"), user: User = Depends(RoleRequired(ANNOTATOR))):
     """MONAI Label's hidden twin of ``PUT /datastore/label/info``, with the same checks."""
     return await put_label_info(label, tag, params, user)
+
+
+@router.get("/datastore/dataset", summary="The labelled data as a ZIP (annotator); the ZIP is removed once sent")
+async def download_dataset(limit_cases: Optional[int] = None, user: User = Depends(RoleRequired(ANNOTATOR))):
+    """MONAI Label's dataset ZIP, made off the event loop (stock: on it) and removed after sending (stock: every
+    ZIP stays in the temporary folder)."""
+    if limit_cases is not None and limit_cases < 1:
+        raise bad_input(422, f"limit_cases must be >= 1, got {limit_cases}")
+    datastore = app_instance().datastore()
+    if not datastore.datalist():
+        raise bad_input(404, "no labelled images: the dataset ZIP would be empty")
+    path = await run_in_threadpool(datastore.get_dataset_archive, limit_cases)
+    return FileResponse(path, media_type="application/zip", filename="dataset.zip", background=BackgroundTask(remove, path))
 
 
 # ------------------------------------------------------------------------------------------------- others

@@ -23,7 +23,8 @@ from lib.conf import conf_bool
 from lib.datastore import bad_input, check_image_id
 from lib.guard_routes import find_session, max_upload_bytes, rank_of, receive, refused, remove
 from lib.guard_routes import router as guard_router
-from lib.request_checks import RequestError, check_infer_params, check_train_params, parse_object
+from lib.pacs_proxy import router as pacs_proxy_router
+from lib.request_checks import RequestError, check_depth, check_infer_params, check_train_params, parse_object
 from lib.store_routes import router as store_router
 
 train_router = APIRouter(tags=["Train"])
@@ -179,6 +180,28 @@ async def train_model(
     return run_model(model, params, run_sync, enqueue)
 
 
+#: Strategies that run a model on each candidate: they take the one-inference-at-a-time lock.
+MODEL_STRATEGIES = ("entropy", "epistemic")
+
+
+@retrain_router.post("/activelearning/{strategy}", summary="Next image to label, by an active-learning strategy (user)")
+async def next_sample(strategy: str, params: Optional[dict] = None, user: User = Depends(RoleRequired(access.USER))):
+    """MONAI Label's call, off the event loop (stock: on it, so a strategy that runs models stalls every other
+    request); strategies that run a model share the infer lock."""
+    from monailabel.endpoints.activelearning import sample
+
+    try:
+        check_depth(params or {}, "params")
+    except RequestError as error:
+        raise refused(error) from None
+    strategies = app_instance().info().get("strategies", {})
+    if strategy not in strategies:
+        raise bad_input(404, f"no active-learning strategy {strategy!r}; strategies: {sorted(strategies)}")
+    if strategy in MODEL_STRATEGIES:
+        return await run_in_threadpool(run_in_infer_lock, sample, strategy, params, user.username)
+    return await run_in_threadpool(sample, strategy, params, user.username)
+
+
 @retrain_router.get("/activelearning/stats", summary="Automatic fine-tuning runs: counters, pending runs and every run's record")
 async def retrain_stats(user: User = Depends(RoleRequired(access.USER))):
     scheduler = getattr(app_instance(), "retrain", None)
@@ -227,6 +250,7 @@ def install(server, cors_origins=()) -> None:
         server.include_router(access.login_router)
     server.include_router(store_router, prefix=settings.MONAI_LABEL_API_STR)
     server.include_router(guard_router, prefix=settings.MONAI_LABEL_API_STR)
+    server.include_router(pacs_proxy_router, prefix=settings.MONAI_LABEL_API_STR)
     added = routes[before:]
     del routes[before:]
     routes[0:0] = added
