@@ -47,7 +47,7 @@ class FakePACS:
             def _answer(self):
                 time.sleep(fake.delay)
                 length = int(self.headers.get("Content-Length", 0) or 0)
-                fake.seen.append((self.command, self.path, dict(self.headers), self.rfile.read(length)))
+                fake.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/dicom+json")
                 self.send_header("Set-Cookie", "pacs-session=secret")
@@ -77,7 +77,7 @@ def test_search_and_retrieve_are_forwarded_without_the_callers_credentials(proxi
     assert answer.status_code == 200 and answer.json() == [] and "set-cookie" not in answer.headers
     method, path, headers, _ = pacs.seen[-1]
     assert (method, path) == ("GET", "/dicom-web/studies?PatientID=x")
-    assert "Authorization" not in headers and "Cookie" not in headers and headers["Accept"] == "application/dicom+json"
+    assert "authorization" not in headers and "cookie" not in headers and headers["accept"] == "application/dicom+json"
     assert client.get("/proxy/dicom/wado/studies/1.2/series/3.4/metadata").status_code == 200
     assert pacs.seen[-1][1] == "/dicom-web/studies/1.2/series/3.4/metadata"
 
@@ -103,7 +103,13 @@ def test_stow_is_forwarded(proxied):
 
 def test_a_pacs_that_does_not_answer_in_time_is_504(proxied, monkeypatch):
     client, pacs = proxied
-    monkeypatch.setattr(pacs_proxy, "PACS_TIMEOUT_S", (1.0, 0.3))
+    from monailabel.app import app
+
+    # the module that serves the route (MONAI Label re-imports the app's lib package; the routes stay from the first)
+    from lib.access import endpoints
+
+    route = next(r for r in endpoints(app) if r.path_format == "/proxy/dicom/{path}" and "GET" in r.methods)
+    monkeypatch.setitem(route.dependant.call.__globals__, "PACS_TIMEOUT_S", (1.0, 0.3))
     pacs.delay = 1.5
     assert client.get("/proxy/dicom/studies").status_code == 504
 
