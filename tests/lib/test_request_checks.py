@@ -115,6 +115,7 @@ class Volume:
     ((64, 64, 1000), (1, 1, 1), Slicewise(), 1000 * 256 * 256),  # small slices cost as much: each is resized
     ((512, 512), (1, 1), Slicewise(), 256 * 256),
     ((100, 100, 50), (2, 2, 3), Volume(), 200 * 200 * 150),
+    ((10, 10, 10), (float("nan"), 0.0, -2.0), Volume(), 10 * 10 * 20),  # unusable spacing counts as 1 mm
     ((10, 10, 10), (1, 1, 1), object(), 1000),
 ])
 def test_infer_cost_counts_what_the_network_sees(size, spacing, config, cost):

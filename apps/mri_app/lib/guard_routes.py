@@ -253,8 +253,13 @@ async def put_image(
     user: User = Depends(RoleRequired(ANNOTATOR)),
 ):
     parsed = _checked_params(params)
-    if image:
-        check_image_id(image)
+    if not image:  # MONAI Label names the image after the upload's file name
+        name = os.path.basename(file.filename or "")
+        suffix = suffix_of(name, "")
+        image = name[: -len(suffix)] if suffix and name.lower().endswith(suffix) else name
+        if not image:
+            raise bad_input(422, "no image id: pass image=<id> or upload a file with a name")
+    check_image_id(image)
     return await run_in_threadpool(_add_image, image, parsed, file, replace, user)
 
 

@@ -213,8 +213,9 @@ def infer_cost(size: Sequence[int], spacing_mm: Sequence[float], config) -> int:
         raise ValueError(f"size must hold positive numbers, got {size}")
     target = getattr(config, "spacing", None)
     if target is not None and len(size) >= 3:
-        spacing = list(spacing_mm)[:3] + [1.0] * (3 - len(list(spacing_mm)[:3]))
-        return math.prod(max(1, math.ceil(n * abs(s or 1.0) / t)) for n, s, t in zip(size[:3], spacing, target))
+        spacing = [abs(float(s)) if math.isfinite(float(s)) and s else 1.0 for s in list(spacing_mm)[:3]]
+        spacing += [1.0] * (3 - len(spacing))  # a header without (finite, non-zero) spacing: 1 mm
+        return math.prod(max(1, math.ceil(n * s / t)) for n, s, t in zip(size[:3], spacing, target))
     side = getattr(config, "size", None)
     if side:
         slices = size[2] if len(size) > 2 else 1
