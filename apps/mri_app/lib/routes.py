@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from monailabel.config import settings
 from monailabel.endpoints.infer import ResultType
@@ -62,8 +62,13 @@ async def infer_model(
         check_image_id(image)
     elif file is None and not session_id:
         raise bad_input(422, "no image given: pass an image id (image=...) or upload a file")
-    if session_id and not file and not image:
-        find_session(session_id)  # 422 / 404 before any work
+    session = None
+    if session_id and file is None:  # as MONAI Label: a session's image replaces image= (which names it locally)
+        try:
+            session = find_session(session_id)
+        except HTTPException:
+            if not image:
+                raise
     task = app_instance()._infers.get(model)
     if task is not None and task.type == "classification" and output == ResultType.image:
         try:
@@ -74,12 +79,13 @@ async def infer_model(
             raise bad_input(422, f"{model} answers in JSON: ask output=json, or params {{\"cam\": true}} for its activation map")
     try:
         check_infer_params(request, may_write_labels=rank_of(user) >= access.rank(access.ANNOTATOR),
-                           from_datastore=bool(image) and file is None, gpus=torch.cuda.device_count())
+                           from_datastore=bool(image) and file is None and session is None, gpus=torch.cuda.device_count())
     except RequestError as error:
         raise refused(error) from None
     # Off the event loop, so uploads, class labels and status calls are answered while a model runs; one
     # inference at a time (the networks are shared and reloaded in place when training publishes).
-    return await run_in_threadpool(_infer_one_at_a_time, background_tasks, model, image, session_id, request, file, label, output)
+    return await run_in_threadpool(_infer_one_at_a_time, background_tasks, model, image, session_id if session else "",
+                                   request, file, label, output)
 
 
 _infer_lock = threading.Lock()
@@ -116,7 +122,7 @@ def run_inference(background_tasks, model: str, image: str, session_id: str, par
                 temporary.append(request["label"])
         request.update(stock.infer_config(instance))
         request.update(params)
-        if session_id and file is None and not image:
+        if session_id and file is None:
             session = find_session(session_id, update_ts=True)
             request["image"], request["session"] = session.image, session.to_json()
         result = instance.infer(request)
