@@ -329,3 +329,4 @@ def test_the_next_start_loads_what_the_server_stored(server, tmp_path):
     loaded = MRIDatastore(str(copy), auto_reload=False)
     assert IMAGE in loaded.list_images() and loaded.get_label_uri(IMAGE, "final")
     assert loaded.get_image_info(FREE)["note"] == [[["ok"]]]
+

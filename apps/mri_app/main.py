@@ -39,7 +39,7 @@ from lib.dicomweb import search_filter as dicomweb_search_filter
 from lib.infers.tumor_pipeline import TumorPipelineInfer
 from lib.request_checks import DEFAULT_MAX_INFER_VOXELS, infer_cost
 from lib.routes import install as install_routes
-from lib.stock import cors_origins
+from lib.stock import cors_origins, stop_promptly
 
 logger = logging.getLogger(__name__)
 #: The tasks ``tumor_pipeline`` may run, each counted in its work budget.
@@ -75,6 +75,7 @@ class MRIApp(MONAILabelApp):
             self.models[name].check_checkpoints()
         logger.info(f"+++ Using models: {list(self.models)}")
         self.max_voxels = conf_int(conf, "max_voxels", DEFAULT_MAX_VOXELS, low=1)
+        self.stop_grace_s = conf_float(conf, "stop_grace_s", 10.0, low=0.5)
         self.max_infer_voxels = conf_int(conf, "max_infer_voxels", DEFAULT_MAX_INFER_VOXELS, low=1)
         self.cors_origins = cors_origins(conf.get("cors_origins"), settings.MONAI_LABEL_CORS_ORIGINS)
         access.configure(conf.get("auth_issuer"), conf.get("auth_client_id"), conf.get("auth_audience"))
@@ -209,6 +210,7 @@ class MRIApp(MONAILabelApp):
             from monailabel.app import app as server
 
             install_routes(server, self.cors_origins)
+            stop_promptly(self.stop_grace_s)
 
     def infer(self, request, datastore=None):
         """MONAI Label's infer, with 4xx answers for what the caller got wrong, and predictions recorded."""

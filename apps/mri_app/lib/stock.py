@@ -2,10 +2,17 @@
 middleware options, the session store, the infer response writer, the train queue. Each helper names what it
 relies on, so an upgrade of MONAI Label breaks here and nowhere else."""
 
+import logging
+import os
 import re
+import signal
+import threading
+import time
 from typing import Dict, List, Optional, Sequence
 
 from fastapi.middleware.cors import CORSMiddleware
+
+logger = logging.getLogger(__name__)
 
 #: Origins admitted by default: pages served from this machine (any port), over http or https.
 LOOPBACK_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?"
@@ -85,3 +92,62 @@ def train_all(params: Optional[dict], run_sync: bool):
     from monailabel.endpoints.train import run
 
     return run(params, run_sync)
+
+
+def kill_background_tasks() -> int:
+    """Kill the processes of MONAI Label's background tasks (training, batch infer, scoring) and their children;
+    how many were killed. A killed training resumes from its last completed epoch (``{"resume": true}``)."""
+    import psutil
+    from monailabel.utils.async_tasks.utils import background_processes
+
+    killed = 0
+    for processes in list(background_processes.values()):
+        for process in list(processes.values()):
+            try:
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    child.kill()
+                process.kill()
+                killed += 1
+            except (psutil.Error, OSError):
+                pass
+    return killed
+
+
+def _exit_after(grace_s: float) -> None:
+    time.sleep(grace_s)
+    logger.warning(f"still running {grace_s:.0f} s after the stop signal (a request holds it): exiting now")
+    logging.shutdown()
+    os._exit(0)
+
+
+def stop_promptly(grace_s: float) -> None:
+    """On SIGTERM or SIGINT, kill the background tasks (:func:`kill_background_tasks`; MONAI Label waits for a
+    training to end, so the server ignored SIGTERM during one), pass the signal on to uvicorn's handler, and end the
+    process ``grace_s`` seconds later if a request (a strategy or an inference on a worker thread) still holds it.
+
+    Relies on uvicorn having installed its handlers with :func:`signal.signal` before the app starts. Only from the
+    main thread (elsewhere, e.g. in a test client, nothing is installed).
+
+    Raises:
+        ValueError: ``grace_s`` not positive.
+    """
+    if not grace_s > 0:
+        raise ValueError(f"grace_s must be > 0, got {grace_s}")
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(number)
+        if getattr(previous, "mri_label_stop", False):
+            continue
+
+        def handler(signum, frame, previous=previous):
+            killed = kill_background_tasks()
+            logger.info(f"stop signal {signum}: {killed} background task(s) killed; exiting within {grace_s:.0f} s")
+            threading.Thread(target=_exit_after, args=(grace_s,), daemon=True, name="mri-label-exit").start()
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                raise SystemExit(0)
+
+        handler.mri_label_stop = True
+        signal.signal(number, handler)
