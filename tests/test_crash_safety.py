@@ -14,7 +14,6 @@ import time
 
 import nibabel as nib
 import numpy as np
-import pytest
 import requests
 import torch
 
