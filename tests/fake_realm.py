@@ -26,10 +26,21 @@ def new_key():
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def sign(key, roles: List[str], username: str, expires_in: float = 600) -> str:
-    """A Keycloak-like access token: ``preferred_username`` and ``realm_access.roles``, RS256."""
+#: Every realm made here, newest last (:func:`sign` names the one whose key signs as the token's issuer).
+_REALMS: List["FakeRealm"] = []
+
+
+def sign(key, roles: List[str], username: str, expires_in: float = 600, issuer: str = None, client: str = CLIENT_ID,
+         audience=None) -> str:
+    """A Keycloak-like access token: ``iss`` (the realm whose key ``key`` is, else the newest realm), ``azp``
+    (the client it was issued to), ``aud`` when given, ``preferred_username`` and ``realm_access.roles``, RS256."""
     now = int(time.time())
-    claims = {"exp": now + int(expires_in), "iat": now, "preferred_username": username, "realm_access": {"roles": roles}}
+    if issuer is None:
+        issuer = next((r.url for r in reversed(_REALMS) if r.key is key), _REALMS[-1].url if _REALMS else "http://no-realm")
+    claims = {"exp": now + int(expires_in), "iat": now, "iss": issuer, "azp": client, "preferred_username": username,
+              "realm_access": {"roles": roles}}
+    if audience is not None:
+        claims["aud"] = audience
     return jwt.encode(claims, key, algorithm="RS256")
 
 
@@ -98,6 +109,7 @@ class FakeRealm:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/realms/test"
+        _REALMS.append(self)
 
     def public_key(self) -> str:
         der = self.key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -22,7 +22,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    root: Path, sample_template: Path, conf: dict = None, timeout: float = 180, env: dict = None, studies: str = None
+    root: Path, sample_template: Path, conf: dict = None, timeout: float = 600, env: dict = None, studies: str = None
 ):
     """Start ``monailabel start_server`` on a copy of ``sample_template`` under ``root`` (or on ``studies``, a
     folder or URL, as it is); yield ``{"url", "studies", "models", "startup_s", "log", "process"}``; stop it on

@@ -76,3 +76,24 @@ def test_free_info_keys_are_stored(api_server):
     response = client.put("/datastore/image/info?image=synth01_t1", data={"info": '{"site": "A"}'})
     assert response.status_code == 200, response.text
     assert app.datastore().get_image_info("synth01_t1")["site"] == "A"
+
+
+def _volume(folder, image) -> bytes:
+    return (folder / f"{image}.nii.gz").read_bytes()
+
+
+@pytest.mark.parametrize("url", ["/datastore/image?image=synth04_flair", "/datastore/image"])
+def test_an_image_with_labels_is_replaced_only_when_asked(api_server, url):
+    """Named by ``image=`` or by the upload's file name (MONAI Label's default): 409 unless ``replace=true``;
+    replacing (auth off: the caller is admin) drops the old labels and class labels."""
+    client, app, folder = api_server
+    before = snapshot(folder)
+    upload = {"file": ("synth04_flair.nii.gz", _volume(folder, "synth01_t1"))}
+    refused = client.put(url, files=upload)
+    assert refused.status_code == 409 and "has labels" in refused.json()["detail"], refused.text
+    assert snapshot(folder) == before
+    replaced = client.put(url + ("&" if "?" in url else "?") + "replace=true", files=upload)
+    assert replaced.status_code == 200 and replaced.json() == {"image": "synth04_flair"}, replaced.text
+    assert app.datastore().get_labels_by_image_id("synth04_flair") == {}
+    assert not app.datastore().get_image_info("synth04_flair").get("class_labels")
+    assert (folder / "synth04_flair.nii.gz").read_bytes() == _volume(folder, "synth01_t1")

@@ -17,6 +17,7 @@ import pkgutil
 from typing import Dict
 
 import lib.configs
+from lib import access
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore
@@ -30,14 +31,19 @@ from monailabel.tasks.activelearning.random import Random
 from lib.activelearning import ModelScorer, RetrainScheduler, UncertaintyStrategy, labelled_task
 from lib.conf import conf_float, conf_int
 from lib.datastore import (
-    DEFAULT_MAX_VOXELS, MRIDatastore, bad_input, check_image_file, read_header, spatial_size, update_info_entry,
+    DEFAULT_MAX_VOXELS, MRIDatastore, bad_input, check_image_file, read_header, read_spacing, spatial_size,
+    update_info_entry,
 )
 from lib.dicomweb import MRIDICOMwebDatastore, dicomweb_client
 from lib.dicomweb import search_filter as dicomweb_search_filter
 from lib.infers.tumor_pipeline import TumorPipelineInfer
+from lib.request_checks import DEFAULT_MAX_INFER_VOXELS, infer_cost
 from lib.routes import install as install_routes
+from lib.stock import cors_origins, stop_promptly
 
 logger = logging.getLogger(__name__)
+#: The tasks ``tumor_pipeline`` may run, each counted in its work budget.
+PIPELINE_TASKS = ("tumor_gate", "tumor_seg", "tumor_type")
 
 
 def discover_configs() -> Dict[str, type]:
@@ -69,6 +75,10 @@ class MRIApp(MONAILabelApp):
             self.models[name].check_checkpoints()
         logger.info(f"+++ Using models: {list(self.models)}")
         self.max_voxels = conf_int(conf, "max_voxels", DEFAULT_MAX_VOXELS, low=1)
+        self.stop_grace_s = conf_float(conf, "stop_grace_s", 10.0, low=0.5)
+        self.max_infer_voxels = conf_int(conf, "max_infer_voxels", DEFAULT_MAX_INFER_VOXELS, low=1)
+        self.cors_origins = cors_origins(conf.get("cors_origins"), settings.MONAI_LABEL_CORS_ORIGINS)
+        access.configure(conf.get("auth_issuer"), conf.get("auth_client_id"), conf.get("auth_audience"))
         retrain_after = conf_int(conf, "retrain_after", 0, low=0)
         self.retrain = None
         if retrain_after:
@@ -177,6 +187,15 @@ class MRIApp(MONAILabelApp):
             raise bad_input(404, f"no active-learning strategy {strategy!r}; strategies: {sorted(self._strategies)}")
         return super().next_sample(request)
 
+    def check_infer_cost(self, model: str, size, spacing) -> None:
+        """413 when the networks of ``model`` would see more than ``--conf max_infer_voxels`` voxels for an image of
+        ``size`` at ``spacing`` (slice-wise tasks: slices x their input size squared; see :func:`infer_cost`)."""
+        names = [model] if model in self.models else [n for n in PIPELINE_TASKS if n in self.models]
+        cost = sum(infer_cost(size, spacing, self.models[n]) for n in names)
+        if cost > self.max_infer_voxels:
+            raise bad_input(413, f"{model} on an image of size {tuple(size)} means {cost:,} voxels of work; this server "
+                                 f"takes at most {self.max_infer_voxels:,} per request (--conf max_infer_voxels)")
+
     def segmentation_labels(self) -> Dict[str, Dict[str, int]]:
         """Segmentation task -> its label names and values."""
         return {n: c.labels for n, c in self.models.items() if c.kind == "segmentation"}
@@ -190,7 +209,8 @@ class MRIApp(MONAILabelApp):
         if mode:
             from monailabel.app import app as server
 
-            install_routes(server)
+            install_routes(server, self.cors_origins)
+            stop_promptly(self.stop_grace_s)
 
     def infer(self, request, datastore=None):
         """MONAI Label's infer, with 4xx answers for what the caller got wrong, and predictions recorded."""
@@ -208,11 +228,12 @@ class MRIApp(MONAILabelApp):
             raise bad_input(404, f"image {image!r} is not in the datastore")
         if os.path.isfile(path):
             what = "the uploaded image" if uploaded else f"image {image!r}"
-            if uploaded:  # read it whole once (truncated, NaN/inf, absurd size)
-                check_image_file(path, what, self.max_voxels)
-            size, _ = read_header(path, what, self.max_voxels)
+            size, _ = read_header(path, what, self.max_voxels)  # costs checked from the header, before reading
             if getattr(task, "volume_only", False) and len(spatial_size(size)) < 3:  # (W, H, 1) is a slice
                 raise bad_input(422, f"{model} needs a 3D volume, got a 2D image of size {size}")
+            self.check_infer_cost(model, spatial_size(size), read_spacing(path))
+            if uploaded:  # read it whole once (truncated, NaN/inf)
+                check_image_file(path, what, self.max_voxels)
         stages = task.stages() if hasattr(task, "stages") else [task]
         untrained = [t for t in stages if hasattr(t, "get_path") and t.get_path() is None]
         if untrained:

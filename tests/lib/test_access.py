@@ -64,3 +64,41 @@ def test_login_in_process(realm, password, status):
         with pytest.raises(HTTPException) as answer:
             access.access_token(form)
         assert answer.value.status_code == status
+
+
+@pytest.fixture
+def expected(monkeypatch):
+    """Restore what tokens must name after a test changes it."""
+    monkeypatch.setattr(access, "EXPECTED", dict(access.EXPECTED))
+    return access.EXPECTED
+
+
+TOKENS = [  # (claims given to sign, what the server expects, accepted)
+    ({}, {}, True),
+    ({"issuer": "http://127.0.0.1:1/realms/other"}, {}, False),
+    ({"client": "another-client"}, {}, False),
+    ({"client": "viewer"}, {"client": "viewer"}, True),
+    ({}, {"audience": "mri-label"}, False),
+    ({"audience": "account"}, {"audience": "mri-label"}, False),
+    ({"audience": ["account", "mri-label"]}, {"audience": "mri-label"}, True),
+    ({"issuer": "https://sso.example/realms/test"}, {"issuer": "https://sso.example/realms/test/"}, True),
+]
+
+
+@pytest.mark.parametrize("claims,wanted,accepted", TOKENS)
+def test_tokens_must_name_this_realm_and_client(realm, expected, claims, wanted, accepted):
+    access.configure(wanted.get("issuer"), wanted.get("client"), wanted.get("audience"))
+    token = sign(realm.key, [ADMIN], "adam.admin", **claims)
+    if accepted:
+        assert access.user_from_token(token).roles == [ADMIN]
+    else:
+        with pytest.raises(HTTPException) as refused:
+            access.user_from_token(token)
+        assert refused.value.status_code == 401
+
+
+@pytest.mark.parametrize("name,value", [("auth_issuer", " "), ("auth_client_id", ""), ("auth_audience", 5)])
+def test_configure_validates(expected, name, value):
+    arguments = {"auth_issuer": "issuer", "auth_client_id": "client", "auth_audience": "audience"}
+    with pytest.raises(ValueError, match=name):
+        access.configure(**{arguments[name]: value})

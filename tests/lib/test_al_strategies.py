@@ -102,6 +102,22 @@ def test_scheduler_triggers_after_n_labels_and_coalesces_bursts_during_a_run(tmp
     assert json.loads((tmp_path / "activelearning.json").read_text())["runs"] == stats["runs"]
 
 
+# (labels sent, runs started, labels counted, counted towards the next run) with retrain_after=2: an image counts
+# once until a run is due; after that it counts again.
+REPEATS = [("aaaaa", 0, 1, 1), ("aaaab", 1, 2, 0), ("abab", 1, 4, 0), ("abcc", 1, 3, 1)]
+
+
+@pytest.mark.parametrize("images,runs_started,total,new", REPEATS)
+def test_the_same_image_counts_once_towards_the_next_run(tmp_path, images, runs_started, total, new):
+    runs = FakeTrainings()
+    scheduler = RetrainScheduler(str(tmp_path), retrain_after=2, epochs=1, launch=runs, poll_s=0.02)
+    for image in images:
+        scheduler.note_label("sequence", image)
+    assert len(runs.records) == runs_started
+    entry = scheduler.stats()["tasks"]["sequence"]
+    assert (entry["labels_total"], entry["new_labels"]) == (total, new)
+
+
 def test_scheduler_counts_tasks_apart_and_reads_the_trainer_result(tmp_path):
     runs = FakeTrainings()
     scheduler = RetrainScheduler(str(tmp_path), retrain_after=2, epochs=1, launch=runs, poll_s=0.02)

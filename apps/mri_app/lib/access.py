@@ -1,7 +1,8 @@
 """Access control for the server: bearer tokens from a Keycloak realm, and roles that nest.
 
 With ``MONAI_LABEL_AUTH_ENABLE=true`` every route needs a bearer token
-signed by the realm at ``MONAI_LABEL_AUTH_REALM_URI`` (RS256, with ``exp``); no token or a bad one -> 401.
+signed by the realm at ``MONAI_LABEL_AUTH_REALM_URI`` (RS256, with ``exp``), issued by that realm (``iss``) to this
+app's client (``azp``; see :func:`configure`); no token or a bad one -> 401.
 Roles nest: admin > reviewer > annotator > user, so a route that needs ``monailabel-user`` also admits an
 annotator or an admin; a role too low -> 403 naming the role needed. :func:`install` applies this to MONAI
 Label's own routes too (whose checks want exactly the listed role, and whose token check does not work with
@@ -112,8 +113,35 @@ class _RealmKey:
 realm_key = _RealmKey()
 
 
+#: What a token must name besides a valid signature (see :func:`configure`): its issuer, the client it was issued to
+#: (``azp``), and, when set, an audience.
+EXPECTED: Dict[str, Optional[str]] = {"issuer": None, "client": None, "audience": None}
+
+
+def configure(issuer: Optional[str] = None, client: Optional[str] = None, audience: Optional[str] = None) -> None:
+    """Set what tokens must name: ``issuer`` (``--conf auth_issuer``; default the realm URL
+    ``MONAI_LABEL_AUTH_REALM_URI``), ``client`` (``--conf auth_client_id``; default ``MONAI_LABEL_AUTH_CLIENT_ID``,
+    checked against ``azp``), ``audience`` (``--conf auth_audience``; checked against ``aud`` only when set).
+
+    Raises:
+        ValueError: a value that is given but empty or not a string, naming the parameter.
+    """
+    for name, value in (("auth_issuer", issuer), ("auth_client_id", client), ("auth_audience", audience)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValueError(f"--conf {name} must be a non-empty string, got {value!r}")
+    EXPECTED.update(issuer=issuer.strip().rstrip("/") if issuer else None, client=client.strip() if client else None,
+                    audience=audience.strip() if audience else None)
+
+
 def _decode(token: str, key: str) -> dict:
-    return jwt.decode(token, key, algorithms=ALGORITHMS, options={"verify_aud": False, "require": ["exp"]})
+    issuer = EXPECTED["issuer"] or settings.MONAI_LABEL_AUTH_REALM_URI.strip().rstrip("/")
+    audience = EXPECTED["audience"]
+    payload = jwt.decode(token, key, algorithms=ALGORITHMS, issuer=issuer, audience=audience,
+                         options={"verify_aud": audience is not None, "require": ["exp", "iss", "azp"]})
+    client = EXPECTED["client"] or settings.MONAI_LABEL_AUTH_CLIENT_ID
+    if payload.get("azp") != client:
+        raise jwt.InvalidTokenError("the token was issued to another client")
+    return payload
 
 
 def user_from_token(token: str) -> User:

@@ -1,6 +1,7 @@
 """Active learning that closes the loop: retrain after corrections, and pick the next image by uncertainty.
 
-- :class:`RetrainScheduler` counts new ``final`` segmentation labels and class corrections per task; after
+- :class:`RetrainScheduler` counts new ``final`` segmentation labels and class corrections per task (an image
+  once per run); after
   ``--conf retrain_after N`` of them it queues a fine-tuning run of that task through MONAI Label's own
   ``AsyncTask.run("train", ..., enqueue=True)`` (one training at a time: MONAI Label's train queue has one
   worker). Triggers that arrive while a run of the task is queued or running only set ``pending``, which
@@ -88,15 +89,22 @@ class RetrainScheduler:
         return self.state["tasks"].setdefault(task, {"new_labels": 0, "labels_total": 0, "pending": False, "active": None})
 
     def note_label(self, task: str, image: str) -> Optional[str]:
-        """Count one new label of ``task``; start a run (returns its id) or mark one pending when due."""
+        """Count one new label of ``task``; start a run (returns its id) or mark one pending when due.
+
+        An image counts once towards the next run of a task: the same correction sent again (or another one of
+        the same image) before the run is due does not count twice."""
         with self._lock:
             entry = self._entry(task)
+            counted = entry.setdefault("counted_images", [])
+            if image in counted:
+                return None
+            counted.append(image)
             entry["new_labels"] += 1
             entry["labels_total"] += 1
             entry["last_image"] = image
             started = None
             if entry["new_labels"] >= self.retrain_after:
-                entry["new_labels"] = 0
+                entry["new_labels"], entry["counted_images"] = 0, []
                 if entry["active"]:
                     entry["pending"] = True
                     logger.info(f"retrain {task}: {self.retrain_after} new labels during run {entry['active']}; one more run pending")

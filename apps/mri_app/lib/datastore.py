@@ -36,10 +36,27 @@ def bad_input(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
+MAX_ID_LENGTH = 128
+"""Longest image id or label tag (both become file or folder names, at most 255 bytes)."""
+
+
 def check_image_id(image_id: str) -> None:
-    """422 unless ``image_id`` is a plain id (letters, digits, '.', '_', '-'; not a path, not '..')."""
-    if not _ID.fullmatch(image_id) or ".." in image_id:
-        raise bad_input(422, f"image id {image_id!r} may hold only letters, digits, '.', '_' and '-' (no paths)")
+    """422 unless ``image_id`` is a plain id (letters, digits, '.', '_', '-'; not a path, not '..'; at most
+    :data:`MAX_ID_LENGTH` characters)."""
+    if not _ID.fullmatch(image_id) or ".." in image_id or len(image_id) > MAX_ID_LENGTH:
+        raise bad_input(422, f"image id {image_id[:80]!r} may hold only letters, digits, '.', '_' and '-' "
+                             f"(no paths), at most {MAX_ID_LENGTH} characters")
+
+
+def check_info_depth(info: Any, what: str) -> None:
+    """422 when ``info`` nests deeper than the datastore index can hold and load again
+    (:data:`lib.request_checks.MAX_JSON_DEPTH`)."""
+    from lib.request_checks import RequestError, check_depth
+
+    try:
+        check_depth(info, what)
+    except RequestError as error:
+        raise bad_input(422, str(error)) from None
 
 
 DEFAULT_MAX_VOXELS = 256 * 1024 * 1024
@@ -66,6 +83,17 @@ def read_header(path: str, what: str, max_voxels: Optional[int] = None) -> Tuple
     if max_voxels is not None and voxels > max_voxels:
         raise bad_input(413, f"{what} has size {size} ({voxels:,} voxels); this server accepts at most {max_voxels:,} (--conf max_voxels)")
     return size, channels
+
+
+def read_spacing(path: str) -> Tuple[float, ...]:
+    """Voxel spacing (mm) of an image file, from its header (1.0 per axis where it cannot be read)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+        return tuple(float(s) for s in reader.GetSpacing())
+    except RuntimeError:
+        return (1.0, 1.0, 1.0)
 
 
 def load_checked(path: str, what: str, max_voxels: Optional[int] = None) -> torch.Tensor:
@@ -123,9 +151,10 @@ def check_upload_size(path: str, what: str, max_bytes: int) -> None:
 
 
 def check_label_tag(label_tag: str) -> None:
-    """422 unless ``label_tag`` is a plain name (letters, digits, '.', '_', '-')."""
-    if not _ID.fullmatch(label_tag or ""):
-        raise bad_input(422, f"label tag {label_tag!r} may hold only letters, digits, '.', '_' and '-'")
+    """422 unless ``label_tag`` is a plain name (letters, digits, '.', '_', '-'; at most :data:`MAX_ID_LENGTH`)."""
+    if not _ID.fullmatch(label_tag or "") or len(label_tag) > MAX_ID_LENGTH:
+        raise bad_input(422, f"label tag {(label_tag or '')[:80]!r} may hold only letters, digits, '.', '_' and '-', "
+                             f"at most {MAX_ID_LENGTH} characters")
 
 
 def check_label_file(label_filename: str, image_id: str, image_path: str, max_voxels: Optional[int] = None) -> torch.Tensor:
@@ -188,10 +217,12 @@ class MRIDatastore(LocalDatastore):
     _memory_lock = threading.RLock()
 
     def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+        check_info_depth(info, f"info of image {image_id!r}")
         with self._memory_lock:
             super().update_image_info(image_id, info)
 
     def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
+        check_info_depth(info, f"info of label {label_tag!r} of image {label_id!r}")
         with self._memory_lock:
             super().update_label_info(label_id, label_tag, info)
 
@@ -234,6 +265,7 @@ class MRIDatastore(LocalDatastore):
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
         self._check_size(image_filename, f"uploaded image {image_id!r}")
+        check_info_depth(image_info, "image info")
         if image_id:
             check_image_id(image_id)
         check_image_file(image_filename, f"uploaded image {image_id or os.path.basename(image_filename)!r}", self.max_voxels)
@@ -255,6 +287,7 @@ class MRIDatastore(LocalDatastore):
             raise bad_input(404, f"image {image_id!r} is not in the datastore")
         self._check_size(label_filename, f"label for image {image_id!r}")
         check_label_tag(label_tag)
+        check_info_depth(label_info, "label info")
         label = check_label_file(label_filename, image_id, image_path, self.max_voxels)
         if self.task_labels is not None:
             check_label_values(label, f"label for image {image_id!r}", label_info, self.task_labels)

@@ -25,6 +25,17 @@ RULES: Dict[str, List[Tuple[re.Pattern, Optional[str]]]] = {
          r"Infer Request (final): model \1, image \2 (params not logged)"),
         (re.compile(r"^Infer Request \(final\): .*$", re.S), "Infer Request (final) (params not logged)"),
     ],
+    "monailabel.endpoints.activelearning": [
+        (re.compile(r"^Active Learning Request: .*$", re.S), "Active Learning Request received (params not logged)"),
+        (re.compile(r"^Next sample: \{'id': '([^']*)'.*$", re.S), r"Next sample: \1 (image info not logged)"),
+        (re.compile(r"^Next sample: .*$", re.S), "Next sample chosen (image info not logged)"),
+    ],
+    "monailabel.utils.async_tasks.task": [
+        (re.compile(r"^(\w+) request: .*$", re.S), r"\1 request queued (params not logged)"),
+    ],
+    "monailabel.tasks.train.basic_train": [
+        (re.compile(r"^(.*Train Request \((?:input|final)\)): .*$", re.S), r"\1 (params not logged)"),
+    ],
     "monailabel.endpoints.session": [
         (re.compile(r"^(Request Files|Session ID: [^;]*; Info): .*$", re.S), r"\1: (not logged)"),
         (re.compile(r"^\d+ => .*$", re.S), None),

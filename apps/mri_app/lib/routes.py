@@ -4,22 +4,27 @@ MONAI Label's ``POST /reload`` for admins only; the guarded model-file and info 
 :mod:`lib.store_routes`; access control (:mod:`lib.access`) and log redaction
 (:mod:`lib.log_privacy`) over all routes."""
 
-import json
 import threading
 from typing import Optional
 
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, UploadFile
+import torch
+
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from monailabel.config import settings
-from monailabel.endpoints.infer import ResultType, run_inference
+from monailabel.endpoints.infer import ResultType
 from monailabel.endpoints.user.auth import User
 from monailabel.interfaces.utils.app import app_instance
 
-from lib import access, log_privacy
+from lib import access, log_privacy, stock
 from lib.access import RoleRequired
 from lib.class_labels import router as class_label_router
 from lib.conf import conf_bool
 from lib.datastore import bad_input, check_image_id
+from lib.guard_routes import find_session, max_upload_bytes, rank_of, receive, refused, remove
+from lib.guard_routes import router as guard_router
+from lib.pacs_proxy import router as pacs_proxy_router
+from lib.request_checks import RequestError, check_depth, check_infer_params, check_train_params, parse_object
 from lib.store_routes import router as store_router
 
 train_router = APIRouter(tags=["Train"])
@@ -50,15 +55,20 @@ async def infer_model(
     user: User = Depends(RoleRequired(access.USER)),
 ):
     try:
-        request = json.loads(params) if params else {}
-    except ValueError:
-        request = None
-    if not isinstance(request, dict):
-        raise bad_input(422, f"params must be a JSON object, got {params[:80]!r}")
+        request = parse_object(params, "params")
+    except RequestError as error:
+        raise refused(error) from None
     if image:  # MONAI Label would also take a path on the server's disk here
         check_image_id(image)
-    elif file is None:
+    elif file is None and not session_id:
         raise bad_input(422, "no image given: pass an image id (image=...) or upload a file")
+    session = None
+    if session_id and file is None:  # as MONAI Label: a session's image replaces image= (which names it locally)
+        try:
+            session = find_session(session_id)
+        except HTTPException:
+            if not image:
+                raise
     task = app_instance()._infers.get(model)
     if task is not None and task.type == "classification" and output == ResultType.image:
         try:
@@ -67,9 +77,15 @@ async def infer_model(
             raise bad_input(422, str(error).replace("--conf ", "params ")) from None
         if not wants_map:
             raise bad_input(422, f"{model} answers in JSON: ask output=json, or params {{\"cam\": true}} for its activation map")
+    try:
+        check_infer_params(request, may_write_labels=rank_of(user) >= access.rank(access.ANNOTATOR),
+                           from_datastore=bool(image) and file is None and session is None, gpus=torch.cuda.device_count())
+    except RequestError as error:
+        raise refused(error) from None
     # Off the event loop, so uploads, class labels and status calls are answered while a model runs; one
     # inference at a time (the networks are shared and reloaded in place when training publishes).
-    return await run_in_threadpool(_infer_one_at_a_time, background_tasks, model, image, session_id, params, file, label, output)
+    return await run_in_threadpool(_infer_one_at_a_time, background_tasks, model, image, session_id if session else "",
+                                   request, file, label, output)
 
 
 _infer_lock = threading.Lock()
@@ -78,6 +94,80 @@ _infer_lock = threading.Lock()
 def _infer_one_at_a_time(*args):
     with _infer_lock:
         return run_inference(*args)
+
+
+def run_in_infer_lock(function, *args):
+    """``function(*args)`` holding the one-inference-at-a-time lock (strategies that run a model use it too)."""
+    with _infer_lock:
+        return function(*args)
+
+
+def run_inference(background_tasks, model: str, image: str, session_id: str, params: dict, file, label, output):
+    """MONAI Label's ``run_inference`` with the uploads under ``--conf max_upload_mb`` (413) and their temporary
+    files removed on every path (stock: left behind whenever the inference fails)."""
+    instance = app_instance()
+    temporary = []
+    try:
+        request = {"model": model, "image": image}
+        if file is not None:
+            request["image"] = receive(file, "the uploaded image", max_upload_bytes())
+            temporary.append(request["image"])
+        if label is not None:
+            request["label"] = receive(label, "the uploaded label", max_upload_bytes())
+            temporary.append(request["label"])
+            if request["label"].endswith(".bin"):  # OHIF scribbles: made an image on the image's grid
+                from monailabel.datastore.utils.convert import binary_to_image
+
+                request["label"] = binary_to_image(instance.datastore().get_image_uri(image), request["label"])
+                temporary.append(request["label"])
+        request.update(stock.infer_config(instance))
+        request.update(params)
+        if session_id and file is None:
+            session = find_session(session_id, update_ts=True)
+            request["image"], request["session"] = session.image, session.to_json()
+        result = instance.infer(request)
+        if result is None:
+            raise bad_input(422, f"{model} returned no result for this input")
+        if output == ResultType.dicom_seg:
+            result["dicom_seg"] = _dicom_seg(instance, image, result, params)
+            background_tasks.add_task(remove, result["dicom_seg"])
+        return stock.send_infer_response(instance.datastore(), result, output, background_tasks)
+    finally:
+        for path in temporary:
+            remove(path)
+
+
+def _dicom_seg(instance, image: str, result: dict, params: dict) -> str:
+    """The result as DICOM-SEG (MONAI Label's conversion); 422 where that cannot be made (stock: 500)."""
+    from monailabel.datastore.dicom import DICOMWebDatastore
+    from monailabel.datastore.utils.convert import nifti_to_dicom_seg
+
+    if not isinstance(instance.datastore(), DICOMWebDatastore) or not image:
+        raise bad_input(422, "output=dicom_seg needs a DICOMweb datastore and a series id (image=...)")
+    if not params.get("label_info"):
+        raise bad_input(422, "output=dicom_seg needs params label_info (the segments to name)")
+    uri = instance.datastore().get_image_uri(image)
+    series = next((uri[: -len(s)] for s in (".nii.gz", ".nii", ".nrrd") if uri.endswith(s)), uri)
+    return nifti_to_dicom_seg(series, result.get("file") or result.get("label"), params.get("label_info"), use_itk=True)
+
+
+@infer_router.post("/infer/wsi/{model}", include_in_schema=False)
+@infer_router.post("/infer/wsi_v2/{model}", include_in_schema=False)
+async def infer_wsi(model: str, user: User = Depends(RoleRequired(access.USER))):
+    """MONAI Label's whole-slide-image calls (stock: run on the event loop, past the infer lock): none here."""
+    raise bad_input(404, "this server serves no whole-slide-image (WSI) models; use POST /infer/<model>")
+
+
+def check_train_request(model: str, params: dict) -> None:
+    """The checks of a train request for task ``model``: 404 unknown task, 422 bad params, 409 nothing to resume."""
+    trainers = app_instance().info().get("trainers", {})
+    if model not in trainers:
+        raise bad_input(404, f"no train task {model!r}; train tasks: {sorted(trainers)}")
+    try:
+        check_train_params(params, stock.trainer_defaults(app_instance(), model))
+    except RequestError as error:
+        raise refused(error) from None
+    check_resume(app_instance()._trainers[model], params)
 
 
 @train_router.post("/train/{model}", summary="Run the training task of a model (404 for an unknown model)")
@@ -90,11 +180,32 @@ async def train_model(
 ):
     from monailabel.endpoints.train import run_model
 
-    trainers = app_instance().info().get("trainers", {})
-    if model not in trainers:
-        raise bad_input(404, f"no train task {model!r}; train tasks: {sorted(trainers)}")
-    check_resume(app_instance()._trainers[model], params or {})
+    check_train_request(model, params or {})
+    if run_sync:
+        return await run_in_threadpool(run_model, model, params, run_sync, enqueue)
     return run_model(model, params, run_sync, enqueue)
+
+
+#: Strategies that run a model on each candidate: they take the one-inference-at-a-time lock.
+MODEL_STRATEGIES = ("entropy", "epistemic")
+
+
+@retrain_router.post("/activelearning/{strategy}", summary="Next image to label, by an active-learning strategy (user)")
+async def next_sample(strategy: str, params: Optional[dict] = None, user: User = Depends(RoleRequired(access.USER))):
+    """MONAI Label's call, off the event loop (stock: on it, so a strategy that runs models stalls every other
+    request); strategies that run a model share the infer lock."""
+    from monailabel.endpoints.activelearning import sample
+
+    try:
+        check_depth(params or {}, "params")
+    except RequestError as error:
+        raise refused(error) from None
+    strategies = app_instance().info().get("strategies", {})
+    if strategy not in strategies:
+        raise bad_input(404, f"no active-learning strategy {strategy!r}; strategies: {sorted(strategies)}")
+    if strategy in MODEL_STRATEGIES:
+        return await run_in_threadpool(run_in_infer_lock, sample, strategy, params, user.username)
+    return await run_in_threadpool(sample, strategy, params, user.username)
 
 
 @retrain_router.get("/activelearning/stats", summary="Automatic fine-tuning runs: counters, pending runs and every run's record")
@@ -127,9 +238,11 @@ def check_resume(trainer, params: dict) -> None:
         raise bad_input(409, problem)
 
 
-def install(server) -> None:
+def install(server, cors_origins=()) -> None:
     """Add our routes to the FastAPI ``server`` once; the train, infer and reload routes go before MONAI Label's own.
-    Then apply :func:`lib.access.install` and :func:`lib.log_privacy.install`."""
+    Then apply :func:`lib.access.install` and :func:`lib.log_privacy.install`, and admit cross-origin calls from
+    loopback pages and ``cors_origins`` only (:func:`lib.stock.restrict_cors`)."""
+    stock.restrict_cors(server, cors_origins)
     if getattr(server.state, "mri_label_routes", False):
         return
     server.include_router(class_label_router, prefix=settings.MONAI_LABEL_API_STR)
@@ -142,6 +255,8 @@ def install(server) -> None:
     if settings.MONAI_LABEL_AUTH_ENABLE:  # as MONAI Label's own /auth routes: there only with auth on
         server.include_router(access.login_router)
     server.include_router(store_router, prefix=settings.MONAI_LABEL_API_STR)
+    server.include_router(guard_router, prefix=settings.MONAI_LABEL_API_STR)
+    server.include_router(pacs_proxy_router, prefix=settings.MONAI_LABEL_API_STR)
     added = routes[before:]
     del routes[before:]
     routes[0:0] = added

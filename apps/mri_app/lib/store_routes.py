@@ -12,7 +12,6 @@
 """
 
 import io
-import json
 import os
 import time
 
@@ -25,9 +24,12 @@ from monailabel.utils.others.generic import file_checksum
 from lib.access import ADMIN, ANNOTATOR, RoleRequired
 from lib.atomic import atomic_write, atomic_write_json
 from lib.datastore import bad_input
+from lib.request_checks import RequestError, parse_object
 
 router = APIRouter()
-MANAGED_INFO_KEYS = ("class_labels", "predictions", "name", "ts", "user")
+#: Info keys only the server writes: class labels and predictions (their own API), active-learning scores,
+#: strategy picks, attribution and file bookkeeping.
+MANAGED_INFO_KEYS = ("class_labels", "predictions", "al_scores", "strategy", "name", "ts", "user")
 
 
 def _config(model: str):
@@ -82,11 +84,9 @@ async def delete_model(model: str, user: User = Depends(RoleRequired(ADMIN))):
 
 def _info(info: str, image: str) -> dict:
     try:
-        parsed = json.loads(info)
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise bad_input(422, f"info must be a JSON object, got {info[:80]!r}")
+        parsed = parse_object(info, "info")
+    except RequestError as error:
+        raise bad_input(error.status, str(error)) from None
     managed = sorted(set(parsed) & set(MANAGED_INFO_KEYS))
     if managed:
         raise bad_input(422, f"info key(s) {managed} are managed by the server; class labels go through /classlabel")

@@ -5,9 +5,17 @@ import time
 from typing import Dict, Optional
 
 
+def checkpoint_name(path: str) -> str:
+    """A checkpoint's name for answers: its folder (``model`` or ``shipped``), task and file, never the server path
+    before them, e.g. ``model/tumor_seg/model.pt``."""
+    return "/".join(os.path.normpath(path).split(os.sep)[-3:])
+
+
 def checkpoint_info(path: Optional[str]) -> Optional[Dict]:
-    """Which checkpoint answered: its path and modification time (changes when training publishes a new one)."""
+    """Which checkpoint answered: its name (:func:`checkpoint_name`) and modification time (changes when training
+    publishes a new one)."""
     if not path or not os.path.exists(path):
         return None
     modified = os.stat(path).st_mtime
-    return {"path": path, "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(modified)), "mtime": modified}
+    return {"name": checkpoint_name(path), "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(modified)),
+            "mtime": modified}
