@@ -8,7 +8,7 @@ Data (see ``../shared/data/README.md``): ``sequence`` on BraTS 2018 (every subje
 LGG FLAIR and T1 channels; ``dementia_stage`` on the Alzheimer JPEG set (no patient ids: near-duplicate groups
 stand in for subjects); ``tumor_gate`` and ``tumor_seg`` on LGG; ``hippocampus`` on Decathlon Task04. A task
 whose data is absent is skipped with a line saying so. Subject splits are ``split.json`` of each datastore
-(70/15/15 by subject, seed 0). Epoch budgets (``mri_label.recipes``) are for this 2-core CPU; ``--epochs-scale``
+(70/15/15 by subject, seed 0). Epoch budgets (each task's declared ``recipe``, ``mri_label.recipes``) are for this 2-core CPU; ``--epochs-scale``
 multiplies them.
 
 ``tumor_type`` (brain tumor 4-class JPEG set, imported with ``classfolders --task tumor_type``) gives TWO rows, each
@@ -93,7 +93,7 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
     from mri_label.evaluate import evaluate
     from mri_label.splits import ensure_split
 
-    from mri_label.recipes import TRAINING, train_request
+    from mri_label.recipes import recipe_of, train_request
     from mri_label.train import run_record, update_card
 
     imports, label = PLAN[task]
@@ -109,7 +109,7 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
     shutil.rmtree(models, ignore_errors=True)
     app = MRIApp(str(ROOT / "apps" / "mri_app"), str(train_store), {"models": task, "model_dir": str(models), "shipped_models": "none"})
     started = time.time()
-    request = train_request(task, max(1, round(TRAINING[task][0] * scale)), name="quality")
+    request = train_request(task, max(1, round(recipe_of(task)["max_epochs"] * scale)), name="quality")
     stats = app.train(request)
     train_s = time.time() - started
     report = evaluate(task, str(store), model_dir=str(models), out=str(out), progress=lambda m: None, split_kind=split_kind)
