@@ -237,13 +237,13 @@ def evaluate(
             "caveats": caveat, "split_kind": split_kind,
             "split": "test subjects of split.json" if split_kind == "grouped" else "test images of split_random.json"}
     if task in PIPELINES:
-        files, headline = _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)
+        files, head = _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)
     elif app._infers[task].type == "classification":
-        files, headline = _evaluate_classifier(app, task, studies, split, test_images, target_recall, meta, out_dir, progress)
+        files, head = _evaluate_classifier(app, task, studies, split, test_images, target_recall, meta, out_dir, progress)
     else:
-        files, headline = _evaluate_segmentation(app, task, studies, test_images, meta, out_dir, progress)
+        files, head = _evaluate_segmentation(app, task, studies, test_images, meta, out_dir, progress)
     return {"task": task, "split_kind": split_kind, "n_subjects": meta["n_subjects"], "n_images": meta["n_images"],
-            "headline": headline, "files": [str(f) for f in files]}
+            "headline": head, "files": [str(f) for f in files]}
 
 
 def _evaluate_classifier(app, task, studies, split, test_images, target_recall, meta, out_dir, progress):
@@ -253,7 +253,6 @@ def _evaluate_classifier(app, task, studies, split, test_images, target_recall, 
         raise ValueError(f"{task}: the test subjects of {studies} hold no labelled image for this task")
     y, probabilities, classes = test["y_true"], test["probabilities"], test["classes"]
     metrics = classification_metrics(y, probabilities, classes)
-    headline = {"accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"], "macro_f1": metrics["macro_f1"]}
     thresholds = None
     if task == "tumor_gate":
         metrics["threshold"] = _gate_threshold(app, task, split, test, target_recall, progress)
@@ -261,15 +260,28 @@ def _evaluate_classifier(app, task, studies, split, test_images, target_recall, 
         thresholds = {"shipped": shipped, "recall_targeted": metrics["threshold"]["threshold"]}
         metrics["operating_points"] = {"shipped": {**operating_point(y, probabilities[:, 1], shipped), "chosen_on": "tumor_gate_threshold (config)"},
                                        "recall_targeted": {k: v for k, v in metrics["threshold"].items() if k not in ("roc", "auc")}}
-        for name, point in metrics["operating_points"].items():
-            headline.update({f"{k}_{name}": point[k] for k in ("threshold", "accuracy", "recall", "specificity")})
     metrics["breakdown"] = classification_breakdown(y, probabilities, classes, test["groups"], thresholds)
     metrics["per_subject"] = per_subject_accuracy(y, probabilities, test["row_subjects"])
-    headline["breakdown"] = {key: {g: {"n": v["n"], "accuracy": v["accuracy"], "balanced_accuracy": v["balanced_accuracy"],
-                                       "macro_f1": v["macro_f1"], "recall": v["recall"]} for g, v in groups.items()}
-                             for key, groups in metrics["breakdown"].items()}
     meta.update(kind="classification", n_subjects=test["subjects"], n_images=len(y))
-    return write_report(out_dir, task, "classification", metrics, meta), headline
+    return write_report(out_dir, task, "classification", metrics, meta), headline(metrics)
+
+
+def headline(metrics: Dict) -> Dict:
+    """The main figures of an evaluation's ``metrics`` (what the summary, ``model.json`` and ``benchmarks/quality.py``
+    show), with ``breakdown`` {source | dims | skull: {group: {n, the same figures}}}.
+
+    Classifier: ``accuracy``, ``balanced_accuracy``, ``macro_f1`` (per group also ``recall`` per class) and, with
+    operating points, ``<threshold|accuracy|recall|specificity>_<point>`` (``shipped``, ``recall_targeted``).
+    Segmenter: ``dice_<label>_mean`` and ``_median`` of every scored label (per group the means).
+    """
+    if "per_class" not in metrics:
+        return _dice_headline(metrics)
+    head = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    for name, point in (metrics.get("operating_points") or {}).items():
+        head.update({f"{k}_{name}": point[k] for k in ("threshold", "accuracy", "recall", "specificity")})
+    head["breakdown"] = {key: {g: {k: v[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "recall")} for g, v in groups.items()}
+                         for key, groups in (metrics.get("breakdown") or {}).items()}
+    return head
 
 
 def _scored_cases(cases: List[Dict], labels: Dict[str, int], merge: bool) -> Dict:
@@ -283,10 +295,10 @@ def _scored_cases(cases: List[Dict], labels: Dict[str, int], merge: bool) -> Dic
 
 def _dice_headline(metrics: Dict) -> Dict:
     """``dice_<label>_mean`` / ``_median`` of every scored label, and their means per breakdown group."""
-    headline = {f"dice_{name}_{stat}": s["dice"][stat] for name, s in metrics["summary"].items() for stat in ("mean", "median")}
-    headline["breakdown"] = {key: {g: {"n": v["n_subjects"], **{f"dice_{name}_mean": d["mean"] for name, d in v["dice"].items()}}
-                                   for g, v in groups.items()} for key, groups in metrics["breakdown"].items()}
-    return headline
+    head = {f"dice_{name}_{stat}": s["dice"][stat] for name, s in metrics["summary"].items() for stat in ("mean", "median")}
+    head["breakdown"] = {key: {g: {"n": v["n_subjects"], **{f"dice_{name}_mean": d["mean"] for name, d in v["dice"].items()}}
+                               for g, v in groups.items()} for key, groups in (metrics.get("breakdown") or {}).items()}
+    return head
 
 
 def _extras(metrics: Dict, cases: List[Dict]) -> Dict:
@@ -303,7 +315,7 @@ def _evaluate_segmentation(app, task, studies, test_images, meta, out_dir, progr
         raise ValueError(f"{task}: the test subjects of {studies} hold no final label for this task")
     metrics = _scored_cases(cases, app._infers[task].labels, merge=task == "hippocampus")
     meta.update(kind="segmentation", n_subjects=len(cases), n_images=len(cases))
-    return write_report(out_dir, task, "segmentation", metrics, meta, _extras(metrics, cases)), _dice_headline(metrics)
+    return write_report(out_dir, task, "segmentation", metrics, meta, _extras(metrics, cases)), headline(metrics)
 
 
 def _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress):
@@ -325,10 +337,10 @@ def _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)
                              "reference_breakdown": reference_metrics["breakdown"]}
     metrics["gate_threshold"] = app._infers["tumor_gate"].threshold
     meta.update(kind="segmentation", n_subjects=len(cases), n_images=len(cases))
-    headline = _dice_headline(metrics)
-    headline.update({f"dice_{label}_mean_{reference}_alone": comparison["dice_reference_mean"],
-                     "dice_mean_difference": comparison["mean_difference"], "within_tolerance": within})
-    return write_report(out_dir, task, "segmentation", metrics, meta, _extras(metrics, cases)), headline
+    head = headline(metrics)
+    head.update({f"dice_{label}_mean_{reference}_alone": comparison["dice_reference_mean"],
+                 "dice_mean_difference": comparison["mean_difference"], "within_tolerance": within})
+    return write_report(out_dir, task, "segmentation", metrics, meta, _extras(metrics, cases)), head
 
 
 def _gate_threshold(app, task, split, test, target_recall, progress) -> Dict:
