@@ -2,7 +2,7 @@
 its held-out test subjects, and print one table.
 
     .venv/bin/python benchmarks/quality.py [--data ../shared/data] [--work /tmp/mri-quality] [--tasks ...]
-                                           [--epochs-scale 1.0] [--splits grouped random]
+                                           [--epochs-scale 1.0] [--splits grouped random] [--previous git:7851caa]
 
 Data (see ``../shared/data/README.md``): ``sequence`` on BraTS 2018 (every subject has every contrast) plus the
 LGG FLAIR and T1 channels; ``dementia_stage`` on the Alzheimer JPEG set (no patient ids: near-duplicate groups
@@ -27,15 +27,27 @@ trained and evaluated on its own split, side by side:
   imported datastore (``split_random.json``: same ids, seed and fractions), checked to be the same partition.
 
 Both rows report accuracy with macro-F1 beside it.
+
+The printed table has one row per task and source of its test images (``info["source"]``, see
+``mri_label.sources``) below the task's overall row, with the per-class recall (classifiers) or the per-label Dice
+(segmenters) of that row, and ``previous shipped``: the held-out figure that the shipped ``model.json`` of the task
+recorded (``metrics.held_out.metrics``; per source where it holds ``breakdown.source``) in ``--previous``: a folder
+of ``<task>/model.json`` files, or ``git:<commit>`` for ``apps/mri_app/shipped`` at that commit (default
+``git:7851caa``, the shipped models before the per-source evaluation). ``tumor_gate`` also shows recall and
+specificity at the shipped and at the recall-targeted threshold. When ``tumor_gate`` and ``tumor_seg`` both ran,
+a ``tumor_pipeline`` row follows: the cascade (both models just trained) on the test FLAIR volumes of
+``tumor_seg``'s datastore, beside ``tumor_seg`` alone on the same volumes.
 """
 
 import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "apps" / "mri_app"))
@@ -55,7 +67,11 @@ SPLITS = {"tumor_type": ("grouped", "random")}
 METRIC = {
     "sequence": "accuracy", "dementia_stage": "balanced_accuracy", "tumor_gate": "accuracy",
     "tumor_seg": "dice_tumor_mean", "hippocampus": "dice_foreground_mean", "tumor_type": "accuracy",
+    "tumor_pipeline": "dice_tumor_mean",
 }
+#: ``--previous`` default: the shipped models' cards at the commit before the per-source evaluation.
+PREVIOUS = "git:7851caa"
+SHIPPED = "apps/mri_app/shipped"
 
 
 def build(task: str, data: Path, work: Path) -> Path:
@@ -125,8 +141,99 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
     return {
         "task": task, "data": label, "subjects": counts, "metric": metric, "value": value, "split_kind": split_kind,
         "epochs": stats.get("epoch"), "train_min": train_s / 60, "device": str(app._trainers[task]._context.device),
-        "report": str(out / "report.md"),
+        "report": str(out / "report.md"), "headline": report["headline"], "metrics_file": str(out / "metrics.json"),
+        "model_dir": str(models), "store": str(store),
     }
+
+
+def run_pipeline(gate: dict, seg: dict, work: Path) -> dict:
+    """``tumor_pipeline`` from the just-trained ``tumor_gate`` and ``tumor_seg`` (results of :func:`run`) on the test
+    FLAIR volumes of ``tumor_seg``'s datastore, beside ``tumor_seg`` alone (``mri_label.evaluate``)."""
+    from mri_label.evaluate import evaluate
+
+    models, out = work / "tumor_pipeline" / "model", work / "tumor_pipeline" / "evaluation"
+    shutil.rmtree(models, ignore_errors=True)
+    for task, result in (("tumor_gate", gate), ("tumor_seg", seg)):
+        shutil.copytree(Path(result["model_dir"]) / task, models / task)
+    report = evaluate("tumor_pipeline", seg["store"], model_dir=str(models), out=str(out), progress=lambda m: None)
+    head = report["headline"]
+    return {"task": "tumor_pipeline", "data": f"{seg['data']} (FLAIR volumes), gate from {gate['data']}",
+            "subjects": f"-/-/{report['n_subjects']}", "metric": METRIC["tumor_pipeline"], "value": head[METRIC["tumor_pipeline"]],
+            "split_kind": "grouped", "epochs": None, "train_min": None, "device": seg["device"], "report": str(out / "report.md"),
+            "headline": head, "metrics_file": str(out / "metrics.json")}
+
+
+def previous_metrics(task: str, previous: str) -> Optional[Dict]:
+    """``metrics.held_out.metrics`` of ``task``'s ``model.json`` in ``previous`` (a folder of ``<task>/model.json``, or
+    ``git:<commit>`` for ``apps/mri_app/shipped`` at that commit); None where there is no such card or figure."""
+    if previous.startswith("git:"):
+        shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{previous[4:]}:{SHIPPED}/{task}/model.json"],
+                               capture_output=True, text=True, check=False)
+        text = shown.stdout if shown.returncode == 0 else None
+    else:
+        path = Path(previous) / task / "model.json"
+        text = path.read_text(encoding="utf-8") if path.is_file() else None
+    if text is None:
+        return None
+    return ((json.loads(text).get("metrics") or {}).get("held_out") or {}).get("metrics")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _detail(task: str, metrics: Dict, group: Optional[str]) -> str:
+    """Per-class recall (classifiers) or per-label Dice (segmenters) of the whole test set (``group`` None) or of one
+    source, from ``metrics.json``'s metrics; the gate adds its two operating points, the pipeline its reference."""
+    part = metrics if group is None else metrics["breakdown"]["source"][group]
+    if "per_class" in metrics:
+        recall = {c: v["recall"] for c, v in metrics["per_class"].items()} if group is None else part["recall"]
+        text = "recall " + ", ".join(f"{c} {_fmt(r, 2)}" for c, r in recall.items())
+        points = metrics.get("operating_points") if group is None else part.get("operating_points")
+        for name, point in (points or {}).items():
+            text += f"; at {name} t={_fmt(point['threshold'], 2)}: recall {_fmt(point['recall'], 2)}, spec. {_fmt(point['specificity'], 2)}"
+        return text
+    dice = {n: s["dice"]["mean"] for n, s in metrics["summary"].items()} if group is None else {n: d["mean"] for n, d in part["dice"].items()}
+    text = "Dice " + ", ".join(f"{n} {_fmt(v, 2)}" for n, v in dice.items())
+    comparison = metrics.get("comparison")
+    if comparison and group is None:
+        verdict = "within" if comparison["within_tolerance"] else "NOT within"
+        text += (f"; {comparison['reference_task']} alone {_fmt(comparison['dice_reference_mean'], 2)}, difference "
+                 f"{_fmt(comparison['mean_difference'], 3)} ({verdict} {comparison['tolerance']})")
+    elif comparison:
+        text += f"; {comparison['reference_task']} alone {_fmt(comparison['reference_breakdown']['source'][group]['dice'][comparison['label']]['mean'], 2)}"
+    return text
+
+
+def table_rows(result: Dict, metrics: Dict, previous: Optional[Dict]) -> List[Dict]:
+    """The printed rows of one task run: the overall row, then one per source of its test images.
+
+    Args:
+        result: a :func:`run` / :func:`run_pipeline` result (``headline`` from ``mri_label.evaluate``).
+        metrics: the ``metrics`` of that run's ``metrics.json``.
+        previous: :func:`previous_metrics` of the task (None: no shipped figure).
+    """
+    metric, previous = METRIC[result["task"]], previous or {}
+    by_source = result["headline"].get("breakdown", {}).get("source", {})
+    previous_source = (previous.get("breakdown") or {}).get("source") or {}
+    rows = [{**result, "group": "all", "detail": _detail(result["task"], metrics, None), "previous": previous.get(metric)}]
+    for group, figures in by_source.items():
+        rows.append({**result, "group": f"source: {group} ({figures['n']})", "value": figures.get(metric),
+                     "detail": _detail(result["task"], metrics, group), "previous": (previous_source.get(group) or {}).get(metric)})
+    return rows
+
+
+def print_table(rows: List[Dict]) -> None:
+    """The Markdown table of :func:`table_rows` rows (a skipped task: one line saying why)."""
+    print("| task | data | rows (test images) | subjects train/val/test | metric (test subjects) | value | previous shipped "
+          "| per class / per label | epochs | train min | device |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "skipped" in r:
+            print(f"| {r['task']} | {r['skipped']} | | | | | | | | | |")
+            continue
+        print(f"| {r['task']} | {r['data']} | {r['group']} | {r['subjects']} | {r['metric']} | {_fmt(r['value'])} | "
+              f"{_fmt(r['previous'])} | {r['detail']} | {_fmt(r['epochs'])} | {_fmt(r['train_min'], 1)} | {r['device']} |")
 
 
 def main() -> int:
@@ -137,24 +244,34 @@ def main() -> int:
     parser.add_argument("--epochs-scale", type=float, default=1.0)
     parser.add_argument("--splits", nargs="*", default=["grouped", "random"], choices=["grouped", "random"],
                         help="which rows of the tasks evaluated on several splits to run (default both)")
+    parser.add_argument("--previous", default=PREVIOUS,
+                        help="shipped cards to compare with: a folder of <task>/model.json, or git:<commit> for "
+                             f"{SHIPPED} at that commit (default {PREVIOUS})")
     args = parser.parse_args()
     if args.epochs_scale <= 0:
         parser.error(f"--epochs-scale must be > 0, got {args.epochs_scale}")
-    rows = []
+    if not args.previous.startswith("git:") and not Path(args.previous).is_dir():
+        parser.error(f"--previous must be a folder or git:<commit>, got {args.previous}")
+    results = []
     for task in args.tasks:
         kinds = SPLITS.get(task, ("grouped",))
         for split_kind in [k for k in kinds if k in args.splits] if len(kinds) > 1 else kinds:
             print(f"== {task} ({split_kind} split)", flush=True)
-            rows.append(run(task, Path(args.data), Path(args.work), args.epochs_scale, split_kind))
-            print(rows[-1], flush=True)
-    print(f"\nmachine: {os.cpu_count()} CPU cores; torch threads {__import__('torch').get_num_threads()}")
-    print(f"| task | data | subjects train/val/test | metric (test subjects) | value | epochs | train min | device |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
+            results.append(run(task, Path(args.data), Path(args.work), args.epochs_scale, split_kind))
+            print({k: v for k, v in results[-1].items() if k != "headline"}, flush=True)
+    done = {r["task"]: r for r in results if "skipped" not in r and r["split_kind"] == "grouped"}
+    if "tumor_gate" in done and "tumor_seg" in done:
+        print("== tumor_pipeline (grouped split)", flush=True)
+        results.append(run_pipeline(done["tumor_gate"], done["tumor_seg"], Path(args.work)))
+    rows = []
+    for r in results:
         if "skipped" in r:
-            print(f"| {r['task']} | {r['skipped']} | | | | | | |")
-        else:
-            print(f"| {r['task']} | {r['data']} | {r['subjects']} | {r['metric']} | {r['value']:.3f} | {r['epochs']} | {r['train_min']:.1f} | {r['device']} |")
+            rows.append(r)
+            continue
+        metrics = json.loads(Path(r["metrics_file"]).read_text())["metrics"]
+        rows += table_rows(r, metrics, previous_metrics(r["task"], args.previous) if r["split_kind"] == "grouped" else None)
+    print(f"\nmachine: {os.cpu_count()} CPU cores; torch threads {__import__('torch').get_num_threads()}")
+    print_table(rows)
     return 0
 
 

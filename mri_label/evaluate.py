@@ -14,6 +14,17 @@ near-duplicate groups: a random split puts near-identical slices on both sides a
 trained on the grouped split's train side has seen some of the random split's test images, so for an honest
 random-split figure the model must be trained on the random split too (``benchmarks/quality.py`` does so on a
 datastore copy whose images are their own subjects: its ``split.json`` equals this ``split_random.json``).
+
+Every figure is also broken down per source and per kind of input (:mod:`mri_label.sources`: ``source``, ``dims``
+volume / 2D slice, ``skull`` with skull / skull-stripped) in ``metrics.json`` (``metrics["breakdown"]``), ``report.md``
+and the ``headline`` (``headline["breakdown"]``). Classifiers also get a per-subject accuracy list (subjects with
+several images or slices); ``tumor_gate`` is reported at two operating points: the shipped threshold (the
+config's ``tumor_gate_threshold``, as the infer reports it) and the recall-targeted threshold chosen on ``val``.
+
+``tumor_pipeline`` (the gate -> segmentation cascade the app serves when ``tumor_gate`` and ``tumor_seg`` are
+loaded) is evaluated on the test subjects' FLAIR VOLUMES with a ``tumor_seg`` final mask (whole tumor = mask > 0):
+per-subject whole-volume Dice, beside ``tumor_seg`` alone on the same volumes (``metrics["comparison"]``; the
+target: the pipeline's mean Dice within :data:`PIPELINE_TOLERANCE` of ``tumor_seg`` alone).
 """
 
 import sys
@@ -22,12 +33,20 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from mri_label.metrics import best_and_worst_subjects, classification_metrics, segmentation_metrics, threshold_for_recall
+from mri_label.metrics import (
+    best_and_worst_subjects, classification_breakdown, classification_metrics, dice_difference, operating_point,
+    per_subject_accuracy, segmentation_breakdown, segmentation_metrics, threshold_for_recall,
+)
 from mri_label.report import write_report
+from mri_label.sources import BREAKDOWNS, input_groups
 from mri_label.splits import ensure_split, split_of
 
 #: ``evaluate(split_kind=...)`` -> the split's unit (:func:`mri_label.splits.ensure_split`).
 SPLIT_KINDS = {"grouped": "subject", "random": "image"}
+#: Tasks served by a cascade of other tasks' models -> (the tasks it needs loaded, the task it is compared with).
+PIPELINES = {"tumor_pipeline": (("tumor_gate", "tumor_seg"), "tumor_seg")}
+#: The pipeline's mean Dice should lie within this of its reference task's alone (issue 16).
+PIPELINE_TOLERANCE = 0.03
 CAVEATS = {
     "dementia_stage": "JPEG class-folder images carry no patient ids: subjects are near-duplicate groups "
     "(perceptual hash), which may still leave slices of one patient on both sides.",
@@ -49,18 +68,23 @@ def app_class():
 
 
 def load_app(studies: str, task: str, model: Optional[str] = None, model_dir: Optional[str] = None):
-    """The MRI app in process, serving ``task`` (with a checkpoint override when ``model`` is given)."""
+    """The MRI app in process, serving ``task`` (with a checkpoint override when ``model`` is given); a pipeline
+    task loads the tasks it chains (:data:`PIPELINES`), each from its own checkpoint."""
     MRIApp, folder = app_class()
-    conf = {"models": task}
-    if model_dir:  # the model trained there is evaluated, never the shipped one in its place
+    stages = PIPELINES[task][0] if task in PIPELINES else (task,)
+    if model and task in PIPELINES:
+        raise ValueError(f"model: {task} chains {', '.join(stages)}; give their checkpoints with model_dir, not --model {model}")
+    conf = {"models": ",".join(stages)}
+    if model_dir:  # the models trained there are evaluated, never the shipped ones in their place
         conf.update(model_dir=model_dir, shipped_models="none")
     app = MRIApp(folder, str(studies), conf)
     if model:
         if not Path(model).is_file():
             raise FileNotFoundError(f"--model {model} is not a file")
         app._infers[task].path = [str(model)]
-    if app._infers[task].get_path() is None:
-        raise FileNotFoundError(f"{task} has no checkpoint at {app._infers[task].path}: train it or pass --model")
+    for stage in stages:
+        if app._infers[stage].get_path() is None:
+            raise FileNotFoundError(f"{stage} has no checkpoint at {app._infers[stage].path}: train it or pass --model")
     return app
 
 
@@ -73,6 +97,13 @@ def _load(path: str):
 
 def _read(path: str) -> np.ndarray:
     return np.asarray(_load(path))
+
+
+def _ndim(path: str) -> int:
+    """Spatial dimensions of an image file (2 for a slice, 3 for a volume), from its header only."""
+    from lib.datastore import read_header, spatial_size  # noqa: E402
+
+    return len(spatial_size(read_header(path, "image")[0]))
 
 
 def _spacing(image, dims: int) -> tuple:
@@ -91,13 +122,15 @@ def _side_images(app, task: str, split: dict, side: str) -> List[str]:
 
 
 def _classifier_predictions(app, task: str, images: List[str], progress) -> Dict:
+    """Truth and probabilities of each scored row (an image, or a slice of a gate volume with a mask), with the
+    row's subject and its group in each breakdown; ``shipped_threshold``: the gate's threshold as its infer reports it."""
     from lib.datalists import final_label, label_task  # noqa: E402
     from lib.datastore import class_label  # noqa: E402
     from lib.transforms import axial_axis  # noqa: E402
 
     datastore, infer = app.datastore(), app._infers[task]
     classes = infer.classes
-    y_true, probabilities, subjects = [], [], set()
+    y_true, probabilities, row_subjects, groups, shipped = [], [], [], {k: [] for k in BREAKDOWNS}, None
     for n, image_id in enumerate(images):
         info = datastore.get_image_info(image_id)
         mask_path = None
@@ -108,7 +141,8 @@ def _classifier_predictions(app, task: str, images: List[str], progress) -> Dict
         if mask_path is None and name not in classes:
             continue
         _, result = infer({"image": info["path"]})
-        subjects.add(info.get("subject", image_id))
+        shipped = result.get("threshold", shipped)
+        before = len(y_true)
         loaded_mask = _load(mask_path) if mask_path is not None else None
         mask = np.asarray(loaded_mask) > 0 if loaded_mask is not None else None
         if mask is not None and mask.ndim == 3:  # a volume with a mask (same grid): one truth per slice
@@ -121,26 +155,36 @@ def _classifier_predictions(app, task: str, images: List[str], progress) -> Dict
             truth = classes[int(mask.any())] if mask is not None else name
             y_true.append(classes.index(truth))
             probabilities.append([result["probabilities"][c] for c in classes])
+        rows = len(y_true) - before
+        row_subjects += [str(info.get("subject") or image_id)] * rows
+        for key, group in input_groups(info, _ndim(info["path"])).items():
+            groups[key] += [group] * rows
         progress(f"{task}: {n + 1}/{len(images)} images")
     probabilities = np.asarray(probabilities, dtype=float)
     if len(probabilities):
         probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
-    return {"y_true": np.asarray(y_true, dtype=int), "probabilities": probabilities, "classes": classes, "subjects": len(subjects)}
+    return {"y_true": np.asarray(y_true, dtype=int), "probabilities": probabilities, "classes": classes,
+            "subjects": len(set(row_subjects)), "row_subjects": row_subjects, "groups": groups, "shipped_threshold": shipped}
 
 
-def _segmentation_cases(app, task: str, images: List[str], progress) -> List[Dict]:
+def _segmentation_cases(app, task: str, images: List[str], progress, truth_task: Optional[str] = None,
+                        volumes_only: bool = False) -> List[Dict]:
+    """One case per image with a final label of ``truth_task`` (default ``task``): prediction of ``task``'s infer,
+    truth (``tumor_seg`` truth binarised: whole tumor), spacing, image and the image's breakdown groups."""
     from lib.datalists import final_label, label_task  # noqa: E402
 
-    datastore, infer = app.datastore(), app._infers[task]
+    datastore, infer, truth_task = app.datastore(), app._infers[task], truth_task or task
     cases = []
     for n, image_id in enumerate(images):
         label_path, label_info = final_label(datastore, image_id)
-        if not label_path or label_task(label_info, {task: infer.labels}) != task:
+        if not label_path or label_task(label_info, {truth_task: app._infers[truth_task].labels}) != truth_task:
             continue
         info = datastore.get_image_info(image_id)
-        result_file, _ = infer({"image": info["path"]})
+        if volumes_only and (_ndim(info["path"]) != 3 or info.get("sequence", "FLAIR") != "FLAIR"):
+            continue
+        result_file, result = infer({"image": info["path"]})
         prediction, truth = _read(result_file).squeeze(), _read(label_path).squeeze()
-        if task == "tumor_seg":
+        if truth_task == "tumor_seg":
             truth = (truth > 0).astype(np.uint8)
         loaded = _load(info["path"])
         image = np.asarray(loaded).squeeze()
@@ -148,7 +192,8 @@ def _segmentation_cases(app, task: str, images: List[str], progress) -> List[Dic
         cases.append({
             "subject": info.get("subject") or image_id,
             "prediction": prediction.astype(np.int32), "truth": truth.astype(np.int32),
-            "spacing": _spacing(loaded, truth.ndim), "image": image,
+            "spacing": _spacing(loaded, truth.ndim), "image": image, "groups": input_groups(info, truth.ndim),
+            "fired_slices": len(result["fired_slices"]) if "fired_slices" in (result or {}) else None,
         })
         Path(result_file).unlink(missing_ok=True)
         progress(f"{task}: {n + 1}/{len(images)} images")
@@ -169,6 +214,10 @@ def evaluate(
 
     ``split_kind``: ``"grouped"`` (the test subjects of ``split.json``: patients, or near-duplicate groups) or
     ``"random"`` (the test images of ``split_random.json``, an image-level split; see the module docstring).
+
+    Returns:
+        {task, split_kind, n_subjects, n_images, headline, files}: ``headline`` holds the task's main figures
+        (floats) and ``breakdown`` {source | dims | skull: {group: {n, figures}}}.
     """
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"target_recall must lie in (0, 1], got {target_recall}")
@@ -176,40 +225,122 @@ def evaluate(
         raise ValueError(f"split_kind must be one of {', '.join(SPLIT_KINDS)}, got {split_kind!r}")
     app = load_app(studies, task, model, model_dir)
     split = ensure_split(studies, unit=SPLIT_KINDS[split_kind])
-    infer = app._infers[task]
     out_dir = Path(out or Path("evaluation") / task)
     test_images = _side_images(app, task, split, "test")
     caveat = CAVEATS.get(task)
     if split_kind == "random":
         caveat = ("RANDOM image-level split (split_random.json): near-duplicate slices of one patient can sit on both "
                   "sides, so this figure is optimistic; compare it with the grouped split, never report it alone.")
-    meta = {"task": task, "model": infer.get_path(), "data": str(studies), "caveats": caveat, "split_kind": split_kind,
+    stages = PIPELINES[task][0] if task in PIPELINES else (task,)
+    checkpoints = {s: app._infers[s].get_path() for s in stages}
+    meta = {"task": task, "model": checkpoints[task] if task in checkpoints else checkpoints, "data": str(studies),
+            "caveats": caveat, "split_kind": split_kind,
             "split": "test subjects of split.json" if split_kind == "grouped" else "test images of split_random.json"}
-    if infer.type == "classification":
-        test = _classifier_predictions(app, task, test_images, progress)
-        if not len(test["y_true"]):
-            raise ValueError(f"{task}: the test subjects of {studies} hold no labelled image for this task")
-        metrics = classification_metrics(test["y_true"], test["probabilities"], test["classes"])
-        if task == "tumor_gate":
-            metrics["threshold"] = _gate_threshold(app, task, split, test, target_recall, progress)
-        meta.update(kind="classification", n_subjects=test["subjects"], n_images=len(test["y_true"]))
-        files = write_report(out_dir, task, "classification", metrics, meta)
-        headline = {"accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"], "macro_f1": metrics["macro_f1"]}
+    if task in PIPELINES:
+        files, head = _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)
+    elif app._infers[task].type == "classification":
+        files, head = _evaluate_classifier(app, task, studies, split, test_images, target_recall, meta, out_dir, progress)
     else:
-        cases = _segmentation_cases(app, task, test_images, progress)
-        if not cases:
-            raise ValueError(f"{task}: the test subjects of {studies} hold no final label for this task")
-        merge = task == "hippocampus"
-        metrics = segmentation_metrics([{k: c[k] for k in ("subject", "prediction", "truth", "spacing")} for c in cases], infer.labels, merge=merge)
-        best, worst = best_and_worst_subjects(metrics)
-        by_subject = {c["subject"]: c for c in cases}
-        extras = {w: {k: by_subject[s][k] for k in ("subject", "image", "truth", "prediction")} for w, s in (("best", best), ("worst", worst))}
-        meta.update(kind="segmentation", n_subjects=len(cases), n_images=len(cases))
-        files = write_report(out_dir, task, "segmentation", metrics, meta, extras)
-        key = "foreground" if merge else next(iter(infer.labels))
-        headline = {f"dice_{key}_mean": metrics["summary"][key]["dice"]["mean"], f"dice_{key}_median": metrics["summary"][key]["dice"]["median"]}
+        files, head = _evaluate_segmentation(app, task, studies, test_images, meta, out_dir, progress)
     return {"task": task, "split_kind": split_kind, "n_subjects": meta["n_subjects"], "n_images": meta["n_images"],
-            "headline": headline, "files": [str(f) for f in files]}
+            "headline": head, "files": [str(f) for f in files]}
+
+
+def _evaluate_classifier(app, task, studies, split, test_images, target_recall, meta, out_dir, progress):
+    """(files written, headline) of a classifier on the test images."""
+    test = _classifier_predictions(app, task, test_images, progress)
+    if not len(test["y_true"]):
+        raise ValueError(f"{task}: the test subjects of {studies} hold no labelled image for this task")
+    y, probabilities, classes = test["y_true"], test["probabilities"], test["classes"]
+    metrics = classification_metrics(y, probabilities, classes)
+    thresholds = None
+    if task == "tumor_gate":
+        metrics["threshold"] = _gate_threshold(app, task, split, test, target_recall, progress)
+        shipped = float(test["shipped_threshold"] if test["shipped_threshold"] is not None else app._infers[task].threshold)
+        thresholds = {"shipped": shipped, "recall_targeted": metrics["threshold"]["threshold"]}
+        metrics["operating_points"] = {"shipped": {**operating_point(y, probabilities[:, 1], shipped), "chosen_on": "tumor_gate_threshold (config)"},
+                                       "recall_targeted": {k: v for k, v in metrics["threshold"].items() if k not in ("roc", "auc")}}
+    metrics["breakdown"] = classification_breakdown(y, probabilities, classes, test["groups"], thresholds)
+    metrics["per_subject"] = per_subject_accuracy(y, probabilities, test["row_subjects"])
+    meta.update(kind="classification", n_subjects=test["subjects"], n_images=len(y))
+    return write_report(out_dir, task, "classification", metrics, meta), headline(metrics)
+
+
+def headline(metrics: Dict) -> Dict:
+    """The main figures of an evaluation's ``metrics`` (what the summary, ``model.json`` and ``benchmarks/quality.py``
+    show), with ``breakdown`` {source | dims | skull: {group: {n, the same figures}}}.
+
+    Classifier: ``accuracy``, ``balanced_accuracy``, ``macro_f1`` (per group also ``recall`` per class) and, with
+    operating points, ``<threshold|accuracy|recall|specificity>_<point>`` (``shipped``, ``recall_targeted``).
+    Segmenter: ``dice_<label>_mean`` and ``_median`` of every scored label (per group the means).
+    """
+    if "per_class" not in metrics:
+        return _dice_headline(metrics)
+    head = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    for name, point in (metrics.get("operating_points") or {}).items():
+        head.update({f"{k}_{name}": point[k] for k in ("threshold", "accuracy", "recall", "specificity")})
+    head["breakdown"] = {key: {g: {k: v[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "recall")} for g, v in groups.items()}
+                         for key, groups in (metrics.get("breakdown") or {}).items()}
+    return head
+
+
+def _scored_cases(cases: List[Dict], labels: Dict[str, int], merge: bool) -> Dict:
+    """:func:`segmentation_metrics` of ``cases`` with each subject's source beside it and the breakdown."""
+    metrics = segmentation_metrics([{k: c[k] for k in ("subject", "prediction", "truth", "spacing")} for c in cases], labels, merge=merge)
+    for subject, case in zip(metrics["subjects"], cases):
+        subject["source"] = case["groups"]["source"]
+    metrics["breakdown"] = segmentation_breakdown(metrics, {k: [c["groups"][k] for c in cases] for k in BREAKDOWNS})
+    return metrics
+
+
+def _dice_headline(metrics: Dict) -> Dict:
+    """``dice_<label>_mean`` / ``_median`` of every scored label, and their means per breakdown group."""
+    head = {f"dice_{name}_{stat}": s["dice"][stat] for name, s in metrics["summary"].items() for stat in ("mean", "median")}
+    head["breakdown"] = {key: {g: {"n": v["n_subjects"], **{f"dice_{name}_mean": d["mean"] for name, d in v["dice"].items()}}
+                               for g, v in groups.items()} for key, groups in (metrics.get("breakdown") or {}).items()}
+    return head
+
+
+def _extras(metrics: Dict, cases: List[Dict]) -> Dict:
+    """The best and worst cases' arrays, for the report's overlays."""
+    best, worst = best_and_worst_subjects(metrics)
+    by_subject = {c["subject"]: c for c in cases}
+    return {w: {k: by_subject[s][k] for k in ("subject", "image", "truth", "prediction")} for w, s in (("best", best), ("worst", worst))}
+
+
+def _evaluate_segmentation(app, task, studies, test_images, meta, out_dir, progress):
+    """(files written, headline) of a segmenter on the test images with a final label of its task."""
+    cases = _segmentation_cases(app, task, test_images, progress)
+    if not cases:
+        raise ValueError(f"{task}: the test subjects of {studies} hold no final label for this task")
+    metrics = _scored_cases(cases, app._infers[task].labels, merge=task == "hippocampus")
+    meta.update(kind="segmentation", n_subjects=len(cases), n_images=len(cases))
+    return write_report(out_dir, task, "segmentation", metrics, meta, _extras(metrics, cases)), headline(metrics)
+
+
+def _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress):
+    """(files written, headline) of a cascade on the test FLAIR volumes, beside its reference task alone."""
+    reference = PIPELINES[task][1]
+    cases = _segmentation_cases(app, task, test_images, progress, truth_task=reference, volumes_only=True)
+    if not cases:
+        raise ValueError(f"{task}: the test subjects of {studies} hold no FLAIR volume with a {reference} final label")
+    alone = _segmentation_cases(app, reference, test_images, progress, volumes_only=True)
+    labels = app._infers[reference].labels
+    metrics, reference_metrics = _scored_cases(cases, labels, False), _scored_cases(alone, labels, False)
+    label = next(iter(labels))
+    comparison = dice_difference(metrics, reference_metrics, label)
+    fired = {c["subject"]: c["fired_slices"] for c in cases}
+    for row in comparison["subjects"]:
+        row["fired_slices"] = fired[row["subject"]]
+    within = comparison["dice_mean"] >= comparison["dice_reference_mean"] - PIPELINE_TOLERANCE
+    metrics["comparison"] = {**comparison, "reference_task": reference, "tolerance": PIPELINE_TOLERANCE, "within_tolerance": within,
+                             "reference_breakdown": reference_metrics["breakdown"]}
+    metrics["gate_threshold"] = app._infers["tumor_gate"].threshold
+    meta.update(kind="segmentation", n_subjects=len(cases), n_images=len(cases))
+    head = headline(metrics)
+    head.update({f"dice_{label}_mean_{reference}_alone": comparison["dice_reference_mean"],
+                 "dice_mean_difference": comparison["mean_difference"], "within_tolerance": within})
+    return write_report(out_dir, task, "segmentation", metrics, meta, _extras(metrics, cases)), head
 
 
 def _gate_threshold(app, task, split, test, target_recall, progress) -> Dict:
@@ -220,14 +351,6 @@ def _gate_threshold(app, task, split, test, target_recall, progress) -> Dict:
         val, chosen_on = test, "test subjects (val has no tumor: optimistic)"
     threshold = threshold_for_recall(val["y_true"], val["probabilities"][:, 1], target_recall)["threshold"]
     y, p = test["y_true"], test["probabilities"][:, 1]
-    called = p >= (threshold if threshold is not None else np.inf)
-    tp, fp = int((called & (y == 1)).sum()), int((called & (y == 0)).sum())
-    fn, tn = int((~called & (y == 1)).sum()), int((~called & (y == 0)).sum())
     on_test = threshold_for_recall(y, p, target_recall) if (y == 1).any() else {"roc": None, "auc": None}
-    return {
-        "threshold": threshold, "target_recall": target_recall, "chosen_on": chosen_on,
-        "recall": tp / (tp + fn) if tp + fn else None, "precision": tp / (tp + fp) if tp + fp else None,
-        "specificity": tn / (tn + fp) if tn + fp else None, "accuracy": (tp + tn) / len(y),
-        "tp": tp, "fp": fp, "tn": tn, "fn": fn, "n_positive": tp + fn, "n_negative": tn + fp,
-        "roc": on_test["roc"], "auc": on_test["auc"],
-    }
+    return {**operating_point(y, p, threshold), "target_recall": target_recall, "chosen_on": chosen_on,
+            "roc": on_test["roc"], "auc": on_test["auc"]}

@@ -205,22 +205,52 @@ def threshold_for_recall(y_true_binary, p_positive, target_recall: float) -> dic
     if (p < 0).any() or (p > 1).any():
         raise _bad("p_positive", f"values in [{p.min()}, {p.max()}]", "expected probabilities in [0, 1]")
     pos = y == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    n_pos = int(pos.sum())
     if n_pos == 0:
         raise _bad("y_true_binary", "no positives", "recall needs at least one positive case")
     needed = max(1, math.ceil(float(target_recall) * n_pos - 1e-9))  # positives to catch
     threshold = float(np.sort(p[pos])[::-1][needed - 1])
-    called = p >= threshold
-    tp, fp = int((called & pos).sum()), int((called & ~pos).sum())
-    fn, tn = n_pos - tp, n_neg - fp
     roc = _roc(pos, p)
     return {
-        "threshold": threshold, "target_recall": float(target_recall), "recall": tp / n_pos,
-        "precision": _ratio(tp, tp + fp), "specificity": _ratio(tn, n_neg), "accuracy": (tp + tn) / y.size,
-        "tp": tp, "fp": fp, "tn": tn, "fn": fn, "n_positive": n_pos, "n_negative": n_neg,
+        **_confusion_at(y, p, threshold), "target_recall": float(target_recall),
         "roc": {key: roc[key] for key in ("fpr", "tpr", "thresholds")} if roc else None,
         "auc": roc["auc"] if roc else None,
     }
+
+
+def _confusion_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """Counts and rates of the calls ``p >= threshold`` against the 0/1 truth ``y`` (validated arrays)."""
+    pos, called = y == 1, p >= threshold
+    tp, fp = int((called & pos).sum()), int((called & ~pos).sum())
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    fn, tn = n_pos - tp, n_neg - fp
+    return {"threshold": float(threshold), "recall": _ratio(tp, n_pos), "precision": _ratio(tp, tp + fp),
+            "specificity": _ratio(tn, n_neg), "accuracy": (tp + tn) / y.size,
+            "tp": tp, "fp": fp, "tn": tn, "fn": fn, "n_positive": n_pos, "n_negative": n_neg}
+
+
+def operating_point(y_true_binary, p_positive, threshold: float) -> dict:
+    """What a binary classifier does at a fixed probability threshold (positive when ``p >= threshold``).
+
+    Args:
+        y_true_binary: (N,) 0/1 (or bool) truth, 1 = positive.
+        p_positive: (N,) float in [0, 1], probability of the positive class.
+        threshold: the operating threshold, a probability in [0, 1].
+
+    Returns:
+        dict with ``threshold``, ``recall`` (None without positives), ``precision`` (None when nothing is called
+        positive), ``specificity`` (None without negatives), ``accuracy``, ``tp``, ``fp``, ``tn``, ``fn``,
+        ``n_positive``, ``n_negative``.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 <= float(threshold) <= 1:
+        raise _bad("threshold", threshold, "expected a probability in [0, 1]")
+    y = _vector("y_true_binary", y_true_binary, kind="int")
+    if not np.isin(y, (0, 1)).all():
+        raise _bad("y_true_binary", f"labels {np.unique(y).tolist()}", "expected only 0 and 1")
+    p = _vector("p_positive", p_positive, y.size)
+    if (p < 0).any() or (p > 1).any():
+        raise _bad("p_positive", f"values in [{p.min()}, {p.max()}]", "expected probabilities in [0, 1]")
+    return _confusion_at(y, p, float(threshold))
 
 
 def _dice_hd95(pred: np.ndarray, truth: np.ndarray, spacing: tuple) -> tuple[float, float | None]:
@@ -332,3 +362,110 @@ def best_and_worst_subjects(metrics: dict, label: str | None = None) -> tuple[st
     best = min(ranked, key=lambda r: (-r[0], r[1]))
     worst = min(ranked, key=lambda r: (r[0], r[1]))
     return best[2], worst[2]
+
+
+def _groups(name: str, groups, n: int) -> dict[str, dict[str, np.ndarray]]:
+    """{breakdown: {group: row indices}} of ``groups`` {breakdown: (n,) group names}, groups sorted by name."""
+    if not isinstance(groups, dict) or not all(isinstance(k, str) for k in groups):
+        raise _bad(name, groups, "expected {breakdown name: one group name per row}")
+    out = {}
+    for key, values in groups.items():
+        values = [str(v) for v in values] if isinstance(values, (list, tuple, np.ndarray)) else None
+        if values is None or len(values) != n:
+            raise _bad(f"{name}[{key!r}]", groups[key], f"expected a list of {n} group names")
+        rows = np.asarray(values)
+        out[key] = {g: np.flatnonzero(rows == g) for g in sorted(set(values))}
+    return out
+
+
+def classification_breakdown(y_true, probabilities, classes: list[str], groups: dict, thresholds: dict | None = None) -> dict:
+    """A classifier's figures within each group of rows (per source, per kind of input...).
+
+    Args:
+        y_true, probabilities, classes: as for :func:`classification_metrics` ((N,) int, (N, K) float, K names).
+        groups: {breakdown name: (N,) group name of each row}, e.g. {"source": ["lgg", "brats", ...]}.
+        thresholds: optional {operating point name: threshold} for a binary classifier (positive class = the
+            last one): each group then also gets :func:`operating_point` at each threshold.
+
+    Returns:
+        {breakdown: {group: {n, accuracy, balanced_accuracy, macro_f1, recall: {class: recall or None},
+        operating_points: {name: operating point} (with ``thresholds`` only)}}}, groups sorted by name.
+    """
+    y, probs = np.asarray(y_true), np.asarray(probabilities, dtype=float)
+    classification_metrics(y, probs, classes)  # validates the whole set once
+    if thresholds is not None and (len(classes) != 2 or not isinstance(thresholds, dict)):
+        raise _bad("thresholds", thresholds, "expected {name: threshold} for a binary classifier")
+    out = {}
+    for key, members in _groups("groups", groups, y.shape[0]).items():
+        out[key] = {}
+        for group, rows in members.items():
+            m = classification_metrics(y[rows], probs[rows], classes)
+            row = {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1")}
+            row["recall"] = {c: v["recall"] for c, v in m["per_class"].items()}
+            if thresholds is not None:
+                row["operating_points"] = {name: operating_point(y[rows], probs[rows, 1], t) for name, t in thresholds.items()}
+            out[key][group] = row
+    return out
+
+
+def segmentation_breakdown(metrics: dict, groups: dict) -> dict:
+    """Dice within each group of subjects of a :func:`segmentation_metrics` result.
+
+    Args:
+        metrics: a :func:`segmentation_metrics` result with S subjects.
+        groups: {breakdown name: (S,) group name of each subject, in ``metrics["subjects"]`` order}.
+
+    Returns:
+        {breakdown: {group: {n_subjects, dice: {label: stats}}}}, stats = {mean, median, std, min, max, n}.
+    """
+    subjects = metrics["subjects"]
+    out = {}
+    for key, members in _groups("groups", groups, len(subjects)).items():
+        out[key] = {group: {"n_subjects": int(rows.size),
+                            "dice": {name: _stats(subjects[i]["labels"][name]["dice"] for i in rows) for name in metrics["labels"]}}
+                    for group, rows in members.items()}
+    return out
+
+
+def per_subject_accuracy(y_true, probabilities, subjects, min_images: int = 2) -> list[dict]:
+    """Accuracy of a classifier per subject, for the subjects with at least ``min_images`` rows.
+
+    Args:
+        y_true: (N,) int true class indices; probabilities: (N, K) class probabilities (argmax = the call).
+        subjects: (N,) subject of each row (a volume scored per slice repeats its subject once per slice).
+        min_images: smallest number of rows of a listed subject (>= 1).
+
+    Returns:
+        [{subject, n, correct, accuracy}], lowest accuracy first (then by subject).
+    """
+    if isinstance(min_images, bool) or not isinstance(min_images, (int, np.integer)) or min_images < 1:
+        raise _bad("min_images", min_images, "expected an int >= 1")
+    y = _vector("y_true", y_true, kind="int")
+    probs = np.asarray(probabilities, dtype=float)
+    if probs.ndim != 2 or probs.shape[0] != y.size:
+        raise _bad("probabilities", f"array of shape {probs.shape}", f"expected shape ({y.size}, K)")
+    correct = probs.argmax(axis=1) == y
+    members = _groups("subjects", {"subject": subjects}, y.size)["subject"]
+    rows = [{"subject": s, "n": int(r.size), "correct": int(correct[r].sum()), "accuracy": float(correct[r].mean())}
+            for s, r in members.items() if r.size >= min_images]
+    return sorted(rows, key=lambda r: (r["accuracy"], r["subject"]))
+
+
+def dice_difference(metrics: dict, reference: dict, label: str) -> dict:
+    """Per-subject Dice of ``metrics`` beside ``reference`` (two :func:`segmentation_metrics` results of the same
+    subjects, e.g. the tumor pipeline and ``tumor_seg`` alone) for one label.
+
+    Returns:
+        {label, subjects: [{subject, dice, dice_reference, difference (dice - reference)}], dice_mean,
+        dice_reference_mean, mean_difference}.
+    """
+    for name, m in (("metrics", metrics), ("reference", reference)):
+        if label not in m["labels"]:
+            raise _bad("label", label, f"expected a label scored in {name}: {sorted(m['labels'])}")
+    ref = {s["subject"]: s["labels"][label]["dice"] for s in reference["subjects"]}
+    if sorted(ref) != sorted(s["subject"] for s in metrics["subjects"]):
+        raise _bad("reference", sorted(ref), "expected the same subjects as metrics")
+    rows = [{"subject": s["subject"], "dice": s["labels"][label]["dice"], "dice_reference": ref[s["subject"]],
+             "difference": s["labels"][label]["dice"] - ref[s["subject"]]} for s in metrics["subjects"]]
+    return {"label": label, "subjects": rows, "dice_mean": _mean(r["dice"] for r in rows),
+            "dice_reference_mean": _mean(r["dice_reference"] for r in rows), "mean_difference": _mean(r["difference"] for r in rows)}

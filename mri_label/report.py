@@ -209,7 +209,50 @@ def _classification_md(m: dict, threshold: dict | None) -> list[str]:
     lines += ["", "## Per class", ""] + _table(["Class", "Precision", "Recall", "F1", "Support", "ROC-AUC"], [
         [name, c["precision"], c["recall"], c["f1"], c["support"], c["roc_auc"]] for name, c in m["per_class"].items()])
     lines += ["", "## Confusion matrix (rows = true, columns = predicted)", ""]
-    return lines + _table(["true \\ predicted", *m["classes"]], [[c, *row] for c, row in zip(m["classes"], m["confusion_matrix"])])
+    lines += _table(["true \\ predicted", *m["classes"]], [[c, *row] for c, row in zip(m["classes"], m["confusion_matrix"])])
+    return lines + _operating_points_md(m) + _classification_breakdown_md(m) + _subject_accuracy_md(m)
+
+
+def _operating_points_md(m: dict) -> list[str]:
+    """A binary gate at each of its operating points (``m["operating_points"]``), on the whole test set and per group."""
+    points = m.get("operating_points")
+    if not points:
+        return []
+    header = ["Operating point", "Threshold", "Accuracy", "Recall", "Specificity", "Precision", "TP", "FP", "TN", "FN", "Chosen on"]
+    lines = ["", "## Operating points", ""] + _table(header, [
+        [name, p["threshold"], p["accuracy"], p["recall"], p["specificity"], p["precision"], p["tp"], p["fp"], p["tn"], p["fn"],
+         p.get("chosen_on")] for name, p in points.items()])
+    rows = [[f"{key}: {group}", name, p["threshold"], p["accuracy"], p["recall"], p["specificity"], p["n_positive"], p["n_negative"]]
+            for key, groups in (m.get("breakdown") or {}).items() for group, g in groups.items()
+            for name, p in (g.get("operating_points") or {}).items()]
+    if rows:
+        lines += ["", "Per source and kind of input:", ""] + _table(
+            ["Group", "Operating point", "Threshold", "Accuracy", "Recall", "Specificity", "Positives", "Negatives"], rows)
+    return lines
+
+
+def _classification_breakdown_md(m: dict) -> list[str]:
+    """Accuracy and per-class recall per source and kind of input (``m["breakdown"]``)."""
+    breakdown = m.get("breakdown")
+    if not breakdown:
+        return []
+    rows = [["all", "all", m["n"], m["accuracy"], m["balanced_accuracy"], m["macro_f1"], *(c["recall"] for c in m["per_class"].values())]]
+    rows += [[key, group, g["n"], g["accuracy"], g["balanced_accuracy"], g["macro_f1"], *(g["recall"].get(c) for c in m["classes"])]
+             for key, groups in breakdown.items() for group, g in groups.items()]
+    header = ["Breakdown", "Group", "Images", "Accuracy", "Balanced accuracy", "Macro-F1", *(f"Recall {c}" for c in m["classes"])]
+    return ["", "## Per source and kind of input", ""] + _table(header, rows) + [
+        "", "Balanced accuracy and macro-F1 average over the classes present in the group; n/a: no such image in it."]
+
+
+def _subject_accuracy_md(m: dict) -> list[str]:
+    """Per-subject accuracy (``m["per_subject"]``: subjects with several images or slices), lowest first."""
+    subjects = m.get("per_subject")
+    if subjects is None:
+        return []
+    if not subjects:
+        return ["", "## Per subject", "", "No test subject has more than one image."]
+    return ["", "## Per subject (subjects with several images or slices, lowest accuracy first)", ""] + _table(
+        ["Subject", "Images", "Correct", "Accuracy"], [[s["subject"], s["n"], s["correct"], s["accuracy"]] for s in subjects])
 
 
 def _segmentation_md(m: dict) -> list[str]:
@@ -221,11 +264,46 @@ def _segmentation_md(m: dict) -> list[str]:
           s["hd95_mm"]["undefined"], s["volume_mae"], s["volume_bias"]] for name, s in m["summary"].items()])
     lines += ["", "Empty masks: both empty -> Dice 1, HD95 0; one empty -> Dice 0, HD95 n/a (left out of the HD95 "
               "statistics, counted as undefined). Volume error = predicted - true."]
-    lines += ["", "## Per subject", ""] + _table(
+    lines += _dice_per_subject_md(m) + _comparison_md(m) + _segmentation_breakdown_md(m)
+    lines += ["", "## Per subject and label", ""] + _table(
         ["Subject", "Label", "Dice", "HD95 (mm)", f"Predicted volume ({unit})", f"True volume ({unit})", f"Error ({unit})"],
         [[s["subject"], name, v["dice"], v["hd95_mm"], v["volume_pred"], v["volume_truth"], v["volume_error"]]
          for s in m["subjects"] for name, v in s["labels"].items()])
     return lines
+
+
+def _dice_per_subject_md(m: dict) -> list[str]:
+    """Dice per subject, one column per label (as the Medical Segmentation Decathlon reports it), and the mean."""
+    names = list(m["labels"])
+    rows = [[s["subject"], s.get("source", ""), *(s["labels"][n]["dice"] for n in names)] for s in m["subjects"]]
+    rows.append(["mean", "", *(m["summary"][n]["dice"]["mean"] for n in names)])
+    return ["", "## Dice per subject", ""] + _table(["Subject", "Source", *(f"Dice {n}" for n in names)], rows)
+
+
+def _segmentation_breakdown_md(m: dict) -> list[str]:
+    """Mean and median Dice per label within each source and kind of input (``m["breakdown"]``)."""
+    breakdown = m.get("breakdown")
+    if not breakdown:
+        return []
+    names = list(m["labels"])
+    rows = [[key, group, g["n_subjects"], *(g["dice"][n][stat] for n in names for stat in ("mean", "median"))]
+            for key, groups in breakdown.items() for group, g in groups.items()]
+    header = ["Breakdown", "Group", "Subjects", *(f"Dice {n} {stat}" for n in names for stat in ("mean", "median"))]
+    return ["", "## Per source and kind of input", ""] + _table(header, rows)
+
+
+def _comparison_md(m: dict) -> list[str]:
+    """A pipeline's per-subject Dice beside its reference task's alone on the same volumes (``m["comparison"]``)."""
+    c = m.get("comparison")
+    if not c:
+        return []
+    ref = c["reference_task"]
+    verdict = "within" if c["within_tolerance"] else "NOT within"
+    lines = ["", f"## Beside `{ref}` alone (same volumes)", "",
+             f"Mean Dice ({c['label']}): pipeline {_fmt(c['dice_mean'])}, `{ref}` alone {_fmt(c['dice_reference_mean'])}, "
+             f"difference {_fmt(c['mean_difference'])}: {verdict} {_fmt(c['tolerance'], 2)} of `{ref}` alone.", ""]
+    return lines + _table(["Subject", "Pipeline Dice", f"{ref} Dice", "Difference", "Slices where the gate fired"],
+                          [[r["subject"], r["dice"], r["dice_reference"], r["difference"], r.get("fired_slices")] for r in c["subjects"]])
 
 
 def write_report(out_dir, task: str, kind: str, metrics: dict, meta: dict, extras: dict | None = None) -> list[Path]:

@@ -12,6 +12,7 @@ from typing import Callable, Dict, Optional
 
 from mri_label.evaluate import app_class, evaluate
 from mri_label.recipes import train_request
+from mri_label.sources import image_source
 from mri_label.splits import ensure_split
 
 
@@ -56,7 +57,7 @@ def run_record(datastore, studies: str, minutes: float, request: Dict, report: O
     """What ``model.json`` records of a training run: its data (images per source, subjects per split side,
     split seed), time and request, and the held-out metrics of ``report`` (a :func:`evaluate` summary)."""
     infos = [datastore.get_image_info(i) or {} for i in datastore.list_images()]
-    sources = Counter(str(i.get("source") or ("synthetic" if i.get("synthetic") else "unknown")) for i in infos)
+    sources = Counter(image_source(i) for i in infos)
     split = ensure_split(studies)
     sides = Counter(split["subjects"].values())
     record = {"data": {"studies": os.path.abspath(studies), "images_by_source": dict(sources),

@@ -5,7 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from mri_label.metrics import best_and_worst_subjects, classification_metrics, segmentation_metrics, threshold_for_recall
+from mri_label.metrics import (
+    best_and_worst_subjects, classification_breakdown, classification_metrics, dice_difference, operating_point,
+    per_subject_accuracy, segmentation_breakdown, segmentation_metrics, threshold_for_recall,
+)
 
 # ECE bins are (k/15, (k+1)/15]; edges near the values used: .4667 .5333 .6 .6667 .7333 .8 .8667 .9333 -
 # the confidences below avoid the edges.
@@ -247,6 +250,25 @@ def test_hippocampus_labels_and_merged_foreground():
 
 
 GOOD_P = [[0.7, 0.3], [0.2, 0.8]]
+# Breakdown example: p(yes) and truth of 8 rows in two sources (argmax: yes where p > .5)
+GY = np.array([1, 1, 0, 0, 1, 0, 0, 0])
+GP1 = np.array([0.9, 0.3, 0.6, 0.1, 0.8, 0.7, 0.2, 0.4])
+GP = np.c_[1 - GP1, GP1]
+GROUPS = {"source": ["lgg"] * 4 + ["brats"] * 4, "skull": ["with skull"] * 4 + ["skull-stripped"] * 4,
+          "dims": ["2D slice"] * 2 + ["volume"] * 6}
+
+
+def _squares(kinds):
+    """2-D cases on a 4x4 grid, truth = rows 0-1 (8 pixels, label fg = 1), prediction per ``(subject prefix, kind)``:
+    "all" = the truth (Dice 1), "part" = row 0 only (Dice 2 x 4 / (4 + 8) = 2/3), "none" = empty (Dice 0)."""
+    truth = np.zeros((4, 4), int)
+    truth[:2] = 1
+    preds = {"all": truth, "part": np.where(np.arange(4)[:, None] == 0, truth, 0), "none": np.zeros_like(truth)}
+    return [_seg(f"{key}{i + 1}", preds[kind], truth, (1.0, 1.0)) for i, (key, kind) in enumerate(kinds)]
+
+
+SEG_CASES = _squares([("a", "all"), ("a", "none"), ("b", "all")])
+SEG = segmentation_metrics(SEG_CASES, {"fg": 1})
 
 
 @pytest.mark.parametrize(
@@ -283,8 +305,105 @@ GOOD_P = [[0.7, 0.3], [0.2, 0.8]]
         (lambda: segmentation_metrics([_seg("s", np.zeros((2, 2)), np.zeros((2, 2)), (1, 1))], {"fg": 0}), "labels", "{'fg': 0}"),
         (lambda: segmentation_metrics([_seg("s", np.zeros((2, 2)), np.zeros((2, 2)), (1, 1))], {"foreground": 1}, merge=True),
          "labels", "'foreground'"),
+        (lambda: operating_point([0, 1], [0.1, 0.9], 1.5), "threshold", "1.5"),
+        (lambda: operating_point([0, 1], [0.1, 0.9], None), "threshold", "None"),
+        (lambda: operating_point([0, 3], [0.1, 0.9], 0.5), "y_true_binary", "[0, 3]"),
+        (lambda: operating_point([0, 1], [0.1, 1.9], 0.5), "p_positive", "1.9"),
+        (lambda: classification_breakdown(GY, GP, ["no", "yes"], {"source": GROUPS["source"][:3]}), "groups['source']", "list of 8"),
+        (lambda: classification_breakdown(GY, GP, ["no", "yes"], ["lgg"] * 8), "groups", "['lgg'"),
+        (lambda: classification_breakdown([0, 1, 2], np.eye(3), ["a", "b", "c"], {"s": list("xyz")}, {"t": 0.5}), "thresholds", "{'t': 0.5}"),
+        (lambda: per_subject_accuracy(GY, GP, GROUPS["source"], min_images=0), "min_images", "0"),
+        (lambda: per_subject_accuracy(GY, GP, GROUPS["source"][:2]), "subjects['subject']", "list of 8"),
+        (lambda: per_subject_accuracy(GY, GP[:3], GROUPS["source"]), "probabilities", "(3, 2)"),
+        (lambda: dice_difference(SEG, SEG, "tumor"), "label", "'tumor'"),
+        (lambda: dice_difference(SEG, segmentation_metrics(SEG_CASES[:2], {"fg": 1}), "fg"), "reference", "['a1', 'a2']"),
     ],
 )
 def test_invalid_arguments_name_the_parameter_and_value(call, parameter, shown):
     with pytest.raises(ValueError, match=re.escape(parameter) + ".*" + re.escape(shown)):
         call()
+
+
+@pytest.mark.parametrize(
+    "threshold, recall, specificity, precision, accuracy",
+    [
+        # sorted: .9+ .8+ .6- .5- .4- .35+ .3+ .2- .1- .05- (4 positives, 6 negatives)
+        (0.5, 2 / 4, 4 / 6, 2 / 4, 6 / 10),  # >= .5 calls .9 .8 .6 .5: TP 2, FP 2
+        (0.35, 3 / 4, 3 / 6, 3 / 6, 6 / 10),  # the recall-targeted threshold of target .75 above
+        (0.95, 0.0, 1.0, None, 6 / 10),  # nothing called: precision undefined
+        (0.0, 1.0, 0.0, 4 / 10, 4 / 10),
+    ],
+)
+def test_operating_point_at_a_fixed_threshold(threshold, recall, specificity, precision, accuracy):
+    r = operating_point(np.array(Y), np.array(P), threshold)
+    assert r["threshold"] == threshold and (r["n_positive"], r["n_negative"]) == (4, 6)
+    assert (r["recall"], r["specificity"], r["accuracy"]) == pytest.approx((recall, specificity, accuracy))
+    assert r["precision"] == (None if precision is None else pytest.approx(precision))
+    if threshold == 0.35:  # same figures as threshold_for_recall at its chosen threshold
+        chosen = threshold_for_recall(np.array(Y), np.array(P), 0.75)
+        assert {k: chosen[k] for k in r} == r
+
+
+def test_operating_point_without_positives_has_no_recall():
+    r = operating_point([0, 0, 0], [0.1, 0.6, 0.7], 0.5)
+    assert r["recall"] is None and r["specificity"] == pytest.approx(1 / 3) and r["fp"] == 2
+
+
+@pytest.mark.parametrize(
+    "breakdown, group, n, accuracy, recall_no, recall_yes",
+    [
+        ("source", "lgg", 4, 2 / 4, 1 / 2, 1 / 2),  # calls yes .9 (T) .6 (F); no .3 (F: a missed yes) .1 (T)
+        ("source", "brats", 4, 3 / 4, 2 / 3, 1.0),  # calls yes .8 (T) .7 (F); no .2 .4 (T)
+        ("skull", "with skull", 4, 2 / 4, 1 / 2, 1 / 2),
+        ("dims", "2D slice", 2, 1 / 2, None, 1 / 2),  # rows 0-1: both yes, one caught; no "no" row
+        ("dims", "volume", 6, 4 / 6, 3 / 5, 1.0),
+    ],
+)
+def test_classification_breakdown_per_group(breakdown, group, n, accuracy, recall_no, recall_yes):
+    out = classification_breakdown(GY, GP, ["no", "yes"], GROUPS)
+    assert list(out) == ["source", "skull", "dims"] and list(out["source"]) == ["brats", "lgg"]  # groups sorted
+    g = out[breakdown][group]
+    assert g["n"] == n and g["accuracy"] == pytest.approx(accuracy)
+    assert g["recall"]["no"] == (None if recall_no is None else pytest.approx(recall_no))
+    assert g["recall"]["yes"] == pytest.approx(recall_yes) and "operating_points" not in g
+    assert sum(v["n"] for v in out[breakdown].values()) == 8
+
+
+@pytest.mark.parametrize(
+    "group, name, accuracy, recall, specificity",
+    [
+        ("lgg", "shipped", 2 / 4, 1 / 2, 1 / 2),
+        ("lgg", "low", 3 / 4, 1.0, 1 / 2),  # >= .25 calls .9 .3 .6: TP 2, FP 1, TN 1
+        ("brats", "shipped", 3 / 4, 1.0, 2 / 3),
+        ("brats", "low", 2 / 4, 1.0, 1 / 3),  # >= .25 calls .8 .7 .4: TP 1, FP 2, TN 1
+    ],
+)
+def test_classification_breakdown_operating_points(group, name, accuracy, recall, specificity):
+    out = classification_breakdown(GY, GP, ["no", "yes"], {"source": GROUPS["source"]}, {"shipped": 0.5, "low": 0.25})
+    point = out["source"][group]["operating_points"][name]
+    assert (point["accuracy"], point["recall"], point["specificity"]) == pytest.approx((accuracy, recall, specificity))
+
+
+def test_segmentation_breakdown_and_dice_difference():
+    groups = {"source": ["a", "a", "b"], "skull": ["with skull"] * 3}
+    out = segmentation_breakdown(SEG, groups)
+    assert (out["source"]["a"]["n_subjects"], out["source"]["b"]["n_subjects"]) == (2, 1)
+    assert out["source"]["a"]["dice"]["fg"]["mean"] == 0.5 and out["source"]["a"]["dice"]["fg"]["std"] == pytest.approx(0.5 ** 0.5)
+    assert out["source"]["b"]["dice"]["fg"]["mean"] == 1.0 and out["skull"]["with skull"]["dice"]["fg"]["mean"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=re.escape("groups['source']")):
+        segmentation_breakdown(SEG, {"source": ["a"]})
+    worse = segmentation_metrics(_squares([("a", "none"), ("a", "none"), ("b", "part")]), {"fg": 1})
+    diff = dice_difference(worse, SEG, "fg")
+    assert [r["difference"] for r in diff["subjects"]] == pytest.approx([-1.0, 0.0, 2 / 3 - 1])
+    assert (diff["dice_mean"], diff["dice_reference_mean"]) == pytest.approx((2 / 9, 2 / 3))
+    assert diff["mean_difference"] == pytest.approx(2 / 9 - 2 / 3)
+
+
+def test_per_subject_accuracy_lists_subjects_with_several_rows_lowest_first():
+    subjects = ["s1", "s1", "s2", "s3", "s3", "s3", "s4", "s4"]
+    rows = per_subject_accuracy(GY, GP, subjects)
+    # correct: .9 yes T, .3 yes F | .6 no F | .1 T, .8 T, .7 F | .2 T, .4 T
+    assert rows == [{"subject": "s1", "n": 2, "correct": 1, "accuracy": 0.5},
+                    {"subject": "s3", "n": 3, "correct": 2, "accuracy": pytest.approx(2 / 3)},
+                    {"subject": "s4", "n": 2, "correct": 2, "accuracy": 1.0}]
+    assert [r["subject"] for r in per_subject_accuracy(GY, GP, subjects, min_images=1)][:2] == ["s2", "s1"]
