@@ -198,12 +198,7 @@ def threshold_for_recall(y_true_binary, p_positive, target_recall: float) -> dic
     """
     if isinstance(target_recall, bool) or not isinstance(target_recall, Real) or not 0 < float(target_recall) <= 1:
         raise _bad("target_recall", target_recall, "expected a number in (0, 1]")
-    y = _vector("y_true_binary", y_true_binary, kind="int")
-    if not np.isin(y, (0, 1)).all():
-        raise _bad("y_true_binary", f"labels {np.unique(y).tolist()}", "expected only 0 and 1")
-    p = _vector("p_positive", p_positive, y.size)
-    if (p < 0).any() or (p > 1).any():
-        raise _bad("p_positive", f"values in [{p.min()}, {p.max()}]", "expected probabilities in [0, 1]")
+    y, p = _binary_inputs(y_true_binary, p_positive)
     pos = y == 1
     n_pos = int(pos.sum())
     if n_pos == 0:
@@ -244,13 +239,19 @@ def operating_point(y_true_binary, p_positive, threshold: float) -> dict:
     """
     if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 <= float(threshold) <= 1:
         raise _bad("threshold", threshold, "expected a probability in [0, 1]")
+    y, p = _binary_inputs(y_true_binary, p_positive)
+    return _confusion_at(y, p, float(threshold))
+
+
+def _binary_inputs(y_true_binary, p_positive) -> tuple:
+    """Checked ``(labels 0/1 as int vector, probabilities in [0, 1] of the same length)``."""
     y = _vector("y_true_binary", y_true_binary, kind="int")
     if not np.isin(y, (0, 1)).all():
         raise _bad("y_true_binary", f"labels {np.unique(y).tolist()}", "expected only 0 and 1")
     p = _vector("p_positive", p_positive, y.size)
     if (p < 0).any() or (p > 1).any():
         raise _bad("p_positive", f"values in [{p.min()}, {p.max()}]", "expected probabilities in [0, 1]")
-    return _confusion_at(y, p, float(threshold))
+    return y, p
 
 
 def _dice_hd95(pred: np.ndarray, truth: np.ndarray, spacing: tuple) -> tuple[float, float | None]:

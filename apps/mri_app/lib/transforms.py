@@ -5,7 +5,7 @@ Conventions: images are channel-first MetaTensors, ``(C, H, W)`` for a 2D slice 
 land back in the input grid). 2D models see one axial slice resized to ``(S, S)`` pixels.
 """
 
-from typing import Hashable, Mapping, Optional, Sequence
+from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
