@@ -268,7 +268,7 @@ def test_corrected_mask_is_saved_as_final(server):
     saved = nib.load(folder / "labels" / "final" / "synth04_flair.nii.gz")
     assert saved.shape == (96, 96, 16) and int(np.asarray(saved.dataobj).sum()) == 1
     items = app._trainers["tumor_seg"].items(app.datastore())
-    assert any(i["image"].endswith("synth04_flair.nii.gz") for i in items)
+    assert any(i["source_image"].endswith("synth04_flair.nii.gz") for i in items)  # items read from the slice cache
 
 
 def test_class_label_correction_round_trip_and_training_uses_it(server):
@@ -280,7 +280,7 @@ def test_class_label_correction_round_trip_and_training_uses_it(server):
     stored = json.loads((folder / "datastore_v2.json").read_text())["objects"]["synth_slice03"]["image"]["info"]
     assert stored["class_labels"]["sequence"]["label"] == "T2"
     assert stored["class_labels"]["tumor_gate"]["label"] == "no_tumor"  # other tasks' labels kept
-    items = [i for i in app._trainers["sequence"].items(app.datastore()) if i["image"].endswith("synth_slice03.png")]
+    items = [i for i in app._trainers["sequence"].items(app.datastore()) if i["source_image"].endswith("synth_slice03.png")]
     assert [i["label"] for i in items] == [1]
     assert client.delete("/classlabel/sequence?image=synth_slice03").json()["label"] is None
     assert "sequence" not in client.get("/datastore/image/info?image=synth_slice03").json()["class_labels"]
