@@ -17,12 +17,10 @@ from PIL import Image  # noqa: E402
 
 from lib.transforms import (  # noqa: E402
     LabelVolumesd,
-    SelectSliced,
     ToGrayscaled,
     axial_axis,
     brain_slices,
     infer_slices_pre,
-    train_slices_pre,
     train_volume_pre,
 )
 
@@ -117,59 +115,6 @@ def test_grayscale_keeps_metatensor_meta(equal):
     assert out.shape == (1, 4, 5)
     torch.testing.assert_close(out.affine, affine)
     assert out.meta["filename_or_obj"] == "slice.png"
-
-
-# ---------------------------------------------------------------- SelectSliced
-
-def _volume(affine=None):
-    data = torch.arange(1 * 4 * 5 * 6, dtype=torch.float32).reshape(1, 4, 5, 6)
-    return MetaTensor(data, affine=torch.as_tensor(np.eye(4) if affine is None else affine))
-
-
-SELECT_CASES = [
-    ("identity", np.eye(4), 3, lambda v: v[:, :, :, 3]),
-    ("S along axis 0", _affine([(0, 0, 1), (0, 1, 0), (1, 0, 0)]), 2, lambda v: v[:, 2]),
-    ("S along axis 1, flipped", _affine([(1, 0, 0), (0, 0, -1), (0, 1, 0)], (2.0, 3.0, 2.0)), 4, lambda v: v[:, :, 4]),
-    ("S along axis 2, slice 0", np.diag([2.0, 2.0, 3.0, 1.0]), 0, lambda v: v[..., 0]),
-]
-
-
-@pytest.mark.parametrize("name, affine, k, pick", SELECT_CASES, ids=[c[0] for c in SELECT_CASES])
-def test_select_slice_along_axial_axis(name, affine, k, pick):
-    img = _volume(affine)
-    expected = pick(img.as_tensor()).clone()
-    out = SelectSliced(keys="image")({"image": img, "slice": k})["image"]
-    assert out.ndim == 3
-    assert torch.equal(torch.as_tensor(out), expected)
-    out[...] = -1  # a copy: the volume is untouched
-    assert img.min() >= 0
-
-
-def test_select_slice_custom_key_and_several_keys():
-    img, lab = _volume(), _volume() * 2
-    out = SelectSliced(keys=["image", "label"], slice_key="k")({"image": img, "label": lab, "k": 5})
-    assert torch.equal(torch.as_tensor(out["image"]), img.as_tensor()[..., 5])
-    assert torch.equal(torch.as_tensor(out["label"]), lab.as_tensor()[..., 5])
-
-
-def test_select_slice_plain_tensor_uses_axis_2():
-    img = torch.arange(60.0).reshape(1, 3, 4, 5)
-    out = SelectSliced(keys="image")({"image": img, "slice": 1})["image"]
-    assert torch.equal(out, img[..., 1])
-
-
-@pytest.mark.parametrize(
-    "img, slice_value",
-    [
-        (torch.rand(1, 4, 5), 2),  # 2D picture
-        (_volume(), -1),  # "no slice" marker
-        (_volume(), None),  # no slice key at all
-    ],
-)
-def test_select_slice_passes_unchanged(img, slice_value):
-    data = {"image": img} if slice_value is None else {"image": img, "slice": slice_value}
-    out = SelectSliced(keys="image")(data)["image"]
-    assert out is img
 
 
 # ---------------------------------------------------------------- brain_slices
@@ -321,44 +266,6 @@ def files(tmp_path_factory):
         "colour": str(d / "colour.png"),
         "png_mask": str(d / "mask.png"),
     }
-
-
-@pytest.mark.parametrize("size", [16, 32])
-@pytest.mark.parametrize(
-    "image, label, k, positive",
-    [("vol", "mask", 3, True), ("vol", "mask", 5, False), ("gray", "png_mask", -1, True)],
-)
-def test_train_slices_pre_with_mask(files, size, image, label, k, positive):
-    chain = Compose(train_slices_pre(size, with_mask=True, augment=False))
-    item = {"image": files[image], "label": files[label], "slice": k}
-    out = chain(dict(item))
-    assert out["image"].shape == (1, size, size) and out["label"].shape == (1, size, size)
-    assert type(out["image"]) is torch.Tensor and type(out["label"]) is torch.Tensor
-    assert out["image"].dtype == torch.float32 and out["label"].dtype == torch.float32
-    values = set(out["label"].unique().tolist())
-    assert values == ({0.0, 1.0} if positive else {0.0})
-    again = chain(dict(item))
-    assert torch.equal(out["image"], again["image"]) and torch.equal(out["label"], again["label"])
-
-
-@pytest.mark.parametrize("augment", [False, True])
-@pytest.mark.parametrize("image, k", [("vol", 4), ("gray", -1), ("colour", -1)])
-@pytest.mark.parametrize("target", [0, 2])
-def test_train_slices_pre_class_label(files, augment, image, k, target):
-    chain = Compose(train_slices_pre(16, with_mask=False, augment=augment))
-    out = chain({"image": files[image], "label": target, "slice": k})
-    assert out["image"].shape == (1, 16, 16) and out["image"].dtype == torch.float32
-    assert isinstance(out["label"], torch.Tensor)
-    assert out["label"].dtype == torch.long and out["label"].ndim == 0 and int(out["label"]) == target
-
-
-def test_train_slices_pre_augmented_mask_stays_binary(files):
-    chain = Compose(train_slices_pre(16, with_mask=True, augment=True))
-    chain.set_random_state(seed=3)
-    for _ in range(4):
-        out = chain({"image": files["vol"], "label": files["mask"], "slice": 3})
-        assert out["image"].shape == (1, 16, 16) and out["label"].shape == (1, 16, 16)
-        assert set(out["label"].unique().tolist()) <= {0.0, 1.0}
 
 
 @pytest.mark.parametrize("image, shape", [("vol", (1, 20, 10, 8)), ("gray", (1, 30, 24)), ("colour", (1, 30, 24))])

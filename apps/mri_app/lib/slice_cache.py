@@ -175,7 +175,7 @@ def train_cached_pre(with_mask: bool, augment: bool, scanner: bool = False) -> l
 
     Args:
         with_mask: ``label`` is a cached mask stack rather than a class index.
-        augment: random flips, small affine, intensity scale/shift and noise (as :func:`train_slices_pre`).
+        augment: random flips, small affine, intensity scale/shift and noise (:func:`lib.transforms.augment_2d`).
         scanner: also :func:`scanner_augment` (classifiers).
     """
     keys = ["image", "label"] if with_mask else ["image"]

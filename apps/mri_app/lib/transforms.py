@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import (
-    AsDiscreted,
     EnsureTyped,
     LoadImaged,
     MapTransform,
@@ -27,7 +26,6 @@ from monai.transforms import (
     RandGaussianNoised,
     RandScaleIntensityd,
     RandShiftIntensityd,
-    Resized,
     Spacingd,
     SpatialPadd,
     DivisiblePadd,
@@ -75,28 +73,6 @@ class ToGrayscaled(MapTransform):
         return d
 
 
-class SelectSliced(MapTransform):
-    """Take axial slice ``data[slice_key]`` of a volume: ``(C, H, W, D) -> (C, H, W)`` (2D input passes).
-
-    The slice axis is the voxel axis closest to world S (see :func:`axial_axis`).
-    """
-
-    def __init__(self, keys: KeysCollection, slice_key: str = "slice", allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.slice_key = slice_key
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
-        index = d.get(self.slice_key)
-        for key in self.key_iterator(d):
-            img = d[key]
-            if img.ndim == 3 or index is None or index < 0:
-                continue
-            axis = axial_axis(img.affine) if hasattr(img, "affine") else 2
-            d[key] = torch.select(img, axis + 1, int(index)).clone()
-        return d
-
-
 def load(keys: Sequence[str]) -> list:
     """Read images/labels of any supported format as channel-first float MetaTensors, one channel each."""
     return [LoadImaged(keys=keys, ensure_channel_first=True, image_only=True), ToGrayscaled(keys=keys)]
@@ -122,28 +98,6 @@ def augment_2d(keys: Sequence[str], modes: Sequence[str]) -> list:
         RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
         RandGaussianNoised(keys="image", prob=0.2, std=0.05),
     ]
-
-
-def train_slices_pre(size: int, with_mask: bool, augment: bool) -> list:
-    """Training chain for slice items ``{"image": path, "slice": k, "label": path or class index}``.
-
-    Args:
-        size: model input side ``S`` (pixels); slices are resized to ``(S, S)``.
-        with_mask: ``label`` is a mask file (binarised to 0/1) rather than a class index.
-        augment: add random flips, small affine, intensity scale/shift and noise.
-    """
-    keys = ["image", "label"] if with_mask else ["image"]
-    modes = ["bilinear", "nearest"] if with_mask else ["bilinear"]
-    chain = load(keys) + normalize() + [SelectSliced(keys=keys), Resized(keys=keys, spatial_size=(size, size), mode=modes)]
-    if with_mask:
-        chain.append(AsDiscreted(keys="label", threshold=0.5))
-    if augment:
-        chain += augment_2d(keys, modes)
-    # Plain tensors from here: 2D pictures and slices of volumes carry different metadata and must batch together.
-    chain.append(EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False))
-    if not with_mask:
-        chain.append(EnsureTyped(keys="label", dtype=torch.long, data_type="tensor", track_meta=False))
-    return chain
 
 
 class RandQuantized(MapTransform, RandomizableTransform):
