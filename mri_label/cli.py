@@ -23,6 +23,16 @@ def app_dir() -> Path:
     return path
 
 
+def server_state():
+    """The app's :mod:`lib.server_state` (per-server model folder and log file), imported from its folder."""
+    folder = str(app_dir())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    from lib import server_state as state  # noqa: E402  (importable once the app folder is on sys.path)
+
+    return state
+
+
 def sample_data(args) -> int:
     from mri_label.sample_data import write_sample_data
 
@@ -44,10 +54,16 @@ def serve(args) -> int:
 
             print(f"no --studies given: writing the sample datastore to {studies}", flush=True)
             write_sample_data(studies, with_template=True)
+    from monailabel.utils.others.generic import init_log_config
+
+    conf = dict(args.conf or [])
+    state = server_state()
+    # MONAI Label's log configuration, writing this server's own log file from its first line (lib.server_state)
+    log_config = init_log_config(None, os.path.dirname(os.path.dirname(state.log_file(studies, conf))), state.LOG_NAME)
     command = [
         sys.executable, "-m", "monailabel.main", "start_server",
         "--app", str(app_dir()), "--studies", str(studies),
-        "--host", args.host, "--port", str(args.port),
+        "--host", args.host, "--port", str(args.port), "--log_config", log_config,
         "--conf", "models", args.models,
     ]
     for key, value in args.conf or []:
@@ -71,7 +87,7 @@ def evaluate(args) -> int:
 def train(args) -> int:
     from mri_label.train import train as run
 
-    model_dir = args.model_dir or str(app_dir() / "model")
+    model_dir = args.model_dir or server_state().model_dir(args.studies)
     try:
         summary = run(args.task, args.studies, model_dir, epochs=args.epochs, held_out=not args.no_evaluate,
                       progress=lambda m: print(m, flush=True), learning_rate=args.learning_rate, patience=args.patience)
@@ -114,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("--studies", required=True, help="datastore folder")
     p.add_argument("--model", help="checkpoint to evaluate (default: the app's current one)")
-    p.add_argument("--model-dir", help="the app's model folder (default apps/mri_app/model)")
+    p.add_argument("--model-dir", help="the model folder (default: that of a server on --studies, see docs)")
     p.add_argument("--out", help="report folder (default evaluation/TASK)")
     p.add_argument("--target-recall", type=float, default=0.97, help="tumor_gate: recall the threshold must reach")
     p.add_argument("--split", choices=["grouped", "random"], default="grouped",
@@ -125,7 +141,8 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a task with its recipe, evaluate it on held-out subjects, write model.json")
     p.add_argument("task")
     p.add_argument("--studies", required=True, help="datastore folder (see mri-label import)")
-    p.add_argument("--model-dir", help="the app's model folder to train into (default apps/mri_app/model)")
+    p.add_argument("--model-dir", help="the model folder to train into (default: the one a server on --studies serves, "
+                                      "~/.mri-label/servers/NAME-HASH/model)")
     p.add_argument("--epochs", type=int, help="override the epoch budget of the recipe the task declares (lib/configs/TASK.py)")
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     p.add_argument("--patience", type=int, help="override the recipe's early-stopping patience (epochs; 0 = off)")

@@ -89,7 +89,7 @@ def api_server(datastore_dir, tmp_path):
 
     settings.MONAI_LABEL_APP_DIR = str(APP_DIR)
     settings.MONAI_LABEL_STUDIES = str(datastore_dir)
-    settings.MONAI_LABEL_APP_CONF = {"models": "all", "model_dir": str(tmp_path / "model")}
+    settings.MONAI_LABEL_APP_CONF = {"models": "all", "model_dir": str(tmp_path / "model"), "state_dir": str(tmp_path / "state")}
     settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD = False
     clear_cache()
     from monailabel.app import app

@@ -25,15 +25,18 @@ def running_server(
     root: Path, sample_template: Path, conf: dict = None, timeout: float = 600, env: dict = None, studies: str = None
 ):
     """Start ``monailabel start_server`` on a copy of ``sample_template`` under ``root`` (or on ``studies``, a
-    folder or URL, as it is); yield ``{"url", "studies", "models", "startup_s", "log", "process"}``; stop it on
-    exit. ``env``: extra environment variables for the server (e.g. MONAI Label's ``MONAI_LABEL_AUTH_*``)."""
+    folder or URL, as it is); yield ``{"url", "studies", "models", "state", "startup_s", "log", "process"}``; stop
+    it on exit. ``conf``: ``--conf`` options over the defaults (``model_dir`` and ``state_dir`` under ``root``; a
+    value None leaves the option out). ``env``: extra environment variables for the server (e.g. MONAI Label's
+    ``MONAI_LABEL_AUTH_*``)."""
     models = root / "model"
     if studies is None:
         studies = root / "datastore"
         if not studies.exists():
             shutil.copytree(sample_template, studies)
     port = free_port()
-    options = {"models": "all", "model_dir": str(models), **(conf or {})}
+    options = {"models": "all", "model_dir": str(models), "state_dir": str(root / "state"), **(conf or {})}
+    options = {key: value for key, value in options.items() if value is not None}  # None: the app's default
     command = [
         sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(studies),
         "--host", "127.0.0.1", "--port", str(port),
@@ -50,8 +53,8 @@ def running_server(
         started = time.time()
         try:
             wait_until_ready(process, f"{url}/info/", log_path, "server", timeout, lambda r: r.status_code in (200, 401))
-            yield {"url": url, "studies": studies, "models": models, "startup_s": time.time() - started, "log": log_path,
-                   "process": process}
+            yield {"url": url, "studies": studies, "models": models, "state": root / "state",
+                   "startup_s": time.time() - started, "log": log_path, "process": process}
         finally:
             stop(process)
 

@@ -317,6 +317,38 @@ def test_role_bypasses_are_closed(auth_server, tokens, case, role, method, path,
     assert snapshot(auth_server["studies"]) == before
 
 
+# ------------------------------------------------------------------------------------------- shared state
+
+def test_two_servers_from_one_app_folder_keep_their_logs_and_models_apart(tmp_path, sample_template, monkeypatch):
+    """Both started as a user would (no ``model_dir``, no ``state_dir``: the defaults of :mod:`lib.server_state`,
+    under a ``HOME`` of the test's own): each ``GET /logs`` shows its own studies' lines, never the other's,
+    and each has its own model folder."""
+    from lib import server_state
+
+    env = {"HOME": str(tmp_path / "home")}
+    monkeypatch.setenv("HOME", env["HOME"])
+    conf = {"models": "sequence", "shipped_models": str(SHIPPED_DIR), "model_dir": None, "state_dir": None}
+    with running_server(tmp_path / "a", sample_template, conf=conf, env=env) as a, \
+            running_server(tmp_path / "b", sample_template, conf=conf, env=env) as b:
+        logs = {}
+        for name, live in (("a", a), ("b", b)):
+            answer = call(live, "GET", "/logs/?text=true&lines=0")
+            assert answer.status_code == 200, answer.text
+            logs[name] = answer.text
+            assert call(live, "GET", "/logs/?lines=-1").status_code == 422
+        for name, other in (("a", "b"), ("b", "a")):
+            assert str(tmp_path / name / "datastore") in logs[name]
+            assert str(tmp_path / other / "datastore") not in logs[name]
+        folders = {}
+        for name in ("a", "b"):
+            state = Path(server_state.state_dir(str(tmp_path / name / "datastore")))
+            assert state.parent == tmp_path / "home" / ".mri-label" / "servers"
+            assert (state / "logs" / "app.log").is_file()
+            folders[name] = state / "model"
+            assert f"model folder {folders[name]}" in logs[name]
+        assert folders["a"] != folders["b"]
+
+
 # ------------------------------------------------------------------------------------- and it starts again
 
 def test_the_next_start_loads_what_the_server_stored(server, tmp_path):

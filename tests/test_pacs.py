@@ -21,11 +21,10 @@ import pydicom  # noqa: E402
 import pydicom_seg  # noqa: E402
 from dicomweb_client import DICOMwebClient  # noqa: E402
 
-from conftest import APP_DIR, SHIPPED_DIR  # noqa: E402
+from conftest import SHIPPED_DIR  # noqa: E402
 from live_server import running_server  # noqa: E402
 
 SECRETS = ("DOE^JANE", "JANE", "PID-4711-SECRET")
-APP_LOG = APP_DIR / "logs" / "app.log"
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +32,13 @@ def pacs(tmp_path_factory, sample_template):
     """Orthanc holding one generated MR series, and our server using it as studies."""
     root = tmp_path_factory.mktemp("pacs")
     series = orthanc_server.mr_series(root / "dicom")
-    app_log_start = APP_LOG.stat().st_size if APP_LOG.exists() else 0
     with orthanc_server.running_orthanc(root / "orthanc") as orthanc:
         orthanc_server.upload(orthanc["url"], series["files"])
         conf = {"models": "tumor_seg,tumor_gate", "shipped_models": str(SHIPPED_DIR)}
         env = {"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(root / "cache")}
         with running_server(root, sample_template, conf=conf, env=env, studies=orthanc["dicomweb"]) as server:
             yield {**series, "server": server["url"], "log": server["log"], "orthanc": orthanc,
-                   "dicomweb": DICOMwebClient(orthanc["dicomweb"]), "app_log_start": app_log_start}
+                   "dicomweb": DICOMwebClient(orthanc["dicomweb"]), "app_log": server["state"] / "logs" / "app.log"}
 
 
 def _infer_mask(pacs) -> sitk.Image:
@@ -168,10 +166,8 @@ def test_bad_final_labels_are_refused_with_4xx(pacs):
 
 def test_patient_identifiers_never_logged(pacs):
     texts = {"server log": pacs["log"].read_text(errors="replace")}
-    if APP_LOG.exists():
-        with open(APP_LOG, "rb") as f:
-            f.seek(pacs["app_log_start"])
-            texts["app.log"] = f.read().decode(errors="replace")
+    if pacs["app_log"].exists():  # the server's own log file (lib.server_state)
+        texts["app.log"] = pacs["app_log"].read_text(errors="replace")
     assert pacs["series"] in texts["server log"]  # image ids are logged
     for name, text in texts.items():
         for secret in SECRETS:

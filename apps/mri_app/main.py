@@ -2,7 +2,9 @@
 
 Start: ``monailabel start_server --app apps/mri_app --studies DIR --conf models all``.
 ``--conf models`` takes ``all`` (the default) or a comma-separated list of task names;
-``--conf model_dir DIR`` puts checkpoints and training runs in DIR instead of ``<app>/model``;
+``--conf model_dir DIR`` puts checkpoints and training runs in DIR instead of the server's own model folder
+(``<state folder>/model``, :mod:`lib.server_state`: per studies folder, so two servers never mix; the log
+file is ``<state folder>/logs/app.log``; ``--conf state_dir DIR`` chooses the state folder);
 until a task is trained there, its shipped checkpoint (``<app>/shipped/<task>``) is served
 (``--conf shipped_models none`` serves none).
 ``--studies`` may be a DICOMweb root (``http://127.0.0.1:8042/dicom-web``): ``--conf dicomweb_modality``
@@ -17,7 +19,7 @@ import pkgutil
 from typing import Dict
 
 import lib.configs
-from lib import access
+from lib import access, server_state
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore
@@ -61,7 +63,15 @@ class MRIApp(MONAILabelApp):
     """Registers an infer and a train task per TaskConfig, plus ``tumor_pipeline``."""
 
     def __init__(self, app_dir, studies, conf):
-        self.model_dir = conf.get("model_dir") or os.path.join(app_dir, "model")
+        # per-server state (lib.server_state): the model folder and the log file of a server on these studies
+        self.model_dir = server_state.model_dir(studies, conf)
+        self.log_file = server_state.log_file(studies, conf)
+        server_state.log_to(self.log_file, os.path.join(app_dir, "logs", server_state.LOG_NAME))
+        logger.info(f"studies {studies}: model folder {self.model_dir}, log {self.log_file}")
+        legacy = server_state.legacy_checkpoints(app_dir, self.model_dir)
+        if legacy:
+            logger.warning(f"{os.path.join(app_dir, 'model')} holds checkpoints of {legacy} that this server does not "
+                           f"serve (its model folder is {self.model_dir}); pass --conf model_dir to serve them")
         configs = discover_configs()
         wanted = [m.strip() for m in (conf.get("models") or "all").split(",") if m.strip()]
         unknown = [m for m in wanted if m != "all" and m not in configs]

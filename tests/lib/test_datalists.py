@@ -5,13 +5,11 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "apps" / "mri_app"))
 
-import math  # noqa: E402
 import os  # noqa: E402
 
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from lib.datalists import classification_items, final_label, label_task, segmentation_items, split_by_subject  # noqa: E402
 from lib.datastore import MRIDatastore, update_info_entry  # noqa: E402

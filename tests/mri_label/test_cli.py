@@ -1,6 +1,7 @@
 """The ``mri-label`` command."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ def test_sample_data_writes_once_and_refuses_to_overwrite(tmp_path, capsys):
 
 def test_serve_writes_sample_data_when_no_studies_and_starts_monailabel(tmp_path, monkeypatch):
     calls = []
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setattr(cli, "DEFAULT_DATASTORE", tmp_path / "default")
     monkeypatch.setattr(cli.os, "execv", lambda exe, argv: calls.append(argv))
     assert cli.main(["serve", "--port", "8123", "--conf", "tumor_gate_threshold", "0.3"]) == 0
@@ -33,6 +35,21 @@ def test_serve_writes_sample_data_when_no_studies_and_starts_monailabel(tmp_path
     assert command[command.index("--port") + 1] == "8123"
     assert ["--conf", "models", "all"] == command[command.index("models") - 1 : command.index("models") + 2]
     assert command[-3:] == ["--conf", "tumor_gate_threshold", "0.3"]
+    # the server's own log file from its first line: ~/.mri-label/servers/<studies>-<hash>/logs/app.log
+    log_config = json.loads(open(command[command.index("--log_config") + 1]).read())
+    files = {h["filename"] for h in log_config["handlers"].values() if "filename" in h}
+    state = cli.server_state().state_dir(str(tmp_path / "default"))
+    assert state.startswith(str(tmp_path / "home")) and files == {os.path.join(state, "logs", "app.log")}
+
+
+def test_serve_takes_the_state_folder_from_conf(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.os, "execv", lambda exe, argv: calls.append(argv))
+    studies = tmp_path / "store"
+    studies.mkdir()
+    assert cli.main(["serve", "--studies", str(studies), "--conf", "state_dir", str(tmp_path / "state")]) == 0
+    log_config = json.loads(open(calls[0][calls[0].index("--log_config") + 1]).read())
+    assert str(tmp_path / "state" / "logs" / "app.log") in json.dumps(log_config)
 
 
 def test_unknown_subcommand_is_refused():

@@ -15,6 +15,8 @@ through this app's rules (issue 17):
 - ``GET /datastore/dataset`` (stock: built on the event loop, the ZIP left in the temporary folder): built on a
   worker thread and removed once sent.
 - ``GET /logs/gpu`` (stock: 500 without ``nvidia-smi``): 404 naming the cause.
+- ``GET /logs/`` (stock: ``<app>/logs/app.log``, written by every server started from the app folder): this
+  server's own log file (:mod:`lib.server_state`), read off the event loop.
 """
 
 import os
@@ -324,6 +326,19 @@ async def train_all(params: Optional[dict] = None, run_sync: Optional[bool] = Fa
             task_params.pop(other, None)
         check_train_request(task, dict(task_params, **(own if isinstance(own, dict) else {})))
     return stock.train_all(params, run_sync)
+
+
+@router.get("/logs/", include_in_schema=False)
+async def server_log(lines: Optional[int] = 300, html: Optional[bool] = True, text: Optional[bool] = False,
+                     refresh: Optional[int] = 0, user: User = Depends(RoleRequired(ADMIN))):
+    """MONAI Label's log view of this server's own log file (:mod:`lib.server_state`; stock: ``<app>/logs/app.log``,
+    which every server started from the app folder writes)."""
+    if lines is None or lines < 0:
+        raise bad_input(422, f"lines must be >= 0 (0: the whole file), got {lines}")
+    path = app_instance().log_file
+    if not os.path.isfile(path):
+        raise bad_input(404, "this server has written no log file yet")
+    return await run_in_threadpool(stock.log_view, path, lines, html, text, refresh)
 
 
 @router.get("/logs/gpu", include_in_schema=False)

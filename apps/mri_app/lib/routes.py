@@ -4,6 +4,7 @@ MONAI Label's ``POST /reload`` for admins only; the guarded model-file and info 
 :mod:`lib.store_routes`; access control (:mod:`lib.access`) and log redaction
 (:mod:`lib.log_privacy`) over all routes."""
 
+import os
 import threading
 from typing import Optional
 
@@ -131,7 +132,12 @@ def run_inference(background_tasks, model: str, image: str, session_id: str, par
         if output == ResultType.dicom_seg:
             result["dicom_seg"] = _dicom_seg(instance, image, result, params)
             background_tasks.add_task(remove, result["dicom_seg"])
-        return stock.send_infer_response(instance.datastore(), result, output, background_tasks)
+        answer = stock.send_infer_response(instance.datastore(), result, output, background_tasks)
+        if output == ResultType.json:  # nothing of the result file is sent: gone before the answer (stock: after it)
+            produced = result.get("file") or result.get("label")
+            if isinstance(produced, str) and os.path.isfile(produced):
+                temporary.append(produced)
+        return answer
     finally:
         for path in temporary:
             remove(path)

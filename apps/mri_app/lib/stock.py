@@ -81,6 +81,13 @@ def send_infer_response(datastore, result: Dict, output, background_tasks):
     return send_response(datastore, result, output, background_tasks)
 
 
+def log_view(path: str, lines: Optional[int], html: Optional[bool], text: Optional[bool], refresh: Optional[int]):
+    """MONAI Label's ``GET /logs/`` answer (last ``lines``, HTML or text) for the log file ``path``."""
+    from monailabel.endpoints.logs import get_logs
+
+    return get_logs(path, lines, html, text, refresh)
+
+
 def trainer_defaults(instance, task: str) -> Dict:
     """The config (name -> default) of a train task: what ``params`` may set."""
     trainer = instance._trainers.get(task)

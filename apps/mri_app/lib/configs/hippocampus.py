@@ -12,4 +12,4 @@ class HippocampusConfig(VolumeSegmentationConfig):
     task_labels = {"anterior": 1, "posterior": 2}
     description = "Hippocampus segmentation (T1 crop or whole head, 3D U-Net): anterior/posterior mask, left/right volumes in mm³"
     infer_class = HippocampusInfer
-    recipe = dict(RECIPE, max_epochs=15, train_batch_size=4)
+    recipe = dict(RECIPE, max_epochs=40, train_batch_size=4, learning_rate=1e-3)

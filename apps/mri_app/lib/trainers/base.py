@@ -39,7 +39,7 @@ class MRITrainTask(DistributedTrainTask):
     training process before the network is built (reproducible runs, also for spawned processes).
 
     Args:
-        model_dir: folder for this task's training runs (``<app>/model/<task>``).
+        model_dir: folder for this task's training runs (``<model folder>/<task>``, :mod:`lib.server_state`).
         task: task name (used in messages and ``model.json``).
         network_spec: :mod:`lib.networks` spec of the network to train.
         card: static part of ``model.json`` (labels, input size, spacing, normalisation...).
