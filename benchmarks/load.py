@@ -19,6 +19,11 @@ What it does, in one run on one machine:
    distinct content: its serial number is written in binary into the label's first row, beside a random box)
    and class-label corrections (``PUT /classlabel/<task>?image=ID``), on images the infers and the training
    also use. Clients share the upload targets, so uploads to one image overlap.
+   Beside them (unless ``--no-slow-routes``), one more thread loops over the slow routes that run on worker
+   threads: ``POST /activelearning/entropy`` and ``/epistemic`` (a model on every candidate, under the infer
+   lock), ``GET /datastore/dataset`` (the labelled data as a ZIP) and ``PUT /session/?uncompress=true`` (a tar.gz
+   of a volume, checked and unpacked; the session deleted again); and a probe calls ``GET /info/`` every
+   ``PROBE_INTERVAL_S``: its row shows how the API answers while they run.
 4. After the window: waits for the training to end (stops it after ``--train-wait`` s), then downloads every
    uploaded label (``GET /datastore/label``) and reads every class label (``GET /classlabel/<task>``). With
    overlapping writes the final state may be any write that no other write started after (the last one to
@@ -77,6 +82,15 @@ LABEL_TAG = "final"
 TRAIN_TASKS = ("sequence", "dementia_stage", "tumor_gate", "tumor_seg", "tumor_type", "hippocampus")
 FINISHED = ("DONE", "ERROR", "STOPPED")
 SERIAL_BITS = 32
+#: (kind, method, path) of the slow routes (:class:`SlowRoutes`); ``session upload`` sends :func:`series_archive`
+SLOW_ROUTES = (
+    ("strategy entropy", "POST", "/activelearning/entropy"),
+    ("dataset zip", "GET", "/datastore/dataset"),
+    ("strategy epistemic", "POST", "/activelearning/epistemic"),
+    ("session upload", "PUT", "/session/?uncompress=true"),
+)
+PROBE = "info (probe)"
+PROBE_INTERVAL_S = 0.25
 LOG_PROBLEM = re.compile(r'HTTP/1\.[01]" 5\d\d|Traceback|\bERROR\b')
 
 # ------------------------------------------------------------------------------------------------ pure helpers
@@ -93,7 +107,8 @@ def mix(n_infers: int = len(INFERS)) -> List[tuple]:
 
 def _kind_rank(kind: str) -> int:
     """Table order of a request kind: the infers in :data:`INFERS` order, then the writes, then the rest."""
-    order = [f"infer {task}" for task, _, _ in INFERS] + ["label upload", "class label", "train status"]
+    order = [f"infer {task}" for task, _, _ in INFERS] + ["label upload", "class label"] + [k for k, _, _ in SLOW_ROUTES]
+    order += [PROBE, "train status"]
     return order.index(kind) if kind in order else len(order)
 
 
@@ -313,6 +328,62 @@ class Client(threading.Thread):
             self.index, key=f"{task}:{image}", value=label)
 
 
+def series_archive(shape: Sequence[int] = (64, 64, 24), seed: int = 0) -> bytes:
+    """A tar.gz holding one NIfTI volume (``series/volume.nii.gz``), as a viewer uploads a series to a session."""
+    import tarfile
+
+    import nibabel as nib
+    import numpy as np
+
+    volume = np.random.default_rng(seed).normal(100, 10, tuple(shape)).astype(np.float32)
+    payload = gzip.compress(nib.Nifti1Image(volume, np.eye(4)).to_bytes())
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("series/volume.nii.gz")
+        info.size = len(payload)
+        archive.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()
+
+
+class SlowRoutes(threading.Thread):
+    """Loops over :data:`SLOW_ROUTES` until ``deadline``; a session it made is deleted again (not recorded)."""
+
+    def __init__(self, url: str, recorder: "Recorder", deadline: float, timeout: float, seed: int):
+        super().__init__(daemon=True, name="slow-routes")
+        self.url, self.recorder, self.deadline, self.timeout = url, recorder, deadline, timeout
+        self.archive = series_archive(seed=seed)
+
+    def run(self):
+        import requests
+
+        with requests.Session() as session:
+            step = 0
+            while time.perf_counter() < self.deadline:
+                kind, method, path = SLOW_ROUTES[step % len(SLOW_ROUTES)]
+                files = {"files": ("series.tar.gz", self.archive)} if kind == "session upload" else None
+                record, response = self.recorder.call(kind, lambda: session.request(
+                    method, self.url + path, files=files, json={} if method == "POST" else None, timeout=self.timeout))
+                if kind == "session upload" and record["ok"]:
+                    session.delete(f"{self.url}/session/{response.json()['session_id']}", timeout=self.timeout)
+                step += 1
+
+
+class Probe(threading.Thread):
+    """``GET /info/`` every ``interval`` s until ``deadline``: the API's answer time while the load runs."""
+
+    def __init__(self, url: str, recorder: "Recorder", deadline: float, timeout: float, interval: float = PROBE_INTERVAL_S):
+        super().__init__(daemon=True, name="probe")
+        self.url, self.recorder, self.deadline, self.timeout, self.interval = url, recorder, deadline, timeout, interval
+
+    def run(self):
+        import requests
+
+        with requests.Session() as session:
+            while time.perf_counter() < self.deadline:
+                self.recorder.call(PROBE, lambda: session.get(f"{self.url}/info/", timeout=self.timeout))
+                time.sleep(self.interval)
+
+
 class TrainMonitor(threading.Thread):
     """Polls ``GET /train/`` every ``interval`` s until stopped, and once more then; keeps ``{"t", "status"}``
     samples (``t`` on ``time.perf_counter``)."""
@@ -443,14 +514,18 @@ def log_problems(log_path: Path, limit: int = 40) -> List[str]:
     return lines[:limit]
 
 
-def load_window(url: str, targets: Dict, clients: int, duration: float, timeout: float, seed: int) -> Dict:
-    """Run the clients and the training monitor for ``duration`` s; returns ``{"records", "window",
-    "covered"}`` (``window``: its start and end on ``time.perf_counter``; ``covered``: :func:`training_covered`)."""
+def load_window(url: str, targets: Dict, clients: int, duration: float, timeout: float, seed: int,
+                slow_routes: bool = True) -> Dict:
+    """Run the clients, the training monitor and (``slow_routes``) :class:`SlowRoutes` and :class:`Probe` for
+    ``duration`` s; returns ``{"records", "window", "covered"}`` (``window``: its start and end on
+    ``time.perf_counter``; ``covered``: :func:`training_covered`)."""
     recorder = Recorder()
     monitor = TrainMonitor(url, recorder, timeout)
     start = time.perf_counter()
     monitor.start()
-    workers = [Client(i, url, targets, recorder, start + duration, timeout, seed) for i in range(clients)]
+    workers: List[threading.Thread] = [Client(i, url, targets, recorder, start + duration, timeout, seed) for i in range(clients)]
+    if slow_routes:
+        workers += [SlowRoutes(url, recorder, start + duration, timeout, seed), Probe(url, recorder, start + duration, timeout)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -462,7 +537,7 @@ def load_window(url: str, targets: Dict, clients: int, duration: float, timeout:
 
 
 def run_load(work: Path, clients: int, duration: float, train_task: str, train_epochs: int, train_wait: float,
-             timeout: float, threads: Optional[int] = None, seed: int = 0, log=print) -> Dict:
+             timeout: float, threads: Optional[int] = None, seed: int = 0, log=print, slow_routes: bool = True) -> Dict:
     """The whole benchmark in ``work`` (datastore, model folder, server log); returns every number."""
     import requests
     from mri_label.sample_data import write_sample_data
@@ -478,7 +553,7 @@ def run_load(work: Path, clients: int, duration: float, train_task: str, train_e
         targets = describe_targets(studies, requests.get(f"{url}/info/", timeout=timeout).json())
         start_training(url, train_task, train_epochs, timeout)
         log(f"training {train_task} ({train_epochs} epochs) running; {clients} clients for {duration:.0f} s ...")
-        load = load_window(url, targets, clients, duration, timeout, seed)
+        load = load_window(url, targets, clients, duration, timeout, seed, slow_routes)
         log(f"load window over ({load['window'][1] - load['window'][0]:.1f} s); waiting for the training ...")
         training = finish_training(url, train_wait, timeout)
         training.update(task=train_task, epochs=train_epochs, covered_window=load["covered"], statuses=load["statuses"])
@@ -551,6 +626,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--timeout", default=300, help="seconds allowed per request (1..3600, default 300)")
     parser.add_argument("--threads", help="torch threads of the server (OMP_NUM_THREADS, 1..256; default torch's own)")
     parser.add_argument("--seed", default=0, help="seed of the uploaded labels' boxes (0..1000000, default 0)")
+    parser.add_argument("--no-slow-routes", dest="slow_routes", action="store_false", help="leave out the slow "
+                        "routes (strategies, dataset ZIP, session archive) and the /info probe")
     parser.add_argument("--json", type=Path, help="also write every number (and every request) to this JSON file")
     parser.add_argument("--work", type=Path, help="keep the datastore, model folder and server log here (default: a "
                         "temporary folder, removed at the end)")
@@ -578,7 +655,7 @@ def main(argv=None) -> int:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mri-load-")))
         work.mkdir(parents=True, exist_ok=True)
         result = run_load(work, args.clients, args.duration, args.train_task, args.train_epochs, args.train_wait,
-                          args.timeout, args.threads, args.seed)
+                          args.timeout, args.threads, args.seed, slow_routes=args.slow_routes)
     load_after = os.getloadavg()[0]
     print()
     print(report(result, args.clients, (load_before, load_after)))

@@ -151,6 +151,9 @@ def test_a_tiny_run_has_no_errors_and_verifies_every_label(tmp_path, capsys):
     assert result["failed"] == [] and result["rows"][-1]["kind"] == "total" and result["rows"][-1]["errors"] == 0
     kinds = {r["kind"] for r in result["rows"]}
     assert {"train status", "label upload", "class label"} <= kinds and any(k.startswith("infer ") for k in kinds)
+    # the slow routes ran beside them, and the API answered the probe meanwhile
+    assert {load.PROBE, load.SLOW_ROUTES[0][0]} <= kinds
+    assert next(r for r in result["rows"] if r["kind"] == load.PROBE)["n"] >= 2
     labels, classes = result["verification"]["labels"], result["verification"]["class_labels"]
     uploaded = {r["key"] for r in result["records"] if r["kind"] == "label upload"}
     assert labels["total"] == len(uploaded) > 0 and labels["verified"] == labels["total"]
@@ -162,3 +165,28 @@ def test_a_tiny_run_has_no_errors_and_verifies_every_label(tmp_path, capsys):
         stored = (tmp_path / "work" / "studies" / "labels" / "final").glob(f"{image}.*")
         serials = [r["serial"] for r in result["records"] if r["kind"] == "label upload" and r["key"] == image]
         assert load.decode_serial(load.label_file_array(next(stored).read_bytes())) in serials
+
+
+def test_the_series_archive_holds_one_volume():
+    import gzip
+    import io
+    import tarfile
+
+    import nibabel as nib
+
+    with tarfile.open(fileobj=io.BytesIO(load.series_archive((8, 8, 4))), mode="r:gz") as archive:
+        (member,) = archive.getmembers()
+        data = archive.extractfile(member).read()
+    assert member.name == "series/volume.nii.gz"
+    assert nib.Nifti1Image.from_bytes(gzip.decompress(data)).shape == (8, 8, 4)
+
+
+def test_slow_routes_are_on_by_default_and_can_be_left_out():
+    assert load.parse_args([]).slow_routes is True
+    assert load.parse_args(["--no-slow-routes"]).slow_routes is False
+
+
+def test_slow_routes_and_the_probe_sort_after_the_writes():
+    kinds = ["train status", load.PROBE, "class label", load.SLOW_ROUTES[1][0], "infer sequence"]
+    assert sorted(kinds, key=load._kind_rank) == ["infer sequence", "class label", load.SLOW_ROUTES[1][0], load.PROBE,
+                                                  "train status"]
