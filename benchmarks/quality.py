@@ -5,11 +5,11 @@ its held-out test subjects, and print one table.
                                            [--epochs-scale 1.0] [--splits grouped random] [--previous git:7851caa]
 
 Data (see ``../shared/data/README.md``): ``sequence`` on BraTS 2018 (every subject has every contrast) plus the
-LGG FLAIR and T1 channels; ``dementia_stage`` on the Alzheimer JPEG set (no patient ids: near-duplicate groups
-stand in for subjects); ``tumor_gate`` and ``tumor_seg`` on LGG; ``hippocampus`` on Decathlon Task04. A task
-whose data is absent is skipped with a line saying so. Subject splits are ``split.json`` of each datastore
-(70/15/15 by subject, seed 0). Epoch budgets (each task's declared ``recipe``, ``mri_label.recipes``) are for this 2-core CPU; ``--epochs-scale``
-multiplies them.
+LGG FLAIR and T1 channels and the 2D slices with skull of ``mri_sequence_2d``; ``dementia_stage`` on the Alzheimer
+JPEG set (no patient ids: near-duplicate groups stand in for subjects); ``tumor_gate`` and ``tumor_seg`` on LGG and
+BraTS FLAIR; ``hippocampus`` on Decathlon Task04. A task whose data is absent is skipped with a line saying so.
+Subject splits are ``split.json`` of each datastore (70/15/15 by subject, seed 0). Epoch budgets (each task's
+declared ``recipe``, ``mri_label.recipes``) are for this 2-core CPU; ``--epochs-scale`` multiplies them.
 
 ``tumor_type`` (brain tumor 4-class JPEG set, imported with ``classfolders --task tumor_type``) gives TWO rows, each
 trained and evaluated on its own split, side by side:
@@ -35,8 +35,10 @@ recorded (``metrics.held_out.metrics``; per source where it holds ``breakdown.so
 of ``<task>/model.json`` files, or ``git:<commit>`` for ``apps/mri_app/shipped`` at that commit (default
 ``git:7851caa``, the shipped models before the per-source evaluation). ``tumor_gate`` also shows recall and
 specificity at the shipped and at the recall-targeted threshold. When ``tumor_gate`` and ``tumor_seg`` both ran,
-a ``tumor_pipeline`` row follows: the cascade (both models just trained) on the test FLAIR volumes of
-``tumor_seg``'s datastore, beside ``tumor_seg`` alone on the same volumes.
+two rows follow with both just-trained models in one model folder, as a server holds them: ``tumor_gate`` as served
+(it reads ``tumor_seg``'s network, see ``lib/configs/tumor_gate.py``; the row above it is the gate's own classifier)
+and ``tumor_pipeline``, the cascade on the test FLAIR volumes of ``tumor_seg``'s datastore, beside ``tumor_seg``
+alone on the same volumes.
 """
 
 import argparse
@@ -55,10 +57,11 @@ sys.path.insert(0, str(ROOT / "apps" / "mri_app"))
 # task -> (imports as (format, folder under --data, classfolders task), data label); epochs and extra train
 # parameters are the recipe of ``mri_label.recipes`` (shared with ``mri-label train``)
 PLAN = {
-    "sequence": ([("brats", "brats2018", None), ("lgg", "lgg_kaggle_3m/kaggle_3m", None)], "BraTS 2018 + LGG channels"),
+    "sequence": ([("brats", "brats2018", None), ("lgg", "lgg_kaggle_3m/kaggle_3m", None),
+                  ("classfolders", "mri_sequence_2d", "sequence")], "BraTS 2018 + LGG channels + 2D slices with skull"),
     "dementia_stage": ([("classfolders", "alzheimer_4class/train", "dementia_stage")], "Alzheimer 4-class JPEG"),
-    "tumor_gate": ([("lgg", "lgg_kaggle_3m/kaggle_3m", None)], "LGG kaggle_3m (per slice)"),
-    "tumor_seg": ([("lgg", "lgg_kaggle_3m/kaggle_3m", None)], "LGG kaggle_3m"),
+    "tumor_gate": ([("lgg", "lgg_kaggle_3m/kaggle_3m", None), ("brats", "brats2018", None)], "LGG + BraTS FLAIR (per slice)"),
+    "tumor_seg": ([("lgg", "lgg_kaggle_3m/kaggle_3m", None), ("brats", "brats2018", None)], "LGG + BraTS FLAIR"),
     "hippocampus": ([("decathlon", "Task04_Hippocampus", None)], "Decathlon Task04"),
     "tumor_type": ([("classfolders", "brain_tumor_4class/Training", "tumor_type")], "Brain tumor 4-class JPEG"),
 }
@@ -146,21 +149,28 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
     }
 
 
-def run_pipeline(gate: dict, seg: dict, work: Path) -> dict:
-    """``tumor_pipeline`` from the just-trained ``tumor_gate`` and ``tumor_seg`` (results of :func:`run`) on the test
-    FLAIR volumes of ``tumor_seg``'s datastore, beside ``tumor_seg`` alone (``mri_label.evaluate``)."""
+def run_pipeline(gate: dict, seg: dict, work: Path) -> List[dict]:
+    """With the just-trained ``tumor_gate`` and ``tumor_seg`` (results of :func:`run`) in one model folder, as a
+    server holds them: ``tumor_gate`` as served (it reads ``tumor_seg``'s network, ``--conf tumor_gate_source``) on
+    the gate's test subjects, and ``tumor_pipeline`` on the test FLAIR volumes of ``tumor_seg``'s datastore beside
+    ``tumor_seg`` alone (``mri_label.evaluate``)."""
     from mri_label.evaluate import evaluate
 
-    models, out = work / "tumor_pipeline" / "model", work / "tumor_pipeline" / "evaluation"
+    models = work / "tumor_pipeline" / "model"
     shutil.rmtree(models, ignore_errors=True)
     for task, result in (("tumor_gate", gate), ("tumor_seg", seg)):
         shutil.copytree(Path(result["model_dir"]) / task, models / task)
-    report = evaluate("tumor_pipeline", seg["store"], model_dir=str(models), out=str(out), progress=lambda m: None)
-    head = report["headline"]
-    return {"task": "tumor_pipeline", "data": f"{seg['data']} (FLAIR volumes), gate from {gate['data']}",
-            "subjects": f"-/-/{report['n_subjects']}", "metric": METRIC["tumor_pipeline"], "value": head[METRIC["tumor_pipeline"]],
-            "split_kind": "grouped", "epochs": None, "train_min": None, "device": seg["device"], "report": str(out / "report.md"),
-            "headline": head, "metrics_file": str(out / "metrics.json")}
+    rows = []
+    for task, store, data in (("tumor_gate", gate["store"], f"{gate['data']}, as served: reads tumor_seg"),
+                              ("tumor_pipeline", seg["store"], f"{seg['data']} (FLAIR volumes), gate as served")):
+        out = work / "tumor_pipeline" / f"evaluation_{task}"
+        report = evaluate(task, store, model_dir=str(models), out=str(out), progress=lambda m: None)
+        head = report["headline"]
+        rows.append({"task": task, "data": data, "subjects": f"-/-/{report['n_subjects']}", "metric": METRIC[task],
+                     "value": head[METRIC[task]], "split_kind": "grouped", "epochs": None, "train_min": None,
+                     "device": seg["device"], "report": str(out / "report.md"), "headline": head,
+                     "metrics_file": str(out / "metrics.json")})
+    return rows
 
 
 def previous_metrics(task: str, previous: str) -> Optional[Dict]:
@@ -261,8 +271,8 @@ def main() -> int:
             print({k: v for k, v in results[-1].items() if k != "headline"}, flush=True)
     done = {r["task"]: r for r in results if "skipped" not in r and r["split_kind"] == "grouped"}
     if "tumor_gate" in done and "tumor_seg" in done:
-        print("== tumor_pipeline (grouped split)", flush=True)
-        results.append(run_pipeline(done["tumor_gate"], done["tumor_seg"], Path(args.work)))
+        print("== tumor_gate as served and tumor_pipeline (grouped split)", flush=True)
+        results += run_pipeline(done["tumor_gate"], done["tumor_seg"], Path(args.work))
     rows = []
     for r in results:
         if "skipped" in r:

@@ -69,12 +69,18 @@ def app_class():
 
 def load_app(studies: str, task: str, model: Optional[str] = None, model_dir: Optional[str] = None):
     """The MRI app in process, serving ``task`` (with a checkpoint override when ``model`` is given); a pipeline
-    task loads the tasks it chains (:data:`PIPELINES`), each from its own checkpoint."""
+    task loads the tasks it chains (:data:`PIPELINES`), each from its own checkpoint; a task whose infer reads
+    other tasks' networks (``reads_networks_of``: the gate, ``tumor_seg``'s) loads them too, and answers as it
+    would in the server with them."""
     MRIApp, folder = app_class()
+    from main import discover_configs  # noqa: E402  (the app's module, importable after app_class)
+
     stages = PIPELINES[task][0] if task in PIPELINES else (task,)
     if model and task in PIPELINES:
         raise ValueError(f"model: {task} chains {', '.join(stages)}; give their checkpoints with model_dir, not --model {model}")
-    conf = {"models": ",".join(stages)}
+    # the networks the task's infer reads (the gate: tumor_seg's), unless a checkpoint of the task itself is given
+    read = () if model else tuple(getattr(discover_configs().get(task), "reads_networks_of", ()))
+    conf = {"models": ",".join(stages + read)}
     if model_dir:  # the models trained there are evaluated, never the shipped ones in their place
         conf.update(model_dir=model_dir, shipped_models="none")
     app = MRIApp(folder, str(studies), conf)

@@ -43,13 +43,15 @@ def test_every_task_ships_a_small_self_describing_checkpoint():
 def test_app_serves_the_shipped_checkpoints(datastore_dir, tmp_path):
     app = app_with(datastore_dir, tmp_path / "model")
     for task in TASKS:
-        assert app._infers[task].get_path() == str(SHIPPED_DIR / task / "model.pt")
+        reads = app.models[task].reads_networks_of  # the gate reads tumor_seg's network where it is served
+        assert app._infers[task].get_path() == str(SHIPPED_DIR / (reads[0] if reads else task) / "model.pt")
 
 
 def test_shipped_models_answer_on_sample_data(datastore_dir, tmp_path):
     """Trained on real scans, the shipped models still call the synthetic T1 phantom T1 and its fluid-bright T2
     phantom not T1 (the phantom's T2 has no grey/white contrast, so a model of real scans may call it FLAIR; real T2 is
-    scored on the held-out scans, README), find the tumor phantom, and flag the small hippocampus phantom."""
+    scored on the held-out scans, README), find the tumor phantom, and flag a hippocampus phantom whose segmented
+    volume falls outside the training labels' range (and only such a one)."""
     import nibabel as nib
 
     app = app_with(datastore_dir, tmp_path / "model")
@@ -64,8 +66,14 @@ def test_shipped_models_answer_on_sample_data(datastore_dir, tmp_path):
     mask = np.asarray(nib.load(result["file"]).dataobj) > 0
     truth = np.asarray(nib.load(store.get_label_uri(store.get_label_by_image_id("synth01_flair", "final"), "final")).dataobj) > 0
     assert (mask & truth.reshape(mask.shape)).sum() > 0.9 * truth.sum(), "the shipped tumor_seg misses the sample tumor phantom"
-    check = app.infer({"model": "hippocampus", "image": "synth_hippo01_t1", "device": "cpu"})["params"]["measurements"]["volume_check"]
-    assert check["status"] == "check the segmentation" and check["reason"].startswith("hippocampus ")
+    flagged = 0
+    for image in ("synth_hippo01_t1", "synth_hippo02_t1"):  # phantoms unlike real hippocampi: at least one is flagged
+        measured = app.infer({"model": "hippocampus", "image": image, "device": "cpu"})["params"]["measurements"]
+        check, (low, high) = measured["volume_check"], measured["volume_check"]["range_mm3"]
+        inside = low <= measured["total_mm3"] <= high
+        assert check["status"] == ("ok" if inside else "check the segmentation"), check
+        flagged += not inside and check["reason"].startswith("hippocampus ")
+    assert flagged
 
 
 def test_a_shipped_card_that_does_not_fit_stops_the_app_with_the_field_named(datastore_dir, tmp_path):
@@ -123,3 +131,37 @@ def test_finetune_starts_from_the_shipped_checkpoint_and_never_writes_it(datasto
     assert Path(config.path).exists() and (Path(config.path).parent / "model.json").exists()
     assert config.infer().get_path() == config.path  # the trained checkpoint is now the one served
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in shipped.iterdir()} == before
+
+
+@pytest.mark.parametrize("models,conf,reads_segmentation", [
+    ("all", {}, True),
+    ("tumor_gate,tumor_seg", {"tumor_gate_source": "classifier"}, False),
+    ("tumor_gate", {}, False),  # no tumor_seg served: the gate's own classifier answers
+])
+def test_the_gate_reads_the_tumor_segmentation_where_it_is_served(datastore_dir, tmp_path, models, conf, reads_segmentation):
+    from lib.infers.classifier import SegmentationGateInfer
+    from main import MRIApp
+
+    from conftest import APP_DIR
+
+    app = MRIApp(str(APP_DIR), str(datastore_dir), {"models": models, "model_dir": str(tmp_path / "model"),
+                                                    "shipped_models": str(SHIPPED_DIR), **conf})
+    gate = app._infers["tumor_gate"]
+    assert isinstance(gate, SegmentationGateInfer) == reads_segmentation
+    expected = "tumor_seg" if reads_segmentation else "tumor_gate"
+    assert gate.get_path() == str(SHIPPED_DIR / expected / "model.pt")
+    result = app.infer({"model": "tumor_gate", "image": "synth01_flair", "device": "cpu"})["params"]
+    assert result["tumor"] is True and result["fired_slices"]  # the sample tumor phantom
+    assert (result.get("source", {}).get("network") == "segmentation") == reads_segmentation
+    if reads_segmentation:  # the pipeline's mask covers the phantom where the gate fired
+        mask = app.infer({"model": "tumor_pipeline", "image": "synth01_flair", "device": "cpu"})
+        assert mask["params"]["fired_slices"] == result["fired_slices"] and mask["params"]["gate"]["source"]["network"] == "segmentation"
+
+
+def test_an_unknown_gate_source_stops_the_app(datastore_dir, tmp_path):
+    from main import MRIApp
+
+    from conftest import APP_DIR
+
+    with pytest.raises(ValueError, match="tumor_gate_source must be one of segmentation, classifier, got 'mask'"):
+        MRIApp(str(APP_DIR), str(datastore_dir), {"models": "tumor_gate", "model_dir": str(tmp_path / "model"), "tumor_gate_source": "mask"})

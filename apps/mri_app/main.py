@@ -133,7 +133,7 @@ class MRIApp(MONAILabelApp):
         )
 
     def init_infers(self) -> Dict[str, InferTask]:
-        infers = {name: config.infer() for name, config in self.models.items()}
+        infers = {name: config.infer_in(self.models) for name, config in self.models.items()}
         if "tumor_gate" in infers and "tumor_seg" in infers:
             infers["tumor_pipeline"] = TumorPipelineInfer(
                 infers["tumor_gate"],

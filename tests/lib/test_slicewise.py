@@ -268,3 +268,53 @@ def test_bad_arguments(kwargs, word):
 def test_bad_input_shape(shape):
     with pytest.raises(ValueError, match="inputs must have shape"):
         SlicewiseInferer(8)(torch.zeros(shape), seg_net())
+
+
+class Blob(nn.Module):
+    """Segmentation logits (background, foreground): foreground wherever the input is above 0.5 (sharp)."""
+
+    def forward(self, x):
+        foreground = (x[:, :1] > 0.5).float() * 20 - 10
+        return torch.cat([-foreground, foreground], dim=1)
+
+
+def _blob_volume(areas, side=32, axis=2):
+    """(1, 1, side, side, D) with a square of ``areas[k]`` pixels on slice k along ``axis``."""
+    volume = torch.zeros(side, side, len(areas))
+    for k, area in enumerate(areas):
+        edge = int(math.isqrt(area))
+        volume[:edge, :edge, k] = 1.0 if edge * edge == area else 0.0
+    return volume.movedim(2, axis)[None, None]
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("fraction,fires", [(16 / 1024, [False, True, True, False]), (64 / 1024, [False, False, True, False]),
+                                            (1 / 1024, [True, True, True, False])])
+def test_slice_score_fires_on_slices_with_that_area_of_foreground(axis, fraction, fires):
+    from lib.slicewise import SliceScoreInferer
+
+    inputs = _blob_volume([4, 16, 64, 0], axis=axis)
+    log_probabilities = SliceScoreInferer(32, fraction, axis=axis)(inputs, Blob())
+    assert log_probabilities.shape == (1, 4, 2)
+    probabilities = torch.softmax(log_probabilities[0], dim=-1)
+    assert torch.allclose(probabilities.sum(-1), torch.ones(4))
+    assert [bool(p > 0.5) for p in probabilities[:, 1]] == fires
+
+
+def test_slice_score_of_chosen_slices_and_of_a_2d_image_keeps_the_map():
+    from lib.slicewise import SliceScoreInferer
+
+    inferer = SliceScoreInferer(32, 16 / 1024, slices=[1, 3, 9])
+    scores = torch.softmax(inferer(_blob_volume([64, 64, 0, 64]), Blob())[0], dim=-1)[:, 1]
+    assert scores.shape == (2,) and bool(scores[0] > 0.99) and bool(scores[1] > 0.99)  # slices 1 and 3 only
+    assert inferer.foreground.shape == (32, 32, 4) and float(inferer.foreground[..., 0].max()) == 0.0  # not run
+    flat = SliceScoreInferer(32, 16 / 1024)
+    assert flat(_blob_volume([64])[..., 0], Blob()).shape == (1, 1, 2) and flat.foreground.shape == (32, 32)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_slice_score_refuses_an_area_fraction_outside_0_1(fraction):
+    from lib.slicewise import SliceScoreInferer
+
+    with pytest.raises(ValueError, match="area_fraction"):
+        SliceScoreInferer(32, fraction)

@@ -94,3 +94,46 @@ class SlicewiseInferer(Inferer):
             result[chosen] = torch.cat(outputs)
         result = result.movedim(0, -1)[None]  # (1, K, H, W, D)
         return result[..., 0] if is_2d else result.movedim(-1, self.axis + 2)
+
+
+class SliceScoreInferer(Inferer):
+    """Per-slice probability of foreground from a 2D segmentation network: for each slice run, the mean of the
+    ``area_fraction`` × H × W (at least 1) highest foreground probabilities (1 − p(background)) of that slice,
+    i.e. about "at least that area is foreground". A lone uncertain pixel does not make a slice positive; a
+    lesion of that area does.
+
+    Args:
+        size, axis, slices, batch_size: as :class:`SlicewiseInferer` (segmentation).
+        area_fraction: 0 < f <= 1, fraction of the slice's pixels whose probabilities are averaged.
+
+    Returns (from ``__call__(inputs, network)``): log-probabilities ``(1, N, 2)`` (background, foreground) of the
+    ``N`` slices run, in increasing slice order, so that a softmax over the last axis gives the probabilities.
+    The call also keeps ``foreground``: the foreground probability ``(H, W)`` or ``(H, W, D)`` in the input's
+    grid (0 on the slices not run), the map the scores come from.
+    """
+
+    def __init__(self, size: int, area_fraction: float, axis: int = 2, slices: Optional[Sequence[int]] = None,
+                 batch_size: int = 32):
+        super().__init__()
+        if not 0.0 < area_fraction <= 1.0:
+            raise ValueError(f"area_fraction must be in (0, 1], got {area_fraction}")
+        self.area_fraction = float(area_fraction)
+        self.segmenter = SlicewiseInferer(size, axis=axis, segmentation=True, slices=slices, batch_size=batch_size)
+
+    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+        logits = self.segmenter(inputs, network)
+        is_2d = inputs.ndim == 4
+        foreground = 1.0 - torch.softmax(logits.float(), dim=1)[0, 0]  # (H, W) or (H, W, D)
+        stack = foreground[..., None] if is_2d else foreground.movedim(self.segmenter.axis, -1)
+        depth = stack.shape[-1]
+        chosen = [0] if is_2d else [s for s in (self.segmenter.slices or range(depth)) if 0 <= s < depth]
+        run = torch.zeros(depth, dtype=torch.bool, device=stack.device)
+        run[chosen] = True
+        shown = stack * run  # the slices not run: 0, not the softmax of their placeholder logits
+        self.foreground = (shown[..., 0] if is_2d else shown.movedim(-1, self.segmenter.axis)).detach().cpu()
+        if not chosen:
+            return inputs.new_zeros((1, 0, 2)).as_subclass(torch.Tensor)
+        per_slice = stack[..., chosen].reshape(-1, len(chosen)).T  # (N, H*W)
+        k = max(1, int(round(self.area_fraction * per_slice.shape[1])))
+        score = per_slice.topk(k, dim=1).values.mean(dim=1).clamp(1e-6, 1 - 1e-6)
+        return torch.stack([torch.log1p(-score), torch.log(score)], dim=1)[None]

@@ -64,6 +64,19 @@ class MRITaskConfig(TaskConfig):
             check_checkpoint(self.path, expected, required=False,
                              remedy=f"retrain {self.name} with these options or move {self.task_dir} away")
 
+    reads_networks_of: tuple = ()
+    """Tasks whose networks this task's infer may read (:meth:`infer_in`); tools that load this task alone load
+    them too."""
+
+    def infer_in(self, configs: Dict[str, "MRITaskConfig"]):
+        """This task's infer task among the app's task configs (name -> config); a task that reads another's
+        network overrides it."""
+        return self.infer()
+
+    def has_checkpoint(self) -> bool:
+        """Whether a trained or shipped checkpoint exists to serve."""
+        return any(os.path.exists(p) for p in self.serving_paths)
+
     @property
     def serving_paths(self) -> List[str]:
         """Checkpoints the infer task may load; MONAI Label serves the last that exists (trained over shipped)."""

@@ -16,7 +16,7 @@ from lib.conf import conf_bool
 from lib.datastore import bad_input
 from lib.datalists import CLASS_SLICE_FRACTION, GATE_SLICE_FRACTION
 from lib.infers import checkpoint_info
-from lib.slicewise import SlicewiseInferer
+from lib.slicewise import SliceScoreInferer, SlicewiseInferer
 from lib.transforms import axial_axis, brain_slices, infer_slices_pre
 
 
@@ -98,11 +98,16 @@ class ClassifierInfer(BasicInferTask):
         axis = axial_axis(image.affine) if image.ndim == 4 else 2
         network = self._get_network(data.get("device", "cpu"), data)
         heat = cam_volume(network, image.to(next(network.parameters()).device), axis, data["slices_run"], self.size, class_index)
-        affine = image.meta.get("original_affine", image.affine) if hasattr(image, "meta") else None
-        affine = np.asarray(affine, dtype=float) if affine is not None and np.asarray(affine).shape == (4, 4) else np.eye(4)
-        path = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
-        nib.save(nib.Nifti1Image(heat.numpy().astype(np.float32), affine), path)
-        return path
+        return save_like(image, heat.numpy())
+
+
+def save_like(image, values: np.ndarray) -> str:
+    """``values`` (the input's grid, float) as a float32 NIfTI with the input's original affine; returns its path."""
+    affine = image.meta.get("original_affine", image.affine) if hasattr(image, "meta") else None
+    affine = np.asarray(affine, dtype=float) if affine is not None and np.asarray(affine).shape == (4, 4) else np.eye(4)
+    path = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
+    nib.save(nib.Nifti1Image(np.asarray(values, dtype=np.float32), affine), path)
+    return path
 
 
 def requested_slices(value, depth: int):
@@ -157,3 +162,40 @@ class TumorGateInfer(ClassifierInfer):
             }
         )
         return result
+
+
+class SegmentationGateInfer(TumorGateInfer):
+    """The tumor gate read off a slice segmentation network (``tumor_seg``'s): p(tumor) of a slice is the mean of
+    its ``area_fraction`` highest tumor probabilities (:class:`lib.slicewise.SliceScoreInferer`), so the gate fires
+    where the segmentation finds a lesion of about that area, and the pipeline's mask follows. Same answer as
+    :class:`TumorGateInfer`; with ``cam`` the evidence map is the segmentation's tumor probability (0..1) on the
+    slices looked at, as a float NIfTI in the input's grid.
+
+    Args:
+        path, network: the segmentation network's checkpoints and module (shared with its own infer).
+        size: the segmentation network's input side (pixels).
+        area_fraction: 0 < f <= 1 of the slice's pixels.
+    """
+
+    aggregation = "max over head slices of p(tumor) from the segmentation network; the other class is its complement"
+
+    def __init__(self, *args, area_fraction: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not 0.0 < area_fraction <= 1.0:
+            raise ValueError(f"area_fraction must be in (0, 1], got {area_fraction}")
+        self.area_fraction = area_fraction
+
+    def inferer(self, data=None):
+        plain = super().inferer(data)
+        data["score_inferer"] = SliceScoreInferer(self.size, self.area_fraction, axis=plain.axis, slices=plain.slices)
+        return data["score_inferer"]
+
+    def writer(self, data, extension=None, dtype=None):
+        path, result = super().writer(data, extension=extension, dtype=dtype)
+        result["source"] = {"network": "segmentation", "area_fraction": self.area_fraction}
+        if path:
+            result["cam"] = {"class": "tumor", "map": "tumor probability of the segmentation network"}
+        return path, result
+
+    def write_cam(self, data, class_index: int) -> str:
+        return save_like(data["image"], data["score_inferer"].foreground.numpy())
