@@ -349,6 +349,33 @@ def test_two_servers_from_one_app_folder_keep_their_logs_and_models_apart(tmp_pa
         assert folders["a"] != folders["b"]
 
 
+# ------------------------------------------------------------------------------------------------ stalls
+
+def test_sigterm_during_a_training_stops_the_real_server_within_the_grace(tmp_path, sample_template):
+    """A real server training in a background process: SIGTERM ends the server, and the training process with it,
+    within ``stop_grace_s`` plus a margin for the shutdown."""
+    import psutil
+
+    conf = {"models": "sequence", "shipped_models": str(SHIPPED_DIR), "stop_grace_s": 2}
+    with running_server(tmp_path, sample_template, conf=conf) as live:
+        request = {"name": "long", "max_epochs": 100, "early_stop_patience": 0, "dataset": "Dataset"}
+        assert call(live, "POST", "/train/sequence", json=request).status_code == 200
+        for _ in range(300):
+            children = psutil.Process(live["process"].pid).children(recursive=True)
+            if call(live, "GET", "/train/?all=false").json().get("status") == "RUNNING" and children:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the training did not start")
+        started = time.time()
+        live["process"].terminate()
+        live["process"].wait(timeout=60)
+        stopped_s = time.time() - started
+        time.sleep(1)
+        assert stopped_s < 2 + 15, f"the server took {stopped_s:.1f} s to stop"
+        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
 # ------------------------------------------------------------------------------------- and it starts again
 
 def test_the_next_start_loads_what_the_server_stored(server, tmp_path):

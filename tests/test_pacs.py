@@ -172,3 +172,19 @@ def test_patient_identifiers_never_logged(pacs):
     for name, text in texts.items():
         for secret in SECRETS:
             assert secret not in text, f"{secret!r} appears in the {name}"
+
+
+@pytest.mark.parametrize("method,path,status", [
+    ("GET", "/proxy/dicom/qido/studies", 200),
+    ("GET", "/proxy/dicom/qido/studies/%2E%2E/%2E%2E/system", 422),
+    ("GET", "/proxy/dicom/qido/studies/..%2F..%2Fsystem", 422),
+    ("GET", "/proxy/dicom/qido/system", 422),
+    ("POST", "/proxy/dicom/qido/studies", 405),
+])
+def test_the_pacs_proxy_passes_only_dicomweb_reads(pacs, method, path, status):
+    """The live proxy to Orthanc: a QIDO study search passes; dot segments, paths that are no DICOMweb resource and
+    writes through the read routes are refused before anything reaches the PACS."""
+    answer = requests.request(method, pacs["server"] + path, timeout=60)
+    assert answer.status_code == status, answer.text[:300]
+    if status == 200:
+        assert pacs["study"] in answer.text
