@@ -20,16 +20,12 @@ from pathlib import Path
 from typing import Mapping, Optional
 from urllib.parse import urlsplit
 
-logger = logging.getLogger(__name__)
-
+LOG_NAME = "app.log"
 
 
 def state_root() -> Path:
     """Where the state folders live unless ``--conf state_dir`` names one: ``~/.mri-label/servers``."""
     return Path.home() / ".mri-label" / "servers"
-
-
-LOG_NAME = "app.log"
 
 
 def _is_url(studies: str) -> bool:
