@@ -165,3 +165,17 @@ def test_an_unknown_gate_source_stops_the_app(datastore_dir, tmp_path):
 
     with pytest.raises(ValueError, match="tumor_gate_source must be one of segmentation, classifier, got 'mask'"):
         MRIApp(str(APP_DIR), str(datastore_dir), {"models": "tumor_gate", "model_dir": str(tmp_path / "model"), "tumor_gate_source": "mask"})
+
+
+def test_tumor_seg_measures_the_lesions_it_finds(datastore_dir, tmp_path):
+    """``measurements["lesions"]`` of the shipped tumor_seg on the sample tumor phantom: one or more components,
+    the largest with axial diameters, the total volume matching the mask's (mm³ -> mL); the pipeline carries it."""
+    app = app_with(datastore_dir, tmp_path / "model", models="tumor_gate,tumor_seg")
+    measured = app.infer({"model": "tumor_seg", "image": "synth01_flair", "device": "cpu"})["params"]["measurements"]
+    lesions = measured["lesions"]
+    assert lesions["components"] >= 1 and lesions["volume_ml"] == pytest.approx(measured["total_mm3"] / 1000, rel=1e-3)
+    largest = lesions["lesions"][0]
+    assert largest["largest_diameter_mm"] >= largest["perpendicular_diameter_mm"] > 0
+    assert largest["slices"][0] <= largest["slice"] <= largest["slices"][1]
+    piped = app.infer({"model": "tumor_pipeline", "image": "synth01_flair", "device": "cpu"})["params"]
+    assert "lesions" in piped["measurements"]

@@ -88,6 +88,19 @@ def test_bad_classification_answers_are_refused(result, message):
             "a: 900.0 mm³\nTotal: 900.0 mm³\nCHECK THE SEGMENTATION: hippocampus 900.0 mm³ is outside 2397-4401 mm³",
         ),
         ({"mm3": {"a": 3000.0}, "volume_check": {"status": "ok", "range_mm3": [2397, 4401]}}, "a: 3,000.0 mm³\nTotal: 3,000.0 mm³"),
+        (
+            {"mm3": {"tumor": 5000.0}, "lesions": {"components": 2, "lesions": [
+                {"largest_diameter_mm": 40.04, "perpendicular_diameter_mm": 24.0, "slice": 12, "measurable": True},
+                {"largest_diameter_mm": 5.0, "perpendicular_diameter_mm": 4.0, "slice": 3, "measurable": False}]}},
+            "tumor: 5,000.0 mm³\nTotal: 5,000.0 mm³\nLesions: 2; largest 40.0 × 24.0 mm on slice 12",
+        ),
+        (
+            {"mm3": {"tumor": 9.0}, "lesions": {"components": 1, "lesions": [
+                {"largest_diameter_mm": 3.0, "perpendicular_diameter_mm": 2.0, "slice": 0, "measurable": False}]}},
+            "tumor: 9.0 mm³\nTotal: 9.0 mm³\nLesions: 1; largest 3.0 × 2.0 mm on slice 0 (not measurable: a diameter under 10 mm)",
+        ),
+        ({"mm3": {"tumor": 0.0}, "lesions": {"components": 0, "lesions": []}}, "tumor: 0.0 mm³\nTotal: 0.0 mm³"),
+        ({"mm3": {"tumor": 1.0}, "lesions": {"lesions": [{"slice": "x"}]}}, "tumor: 1.0 mm³\nTotal: 1.0 mm³"),
     ],
 )
 def test_measurements_text(measurements, text):

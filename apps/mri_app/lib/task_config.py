@@ -1,7 +1,7 @@
 """Task-config bases: one per kind of task, so each file in ``lib/configs`` only states what is its own."""
 
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from monailabel.interfaces.config import TaskConfig
 
@@ -157,6 +157,8 @@ class SliceSegmentationConfig(MRITaskConfig):
     """Slice-wise 2D ResUNet. Options ``--conf <task>_image_size`` (default 256) and ``<task>_widths``."""
 
     kind = "segmentation"
+    lesions: Optional[str] = None
+    """The label whose connected components the infer measures as lesions (volume, RANO-style diameters)."""
 
     def init(self, name, model_dir, conf, planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -171,7 +173,8 @@ class SliceSegmentationConfig(MRITaskConfig):
         return dict(super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION})
 
     def infer(self):
-        return SliceSegmentationInfer(self.serving_paths, self.network, self.labels, self.description, size=self.size)
+        return SliceSegmentationInfer(self.serving_paths, self.network, self.labels, self.description, size=self.size,
+                                      lesions=self.lesions)
 
     def trainer(self):
         return SliceSegmentationTrainer(*self._trainer_args(), labels=self.labels, size=self.size, shipped_path=self.shipped_path)

@@ -185,6 +185,30 @@ def brain_slices(image: torch.Tensor, axis: int, min_fraction: float) -> list:
     return [int(i) for i in torch.nonzero(area >= min_fraction * area.max()).flatten()]
 
 
+class LesionMeasuresd(MapTransform):
+    """Add ``measurements["lesions"]`` (:func:`lib.lesion_measures.lesion_measurements`: volume in mL, connected
+    components, RANO-style axial diameters) for the voxels of ``label`` in ``data[key]``, in the same grid and with
+    the same affine as :class:`LabelVolumesd` (after it in the chain)."""
+
+    def __init__(self, keys: KeysCollection, label: int, result_key: str = "result"):
+        super().__init__(keys)
+        self.label, self.result_key = int(label), result_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        from lib.lesion_measures import lesion_measurements
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            mask = np.asarray(torch.as_tensor(d[key]).cpu()).squeeze() == self.label
+            affine = (d.get(f"{key}_meta_dict") or {}).get("affine")
+            affine = None if affine is None else np.asarray(torch.as_tensor(affine).cpu(), dtype=float)
+            axis = axial_axis(affine) if affine is not None and mask.ndim == 3 else 2
+            result = dict(d.get(self.result_key) or {})
+            result["measurements"] = dict(result.get("measurements") or {}, lesions=lesion_measurements(mask, affine, axis))
+            d[self.result_key] = result
+        return d
+
+
 class LabelVolumesd(MapTransform):
     """Measure a label map: volume (mm³, 3D) or area (mm², 2D) of each label, and left/right volumes.
 

@@ -45,15 +45,19 @@ class Measurements(NamedTuple):
     left: Optional[float]
     right: Optional[float]
     check: Optional[str] = None
+    lesions: Optional[str] = None
 
     def text(self) -> str:
-        """Multi-line text: one line per label, the total, left/right when known, and the volume check's
-        warning when the server flagged a volume."""
+        """Multi-line text: one line per label, the total, left/right when known, the lesions (count and the
+        largest one's axial diameters) where the server measured them, and the volume check's warning when the
+        server flagged a volume."""
         symbol = UNIT_SYMBOLS.get(self.unit, self.unit)
         lines = [f"{name}: {value:,.1f} {symbol}" for name, value in self.per_label.items()]
         lines.append(f"Total: {self.total:,.1f} {symbol}")
         if self.left is not None and self.right is not None:
             lines.append(f"Left: {self.left:,.1f} {symbol}; Right: {self.right:,.1f} {symbol}")
+        if self.lesions:
+            lines.append(self.lesions)
         if self.check:
             lines.append(self.check)
         return "\n".join(lines)
@@ -151,7 +155,24 @@ def parse_measurements(measurements: Optional[Dict]) -> Optional[Measurements]:
         left=None if left is None else float(left),
         right=None if right is None else float(right),
         check=f"{str(volume_check['status']).upper()}: {volume_check.get('reason', '')}" if flagged else None,
+        lesions=_lesions_line(measurements.get("lesions")),
     )
+
+
+def _lesions_line(lesions) -> Optional[str]:
+    """One line from the server's ``measurements["lesions"]``: the number of lesions and the largest one's
+    RANO-style axial diameters; None where there are none or the value is not such a mapping."""
+    if not isinstance(lesions, dict) or not lesions.get("lesions"):
+        return None
+    largest = lesions["lesions"][0]
+    try:
+        d1, d2 = float(largest["largest_diameter_mm"]), float(largest["perpendicular_diameter_mm"])
+        slice_index = int(largest["slice"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    count = int(lesions.get("components") or len(lesions["lesions"]))
+    return (f"Lesions: {count}; largest {d1:.1f} × {d2:.1f} mm on slice {slice_index}"
+            + ("" if largest.get("measurable") else " (not measurable: a diameter under 10 mm)"))
 
 
 def parse_segmentation(result: Dict, mask_path: Optional[str], task: str = "") -> SegmentationResult:

@@ -11,3 +11,4 @@ class TumorSegConfig(SliceSegmentationConfig):
     task_labels = {"tumor": 1}
     description = "Tumor segmentation (FLAIR), 2D ResUNet slice by slice; mask in the input grid, volume in mm³"
     recipe = dict(RECIPE, max_epochs=25, train_batch_size=8, learning_rate=1e-3)
+    lesions = "tumor"  # measured per component: volume in mL, RANO-style axial diameters (lib.lesion_measures)

@@ -5,7 +5,7 @@ and ``measurements`` in the result JSON: volume per label in mm³ (area in mm² 
 total, and left/right volumes for 3D input.
 """
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Activationsd, AsDiscreted, SqueezeDimd
@@ -15,7 +15,7 @@ from monailabel.transform.post import Restored
 
 from lib.infers import checkpoint_info
 from lib.slicewise import SlicewiseInferer
-from lib.transforms import LabelVolumesd, axial_axis, infer_slices_pre, infer_volume_pre
+from lib.transforms import LabelVolumesd, LesionMeasuresd, axial_axis, infer_slices_pre, infer_volume_pre
 
 
 class _SegmentationInfer(BasicInferTask):
@@ -49,11 +49,22 @@ class _SegmentationInfer(BasicInferTask):
 
 
 class SliceSegmentationInfer(_SegmentationInfer):
-    """2D network over the axial slices of a slice or volume; ``slices`` in the request limits which run."""
+    """2D network over the axial slices of a slice or volume; ``slices`` in the request limits which run.
+    ``lesions``: name of the label whose connected components are measured as lesions (``measurements["lesions"]``,
+    :class:`lib.transforms.LesionMeasuresd`); None: none."""
 
-    def __init__(self, *args, size: int, **kwargs):
+    def __init__(self, *args, size: int, lesions: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.size = size
+        if lesions is not None and lesions not in self.labels:
+            raise ValueError(f"lesions must name one of the labels {list(self.labels)}, got {lesions!r}")
+        self.lesions = lesions
+
+    def post_transforms(self, data=None) -> Sequence:
+        chain = list(super().post_transforms(data))
+        if self.lesions is not None:
+            chain.append(LesionMeasuresd(keys="pred", label=self.labels[self.lesions]))
+        return chain
 
     def pre_transforms(self, data=None) -> Sequence:
         return infer_slices_pre()
