@@ -332,11 +332,9 @@ def series_archive(shape: Sequence[int] = (64, 64, 24), seed: int = 0) -> bytes:
     """A tar.gz holding one NIfTI volume (``series/volume.nii.gz``), as a viewer uploads a series to a session."""
     import tarfile
 
-    import nibabel as nib
     import numpy as np
 
-    volume = np.random.default_rng(seed).normal(100, 10, tuple(shape)).astype(np.float32)
-    payload = gzip.compress(nib.Nifti1Image(volume, np.eye(4)).to_bytes())
+    payload = label_file_bytes(np.random.default_rng(seed).normal(100, 10, tuple(shape)).astype(np.float32), np.eye(4))
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         info = tarfile.TarInfo("series/volume.nii.gz")

@@ -23,11 +23,17 @@ def app_dir() -> Path:
     return path
 
 
-def server_state():
-    """The app's :mod:`lib.server_state` (per-server model folder and log file), imported from its folder."""
+def app_on_path() -> str:
+    """The app folder (:func:`app_dir`), put on ``sys.path`` so that its ``main`` and ``lib`` import."""
     folder = str(app_dir())
     if folder not in sys.path:
         sys.path.insert(0, folder)
+    return folder
+
+
+def server_state():
+    """The app's :mod:`lib.server_state` (per-server model folder and log file), imported from its folder."""
+    app_on_path()
     from lib import server_state as state  # noqa: E402  (importable once the app folder is on sys.path)
 
     return state
@@ -59,7 +65,7 @@ def serve(args) -> int:
     conf = dict(args.conf or [])
     state = server_state()
     # MONAI Label's log configuration, writing this server's own log file from its first line (lib.server_state)
-    log_config = init_log_config(None, os.path.dirname(os.path.dirname(state.log_file(studies, conf))), state.LOG_NAME)
+    log_config = init_log_config(None, state.state_dir(studies, conf), state.LOG_NAME)
     command = [
         sys.executable, "-m", "monailabel.main", "start_server",
         "--app", str(app_dir()), "--studies", str(studies),
@@ -130,7 +136,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("--studies", required=True, help="datastore folder")
     p.add_argument("--model", help="checkpoint to evaluate (default: the app's current one)")
-    p.add_argument("--model-dir", help="the model folder (default: that of a server on --studies, see docs)")
+    p.add_argument("--model-dir", help="the model folder (default: the one a server on --studies serves, "
+                                      "~/.mri-label/servers/NAME-HASH/model)")
     p.add_argument("--out", help="report folder (default evaluation/TASK)")
     p.add_argument("--target-recall", type=float, default=0.97, help="tumor_gate: recall the threshold must reach")
     p.add_argument("--split", choices=["grouped", "random"], default="grouped",

@@ -27,7 +27,6 @@ per-subject whole-volume Dice, beside ``tumor_seg`` alone on the same volumes (`
 target: the pipeline's mean Dice within :data:`PIPELINE_TOLERANCE` of ``tumor_seg`` alone).
 """
 
-import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -57,11 +56,9 @@ CAVEATS = {
 
 def app_class():
     """``(MRIApp, app folder)``: the app's class, imported from its folder (put on ``sys.path``)."""
-    from mri_label.cli import app_dir
+    from mri_label.cli import app_on_path
 
-    folder = str(app_dir())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    folder = app_on_path()
     from main import MRIApp  # noqa: E402  (the app's own module, importable once its folder is on sys.path)
 
     return MRIApp, folder

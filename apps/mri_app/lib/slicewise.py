@@ -62,6 +62,10 @@ class SlicewiseInferer(Inferer):
         self.slices = None if slices is None else sorted({int(s) for s in slices})
         self.batch_size = batch_size
 
+    def chosen(self, depth: int) -> list:
+        """The slices run of a volume of ``depth`` slices (``slices`` inside it, or all), in increasing order."""
+        return list(range(depth)) if self.slices is None else [s for s in self.slices if 0 <= s < depth]
+
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
         if inputs.ndim not in (4, 5) or inputs.shape[0] != 1:
             raise ValueError(f"inputs must have shape (1, C, H, W) or (1, C, H, W, D), got {tuple(inputs.shape)}")
@@ -69,7 +73,7 @@ class SlicewiseInferer(Inferer):
         volume = inputs[..., None] if is_2d else inputs.movedim(self.axis + 2, -1)
         stack = volume[0].movedim(-1, 0)  # (D, C, H, W)
         depth, height, width = stack.shape[0], stack.shape[2], stack.shape[3]
-        chosen = list(range(depth)) if self.slices is None else [s for s in self.slices if 0 <= s < depth]
+        chosen = self.chosen(depth)
 
         channels_last = channels_last_on_cpu(network)
         outputs = []
@@ -126,7 +130,7 @@ class SliceScoreInferer(Inferer):
         foreground = 1.0 - torch.softmax(logits.float(), dim=1)[0, 0]  # (H, W) or (H, W, D)
         stack = foreground[..., None] if is_2d else foreground.movedim(self.segmenter.axis, -1)
         depth = stack.shape[-1]
-        chosen = [0] if is_2d else [s for s in (self.segmenter.slices or range(depth)) if 0 <= s < depth]
+        chosen = [0] if is_2d else self.segmenter.chosen(depth)
         run = torch.zeros(depth, dtype=torch.bool, device=stack.device)
         run[chosen] = True
         shown = stack * run  # the slices not run: 0, not the softmax of their placeholder logits

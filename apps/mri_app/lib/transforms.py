@@ -31,6 +31,8 @@ from monai.transforms import (
     DivisiblePadd,
 )
 
+from lib.lesion_measures import lesion_measurements
+
 # ITU-R BT.601 luma weights, for slices stored as RGB.
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -185,6 +187,14 @@ def brain_slices(image: torch.Tensor, axis: int, min_fraction: float) -> list:
     return [int(i) for i in torch.nonzero(area >= min_fraction * area.max()).flatten()]
 
 
+def _label_and_affine(d: Mapping, key: Hashable) -> tuple:
+    """``(label map, affine)`` of ``d[key]`` as numpy: the map squeezed to ``(H, W[, D])``, the affine from
+    ``d[key + "_meta_dict"]["affine"]`` (voxel -> RAS mm) or None."""
+    affine = (d.get(f"{key}_meta_dict") or {}).get("affine")
+    affine = None if affine is None else np.asarray(torch.as_tensor(affine).cpu(), dtype=float)
+    return np.asarray(torch.as_tensor(d[key]).cpu()).squeeze(), affine
+
+
 class LesionMeasuresd(MapTransform):
     """Add ``measurements["lesions"]`` (:func:`lib.lesion_measures.lesion_measurements`: volume in mL, connected
     components, RANO-style axial diameters) for the voxels of ``label`` in ``data[key]``, in the same grid and with
@@ -195,13 +205,10 @@ class LesionMeasuresd(MapTransform):
         self.label, self.result_key = int(label), result_key
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        from lib.lesion_measures import lesion_measurements
-
         d = dict(data)
         for key in self.key_iterator(d):
-            mask = np.asarray(torch.as_tensor(d[key]).cpu()).squeeze() == self.label
-            affine = (d.get(f"{key}_meta_dict") or {}).get("affine")
-            affine = None if affine is None else np.asarray(torch.as_tensor(affine).cpu(), dtype=float)
+            label, affine = _label_and_affine(d, key)
+            mask = label == self.label
             axis = axial_axis(affine) if affine is not None and mask.ndim == 3 else 2
             result = dict(d.get(self.result_key) or {})
             result["measurements"] = dict(result.get("measurements") or {}, lesions=lesion_measurements(mask, affine, axis))
@@ -229,9 +236,7 @@ class LabelVolumesd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            label = np.asarray(torch.as_tensor(d[key]).cpu()).squeeze()
-            affine = (d.get(f"{key}_meta_dict") or {}).get("affine")
-            affine = None if affine is None else np.asarray(torch.as_tensor(affine).cpu(), dtype=float)
+            label, affine = _label_and_affine(d, key)
             dims = label.ndim
             unit = "mm3" if dims == 3 else "mm2"
             voxel = 1.0 if affine is None or affine.shape[0] < dims + 1 else abs(np.linalg.det(affine[:dims, :dims]))
