@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 
@@ -60,14 +61,16 @@ def _store(folder: str):
 
 def _evaluate(config, datastore, images) -> float:
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     infer = config.infer()
     scores = []
     for image in images:
         label_path, _ = infer({"image": datastore.get_image_uri(image), "device": "cpu"})
         truth_id = datastore.get_label_by_image_id(image, "final")
-        truth = np.asarray(nib.load(datastore.get_label_uri(truth_id, "final")).dataobj)
-        prediction = np.asarray(nib.load(label_path).dataobj)
+        # nibabel annotates load() with the base class; these are NIfTI images
+        truth = np.asarray(cast(SpatialImage, nib.load(datastore.get_label_uri(truth_id, "final"))).dataobj)
+        prediction = np.asarray(cast(SpatialImage, nib.load(label_path)).dataobj)
         os.remove(label_path)
         scores.append(_dice(prediction.reshape(truth.shape), truth, config.labels.values()))
     return float(np.mean(scores))
@@ -77,8 +80,15 @@ def _train(config, datastore, epochs: int, finetune: bool, run: str, seed: int =
     from monai.utils import set_determinism
 
     set_determinism(seed=seed)  # the same start set trains to the same model for every strategy
-    request = {"max_epochs": epochs, "name": "al_bench", "finetune": finetune, "al_run": run, "dataset": "CacheDataset",
-               "early_stop_patience": 0, "device": "cpu"}
+    request = {
+        "max_epochs": epochs,
+        "name": "al_bench",
+        "finetune": finetune,
+        "al_run": run,
+        "dataset": "CacheDataset",
+        "early_stop_patience": 0,
+        "device": "cpu",
+    }
     stats = config.trainer()(request, datastore)
     return stats.get("finetune") or {"promoted": True}
 
@@ -128,7 +138,10 @@ def simulate(args, strategy_name: str, source: str, pool, val_test_ids, test_ids
         labelled += len(picks)
         outcome = _train(config, datastore, args.epochs, finetune=True, run=f"r{round_}", seed=args.seed + round_)
         curve.append((labelled, _evaluate(config, datastore, test_ids), outcome["promoted"]))
-        print(f"  {strategy_name}: {labelled} labels -> test Dice {curve[-1][1]:.4f} (promoted: {outcome['promoted']})", flush=True)
+        print(
+            f"  {strategy_name}: {labelled} labels -> test Dice {curve[-1][1]:.4f} (promoted: {outcome['promoted']})",
+            flush=True,
+        )
     shutil.rmtree(work, ignore_errors=True)
     return curve
 
@@ -162,18 +175,25 @@ def main(argv=None) -> int:
     datastore = _store(studies)
     labelled = [i for i in datastore.list_images() if datastore.get_label_by_image_id(i, "final")]
     subject = lambda i: datastore.get_image_info(i).get("subject", i)  # noqa: E731
-    by_side = {side: sorted(i for i in labelled if split_of(split, subject(i)) == side) for side in ("train", "val", "test")}
+    by_side = {
+        side: sorted(i for i in labelled if split_of(split, subject(i)) == side) for side in ("train", "val", "test")
+    }
     rng = random.Random(args.seed)
     pool = set(rng.sample(by_side["train"], min(args.pool, len(by_side["train"]))))
     test_ids = sorted(rng.sample(by_side["test"], min(args.test, len(by_side["test"]))))
     val_test = set(by_side["val"]) | set(by_side["test"])
-    print(f"{args.task}: pool {len(pool)} training cases, {len(by_side['val'])} validation, {len(test_ids)} test; "
-          f"K={args.start}, M={args.per_round}, {args.rounds} rounds, {args.epochs} epochs each, seed {args.seed}", flush=True)
+    print(
+        f"{args.task}: pool {len(pool)} training cases, {len(by_side['val'])} validation, {len(test_ids)} test; "
+        f"K={args.start}, M={args.per_round}, {args.rounds} rounds, {args.epochs} epochs each, seed {args.seed}",
+        flush=True,
+    )
 
     curves = {name: simulate(args, name, studies, pool, val_test, test_ids) for name in ("epistemic", "random")}
 
     # full-pool reference: every pool label, the same total epochs as a whole loop
-    args_full = argparse.Namespace(**{**vars(args), "start": len(pool), "rounds": 0, "epochs": args.epochs * (args.rounds + 1)})
+    args_full = argparse.Namespace(
+        **{**vars(args), "start": len(pool), "rounds": 0, "epochs": args.epochs * (args.rounds + 1)}
+    )
     reference = simulate(args_full, "full", studies, pool, val_test, test_ids)[-1][1]
 
     target = 0.95 * reference
@@ -183,7 +203,10 @@ def main(argv=None) -> int:
         print(f"{n:>7} | {e:>9.4f} | {r:>9.4f}")
     for name, curve in curves.items():
         reached = next((n for n, d, _ in curve if d >= target), None)
-        print(f"{name}: labels to reach 95 % of full-pool Dice: {reached if reached is not None else f'not within {curve[-1][0]}'}")
+        print(
+            f"{name}: labels to reach 95 % of full-pool Dice: "
+            f"{reached if reached is not None else f'not within {curve[-1][0]}'}"
+        )
     print(f"({time.time() - started:.0f} s)")
     print(json.dumps({"reference": reference, "curves": curves}))
     return 0

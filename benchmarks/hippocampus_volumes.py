@@ -37,9 +37,16 @@ def main() -> int:
         file, result = infer({"image": image, "device": "cpu"})
         os.remove(file)
         m = result["measurements"]
-        sides = [f"{m[s]['anterior_mm3']:.0f} / {m[s]['posterior_mm3']:.0f} / {m[s]['total_mm3']:.0f}" for s in ("left", "right")]
+        sides = [
+            f"{m[s]['anterior_mm3']:.0f} / {m[s]['posterior_mm3']:.0f} / {m[s]['total_mm3']:.0f}"
+            for s in ("left", "right")
+        ]
         name = os.path.basename(image).replace(".nii.gz", "")
-        print(f"| {name} | {sides[0]} | {sides[1]} | {m['volume_check']['status']} | {result['latencies']['total']:.1f} |", flush=True)
+        print(
+            f"| {name} | {sides[0]} | {sides[1]} | {m['volume_check']['status']} | "
+            f"{result['latencies']['total']:.1f} |",
+            flush=True,
+        )
     return 0
 
 

@@ -56,7 +56,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "apps" / "mri_app"
@@ -119,8 +119,8 @@ def latency_split(latencies: Optional[Dict], wall_s: float) -> Dict[str, Optiona
     latencies = latencies or {}
     ms = lambda s: None if s is None else round(1000.0 * float(s), 1)  # noqa: E731
     number = lambda k: latencies.get(k) if isinstance(latencies.get(k), (int, float)) else None  # noqa: E731
-    transforms = latencies.get("transform") if isinstance(latencies.get("transform"), dict) else {}
-    pre_transforms = transforms.get("pre") if isinstance(transforms.get("pre"), dict) else {}
+    transforms: Any = latencies.get("transform") if isinstance(latencies.get("transform"), dict) else {}
+    pre_transforms: Any = transforms.get("pre") if isinstance(transforms.get("pre"), dict) else {}
     read = pre_transforms.get("LoadImaged")
     pre_total = number("pre")
     if pre_total is not None and read is None and pre_transforms:
@@ -144,6 +144,7 @@ def latency_split(latencies: Optional[Dict], wall_s: float) -> Dict[str, Optiona
 def format_table(headers: Sequence[str], rows: Iterable[Sequence], right: Optional[Sequence[bool]] = None) -> str:
     """A plain-text table: one header line, a rule, then the rows; None prints as ``-``, floats with no
     decimals at 100 or more, one decimal below. ``right[i]`` right-aligns column ``i`` (default: numbers right)."""
+
     def cell(value) -> str:
         if value is None:
             return "-"
@@ -160,10 +161,15 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence], right: Option
         if len(r) != len(headers):
             raise ValueError(f"row has {len(r)} cells, the header {len(headers)}: {r}")
     if right is None:
-        right = [bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) for i in range(len(headers))]
+        right = [
+            bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
+            for i in range(len(headers))
+        ]
     text = [[cell(v) for v in r] for r in rows]
     widths = [max([len(h)] + [len(t[i]) for t in text]) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.rjust(w) if right[i] else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()  # noqa: E731
+    line = lambda cells: "  ".join(  # noqa: E731
+        c.rjust(w) if right[i] else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    ).rstrip()
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(t) for t in text])
 
 
@@ -192,8 +198,15 @@ def evaluate_targets(rows: List[Dict], reference_rows: List[Dict], peak_rss_mb: 
             add(f"{r['task']} on a 2D slice < 50 ms", r["p50_ms"], 50.0)
     pipeline = [r for r in rows if r["task"] == "tumor_pipeline" and r.get("input") == "flair30"]
     worst = [r for r in pipeline if r.get("variant") == "all_fire"] or pipeline
-    add("tumor_pipeline on 256x256x30 < 3 s (gate fires on every head slice)", worst[0]["p50_ms"] if worst else None, 3000.0)
-    for input_key, limit, what in (("hippo_crop", 1000.0, "Decathlon crop < 1 s"), ("t1", 10000.0, "whole-head T1 < 10 s")):
+    add(
+        "tumor_pipeline on 256x256x30 < 3 s (gate fires on every head slice)",
+        worst[0]["p50_ms"] if worst else None,
+        3000.0,
+    )
+    for input_key, limit, what in (
+        ("hippo_crop", 1000.0, "Decathlon crop < 1 s"),
+        ("t1", 10000.0, "whole-head T1 < 10 s"),
+    ):
         found = [r for r in rows if r["task"] == "hippocampus" and r.get("input") == input_key]
         add(f"hippocampus on a {what}", found[0]["p50_ms"] if found else None, limit)
     reference = {r["input"]: r for r in reference_rows if r.get("p50_ms") is not None}
@@ -201,7 +214,9 @@ def evaluate_targets(rows: List[Dict], reference_rows: List[Dict], peak_rss_mb: 
         ref = reference.get(r.get("input"))
         if ref is not None and r.get("p50_ms") is not None:
             name = r["task"] + (f" ({r['variant']})" if r.get("variant") else "")
-            add(f"{name} on {r['input']} faster than the reference ({ref['p50_ms']:.0f} ms)", r["p50_ms"], ref["p50_ms"])
+            add(
+                f"{name} on {r['input']} faster than the reference ({ref['p50_ms']:.0f} ms)", r["p50_ms"], ref["p50_ms"]
+            )
     add("peak server RSS with all tasks loaded < 4 GB", peak_rss_mb, 4096.0, "MB")
     return out
 
@@ -241,6 +256,7 @@ def _mni_t1_on_fsl_grid(path: Path) -> None:
     """The MNI152 T1 template bundled with nilearn (a real T1), resampled onto the standard 182x218x182 1 mm
     MNI grid (RAS, corner voxel at (-90, -126, -72) mm), as int16."""
     import SimpleITK as sitk
+
     from mri_label.templates import template_path
 
     grid = sitk.Image([182, 218, 182], sitk.sitkInt16)
@@ -251,8 +267,16 @@ def _mni_t1_on_fsl_grid(path: Path) -> None:
     sitk.WriteImage(t1, str(path))
 
 
-def synthetic_head(shape, spacing, contrast: str, seed: int = 0, tumor: bool = True, z_offset_mm: float = 0.0,
-                   centre_mm=(0.0, 0.0, 0.0), with_labels: bool = False):
+def synthetic_head(
+    shape,
+    spacing,
+    contrast: str,
+    seed: int = 0,
+    tumor: bool = True,
+    z_offset_mm: float = 0.0,
+    centre_mm=(0.0, 0.0, 0.0),
+    with_labels: bool = False,
+):
     """A synthetic head in scanner-like units (float32, 0..~1100) on a RAS grid whose centre voxel lies at
     ``centre_mm`` (+ ``z_offset_mm`` in z) in head coordinates.
 
@@ -348,12 +372,13 @@ def _brats_flair_slabs(data: Path):
     """A BraTS FLAIR averaged into 5 mm slabs and padded to 256x256x30 (int16), its affine and its name."""
     import nibabel as nib
     import numpy as np
+    from nibabel.spatialimages import SpatialImage
 
     root = data / "brats2018"
     found = sorted(root.glob("*/*_flair.nii.gz")) if root.is_dir() else []
     if not found:
         return None
-    img = nib.load(str(found[0]))
+    img = cast(SpatialImage, nib.load(str(found[0])))  # a NIfTI image (load() is annotated with the base class)
     volume = np.asarray(img.dataobj).astype(np.float32)
     nx, ny, nz = volume.shape
     first = (nz - 150) // 2
@@ -388,6 +413,7 @@ def write_inputs(dest: Path, data: Optional[Path], seed: int = 0) -> Dict[str, D
     "source", "shape"}``; real data from ``data`` where present, else synthetic."""
     import nibabel as nib
     import numpy as np
+    from nibabel.spatialimages import SpatialImage
     from PIL import Image
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -413,7 +439,11 @@ def write_inputs(dest: Path, data: Optional[Path], seed: int = 0) -> Dict[str, D
         source = f"BraTS {name}, 5 mm slabs, padded"
     else:
         shape, spacing = (256, 256, 30), (1.0, 1.0, 5.0)
-        volume, affine, source = np.round(synthetic_head(shape, spacing, "FLAIR", seed + 1)).astype(np.int16), _affine(shape, spacing), "synthetic"
+        volume, affine, source = (
+            np.round(synthetic_head(shape, spacing, "FLAIR", seed + 1)).astype(np.int16),
+            _affine(shape, spacing),
+            "synthetic",
+        )
     path = dest / "bench_flair_256x256x30.nii.gz"
     _save_nifti(volume, affine, path)
     record("flair30", path, source, volume.shape)
@@ -427,11 +457,11 @@ def write_inputs(dest: Path, data: Optional[Path], seed: int = 0) -> Dict[str, D
     path = dest / "bench_hippo_crop.nii.gz"
     if real is not None:
         shutil.copyfile(real, path)
-        record("hippo_crop", path, f"Decathlon Task04 {real.name}", nib.load(str(path)).shape)
+        record("hippo_crop", path, f"Decathlon Task04 {real.name}", cast(SpatialImage, nib.load(str(path))).shape)
     else:
         # 35x51x35 around the right hippocampus of the MNI T1 (centre (28, -18, -16) mm: the 1 mm grid's voxel
         # (118, 108, 56), since its corner voxel lies at (-90, -126, -72) mm)
-        t1 = np.asarray(nib.load(str(dest / "bench_t1_182x218x182.nii.gz")).dataobj)
+        t1 = np.asarray(cast(SpatialImage, nib.load(str(dest / "bench_t1_182x218x182.nii.gz"))).dataobj)
         centre = (118, 108, 56)
         lo = [c - s // 2 for c, s in zip(centre, (35, 51, 35))]
         crop = t1[lo[0] : lo[0] + 35, lo[1] : lo[1] + 51, lo[2] : lo[2] + 35]
@@ -443,6 +473,7 @@ def write_inputs(dest: Path, data: Optional[Path], seed: int = 0) -> Dict[str, D
 def add_to_datastore(studies: Path, inputs: Dict[str, Dict]) -> None:
     """Add the benchmark inputs as images of a MONAI Label local datastore at ``studies``."""
     from monailabel.datastore.local import LocalDatastore
+
     from mri_label.sample_data import EXTENSIONS
 
     store = LocalDatastore(str(studies), extensions=EXTENSIONS, auto_reload=False)
@@ -525,8 +556,14 @@ def vm_hwm_mb(pid: int) -> Optional[float]:
 
 
 @contextlib.contextmanager
-def server(app_dir: Path, studies: Path, conf: Dict[str, str], log_path: Path, timeout: float = 300,
-           threads: Optional[int] = None):
+def server(
+    app_dir: Path,
+    studies: Path,
+    conf: Dict[str, str],
+    log_path: Path,
+    timeout: float = 300,
+    threads: Optional[int] = None,
+):
     """``monailabel start_server`` on a free loopback port; yields ``{"url", "pid", "startup_s", "memory"}``
     (``memory``: a running :class:`MemorySampler`); stops the server (its whole process group) on exit.
     ``threads`` sets ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` (torch's intra-op threads) of the server."""
@@ -534,8 +571,18 @@ def server(app_dir: Path, studies: Path, conf: Dict[str, str], log_path: Path, t
 
     port = free_port()
     command = [
-        sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
-        "--host", "127.0.0.1", "--port", str(port),
+        sys.executable,
+        "-m",
+        "monailabel.main",
+        "start_server",
+        "--app",
+        str(app_dir),
+        "--studies",
+        str(studies),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     ]
     for key, value in conf.items():
         command += ["--conf", key, str(value)]
@@ -544,7 +591,9 @@ def server(app_dir: Path, studies: Path, conf: Dict[str, str], log_path: Path, t
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log_path, "w") as log:
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=log_path.parent, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=log_path.parent, env=env, start_new_session=True
+        )
         sampler = MemorySampler(process.pid)
         sampler.start()
         url = f"http://127.0.0.1:{port}"
@@ -593,8 +642,10 @@ def infer_once(url: str, task: str, image_id: str, params: Optional[Dict], timeo
 
     started = time.perf_counter()
     response = requests.post(
-        f"{url}/infer/{task}", params={"image": image_id, "output": "all"},
-        data={"params": json.dumps(params)} if params else None, timeout=timeout,
+        f"{url}/infer/{task}",
+        params={"image": image_id, "output": "all"},
+        data={"params": json.dumps(params)} if params else None,
+        timeout=timeout,
     )
     wall = time.perf_counter() - started
     body = _result_json(response) if response.ok else {"detail": response.text[:300]}
@@ -614,8 +665,15 @@ def cpu_seconds(pid: Optional[int]) -> Optional[float]:
     return times.user + times.system
 
 
-def measure(url: str, task: str, image_id: str, calls: int, timeout: float, params: Optional[Dict] = None,
-            pid: Optional[int] = None) -> Dict:
+def measure(
+    url: str,
+    task: str,
+    image_id: str,
+    calls: int,
+    timeout: float,
+    params: Optional[Dict] = None,
+    pid: Optional[int] = None,
+) -> Dict:
     """First call, then ``calls`` warm calls of one task on one image. With the server's ``pid``, also the server's
     CPU time per warm call (user + system over all its threads: robust to other load on the machine, unlike wall
     time; it counts all threads, so on an idle machine it can exceed the wall time)."""
@@ -669,38 +727,72 @@ REFERENCE_INPUTS = ("flair30", "t1", "hippo_crop")
 
 
 def _row(task, input_key, inputs, measured, kind, variant=None) -> Dict:
-    return {"task": task, "variant": variant, "input": input_key, "what": inputs[input_key]["what"],
-            "shape": inputs[input_key]["shape"], "source": inputs[input_key]["source"], "kind": kind, **measured}
+    return {
+        "task": task,
+        "variant": variant,
+        "input": input_key,
+        "what": inputs[input_key]["what"],
+        "shape": inputs[input_key]["shape"],
+        "source": inputs[input_key]["source"],
+        "kind": kind,
+        **measured,
+    }
 
 
 def run_mri(work: Path, studies: Path, inputs: Dict, calls: int, timeout: float, log=print, threads=None) -> Dict:
     models = work / "mri_model"
     tasks = write_checkpoints(models)
     rows, notes = [], []
-    with server(APP_DIR, studies, {"models": "all", "model_dir": str(models)}, work / "mri_server.log", threads=threads) as srv:
+    with server(
+        APP_DIR, studies, {"models": "all", "model_dir": str(models)}, work / "mri_server.log", threads=threads
+    ) as srv:
         log(f"mri-label server ready in {srv['startup_s']:.1f} s ({srv['url']}); tasks {tasks}")
         for task in [t for t in TASK_INPUTS if t in tasks]:
             for input_key in TASK_INPUTS[task]:
                 log(f"  {task} on {input_key} ...")
                 kind = "classification" if task in CLASSIFIERS else "segmentation"
-                rows.append(_row(task, input_key, inputs, measure(srv["url"], task, inputs[input_key]["id"], calls, timeout, pid=srv["pid"]), kind))
+                rows.append(
+                    _row(
+                        task,
+                        input_key,
+                        inputs,
+                        measure(srv["url"], task, inputs[input_key]["id"], calls, timeout, pid=srv["pid"]),
+                        kind,
+                    )
+                )
         if "hippocampus" in tasks:
             _, status, body, _ = infer_once(srv["url"], "hippocampus", inputs["slice"]["id"], None, timeout)
-            notes.append(f"hippocampus on the 2D slice: HTTP {status} ({str(body.get('detail'))[:90]})" + ("" if status == 422 else "  <-- expected 422"))
+            notes.append(
+                f"hippocampus on the 2D slice: HTTP {status} ({str(body.get('detail'))[:90]})"
+                + ("" if status == 422 else "  <-- expected 422")
+            )
         for variant, params in PIPELINE_VARIANTS:
             for input_key in ("flair30", "slice"):
                 log(f"  tumor_pipeline ({variant}) on {input_key} ...")
-                measured = measure(srv["url"], "tumor_pipeline", inputs[input_key]["id"], calls, timeout, params, srv["pid"])
+                measured = measure(
+                    srv["url"], "tumor_pipeline", inputs[input_key]["id"], calls, timeout, params, srv["pid"]
+                )
                 rows.append(_row("tumor_pipeline", input_key, inputs, measured, "pipeline", variant))
         peak = srv["memory"].peak_mb
         hwm = vm_hwm_mb(srv["pid"])
-        return {"startup_s": round(srv["startup_s"], 2), "rows": rows, "notes": notes, "peak_rss_mb": round(peak, 1),
-                "vm_hwm_mb": None if hwm is None else round(hwm, 1), "memory_samples": srv["memory"].samples}
+        return {
+            "startup_s": round(srv["startup_s"], 2),
+            "rows": rows,
+            "notes": notes,
+            "peak_rss_mb": round(peak, 1),
+            "vm_hwm_mb": None if hwm is None else round(hwm, 1),
+            "memory_samples": srv["memory"].samples,
+        }
 
 
 def run_reference(work: Path, studies: Path, inputs: Dict, calls: int, timeout: float, log=print, threads=None) -> Dict:
     models = work / "reference_model"
-    conf = {"models": REFERENCE_TASK, "use_pretrained_model": "false", "random_init_weights": "true", "model_dir": str(models)}
+    conf = {
+        "models": REFERENCE_TASK,
+        "use_pretrained_model": "false",
+        "random_init_weights": "true",
+        "model_dir": str(models),
+    }
     rows = []
     with server(REFERENCE_APP_DIR, studies, conf, work / "reference_server.log", threads=threads) as srv:
         log(f"reference server ready in {srv['startup_s']:.1f} s ({srv['url']})")
@@ -709,40 +801,92 @@ def run_reference(work: Path, studies: Path, inputs: Dict, calls: int, timeout: 
             measured = measure(srv["url"], REFERENCE_TASK, inputs[input_key]["id"], calls, timeout, pid=srv["pid"])
             rows.append(_row(f"REF {REFERENCE_TASK}", input_key, inputs, measured, "reference"))
         hwm = vm_hwm_mb(srv["pid"])
-        return {"startup_s": round(srv["startup_s"], 2), "rows": rows, "peak_rss_mb": round(srv["memory"].peak_mb, 1),
-                "vm_hwm_mb": None if hwm is None else round(hwm, 1)}
+        return {
+            "startup_s": round(srv["startup_s"], 2),
+            "rows": rows,
+            "peak_rss_mb": round(srv["memory"].peak_mb, 1),
+            "vm_hwm_mb": None if hwm is None else round(hwm, 1),
+        }
 
 
 def table(rows: List[Dict], reference: Dict[str, Dict]) -> str:
-    headers = ["task", "input", "n", "first ms", "p50 ms", "p95 ms", "cpu ms", "read", "pre", "model", "post", "write",
-               "other", "ref p50", "x ref"]
+    headers = [
+        "task",
+        "input",
+        "n",
+        "first ms",
+        "p50 ms",
+        "p95 ms",
+        "cpu ms",
+        "read",
+        "pre",
+        "model",
+        "post",
+        "write",
+        "other",
+        "ref p50",
+        "x ref",
+    ]
     lines = []
     for r in rows:
         name = r["task"] + (f" [{r['variant']}]" if r.get("variant") else "")
-        what = r["what"] + (f", {r['fired_slices']} fired" if r.get("fired_slices") is not None and r["task"] == "tumor_pipeline" else "")
+        what = r["what"] + (
+            f", {r['fired_slices']} fired"
+            if r.get("fired_slices") is not None and r["task"] == "tumor_pipeline"
+            else ""
+        )
         ref = reference.get(r["input"]) if not r["task"].startswith("REF") else None
         ratio = None if ref is None else round(r["p50_ms"] / ref["p50_ms"], 3)
         split = r["split_ms"]
-        lines.append([name, what, r["calls"], r["first_ms"], r["p50_ms"], r["p95_ms"], r.get("cpu_p50_ms"), *[split[k] for k in SPLIT_KEYS],
-                      None if ref is None else ref["p50_ms"], None if ratio is None else f"{ratio:.3f}"])
+        lines.append(
+            [
+                name,
+                what,
+                r["calls"],
+                r["first_ms"],
+                r["p50_ms"],
+                r["p95_ms"],
+                r.get("cpu_p50_ms"),
+                *[split[k] for k in SPLIT_KEYS],
+                None if ref is None else ref["p50_ms"],
+                None if ratio is None else f"{ratio:.3f}",
+            ]
+        )
     right = [False, False] + [True] * (len(headers) - 2)
     return format_table(headers, lines, right)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", default=10, help="warm calls per task and input (1..100, default 10)")
-    parser.add_argument("--reference-calls", default=3, help="warm calls per input for the reference (1..100, default 3; "
-                        "at most --calls): it takes tens of seconds a call on a CPU")
+    parser.add_argument(
+        "--reference-calls",
+        default=3,
+        help="warm calls per input for the reference (1..100, default 3; "
+        "at most --calls): it takes tens of seconds a call on a CPU",
+    )
     parser.add_argument("--skip-reference", action="store_true", help="do not start the reference server")
     parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real data folder (default ../shared/data; "
-                        "synthetic inputs where absent)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="real data folder (default ../shared/data; synthetic inputs where absent)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per request (default 900)")
-    parser.add_argument("--threads", type=int, help="torch threads of both servers (OMP_NUM_THREADS; default: torch's "
-                        "own choice, one per core); 1 is steadier on a machine shared with other work")
-    parser.add_argument("--work", type=Path, help="keep the datastore, checkpoints and server logs here (default: a "
-                        "temporary folder, removed at the end)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads of both servers (OMP_NUM_THREADS; default: torch's "
+        "own choice, one per core); 1 is steadier on a machine shared with other work",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="keep the datastore, checkpoints and server logs here (default: a temporary folder, removed at the end)",
+    )
     args = parser.parse_args(argv)
     try:
         calls = check_count(args.calls, "--calls")
@@ -792,35 +936,69 @@ def main(argv=None) -> int:
     ref_rows = reference["rows"] if reference else []
     by_input = {r["input"]: r for r in ref_rows}
     print()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, server threads "
-          f"{args.threads or 'default'}; load average "
-          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after (above ~0.5 the numbers are upper bounds)")
-    print(f"server start to ready: mri-label {mri['startup_s']:.1f} s" +
-          (f", reference {reference['startup_s']:.1f} s" if reference else ""))
-    print("times in ms; p50/p95: client wall time of the warm calls; cpu: the server's CPU time per call (p50; all "
-          "threads); read/pre/model/post/write/other: MONAI Label's split of the p50 call (its stage times are rounded "
-          "to 10 ms); x ref: p50 / reference p50 on an input of the same size")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, server threads "
+        f"{args.threads or 'default'}; load average "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after (above ~0.5 the numbers are upper bounds)"
+    )
+    print(
+        f"server start to ready: mri-label {mri['startup_s']:.1f} s"
+        + (f", reference {reference['startup_s']:.1f} s" if reference else "")
+    )
+    print(
+        "times in ms; p50/p95: client wall time of the warm calls; cpu: the server's CPU time per call (p50; all "
+        "threads); read/pre/model/post/write/other: MONAI Label's split of the p50 call (its stage times are rounded "
+        "to 10 ms); x ref: p50 / reference p50 on an input of the same size"
+    )
     print(table(mri["rows"] + ref_rows, by_input))
     for note in mri["notes"]:
         print(note)
-    print(f"peak RSS, mri-label server and children (sampled every 0.25 s, all tasks loaded): {mri['peak_rss_mb']:.0f} MB; "
-          f"VmHWM of the server process: {mri['vm_hwm_mb']} MB")
+    print(
+        "peak RSS, mri-label server and children (sampled every 0.25 s, all tasks loaded): "
+        f"{mri['peak_rss_mb']:.0f} MB; "
+        f"VmHWM of the server process: {mri['vm_hwm_mb']} MB"
+    )
     if reference:
         print(f"peak RSS, reference server: {reference['peak_rss_mb']:.0f} MB; VmHWM {reference['vm_hwm_mb']} MB")
     targets = evaluate_targets(mri["rows"], ref_rows, max(mri["peak_rss_mb"], mri["vm_hwm_mb"] or 0.0))
     print()
-    print(format_table(
-        ["target", "measured", "limit", "met"],
-        [[t["target"], None if t["measured"] is None else f"{t['measured']:.0f} {t['unit']}", f"{t['limit']:.0f} {t['unit']}",
-          {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]]] for t in targets],
-        [False, True, True, False],
-    ))
+    print(
+        format_table(
+            ["target", "measured", "limit", "met"],
+            [
+                [
+                    t["target"],
+                    None if t["measured"] is None else f"{t['measured']:.0f} {t['unit']}",
+                    f"{t['limit']:.0f} {t['unit']}",
+                    {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]],
+                ]
+                for t in targets
+            ],
+            [False, True, True, False],
+        )
+    )
     if args.json:
-        args.json.write_text(json.dumps({
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_before": load_before, "load_after": load_after},
-            "calls": calls, "reference_calls": ref_calls, "threads": args.threads, "inputs": inputs, "mri": mri, "reference": reference,
-            "targets": targets,
-        }, indent=1, default=str))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "platform": platform.platform(),
+                        "load_before": load_before,
+                        "load_after": load_after,
+                    },
+                    "calls": calls,
+                    "reference_calls": ref_calls,
+                    "threads": args.threads,
+                    "inputs": inputs,
+                    "mri": mri,
+                    "reference": reference,
+                    "targets": targets,
+                },
+                indent=1,
+                default=str,
+            )
+        )
         print(f"numbers written to {args.json}")
     return 0
 

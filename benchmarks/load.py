@@ -51,7 +51,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -73,11 +73,22 @@ INFERS = (
 #: hippocampus masks, 2D slice masks) and the segment names of each (label values 1, 2, ...)
 TUMOR, HIPPOCAMPUS = ("tumor",), ("anterior", "posterior")
 UPLOAD_TARGETS = tuple((f"synth0{i}_flair", TUMOR) for i in range(1, 7)) + (
-    ("synth_hippo03_t1", HIPPOCAMPUS), ("synth_hippo04_t1", HIPPOCAMPUS), ("synth_slice02", TUMOR), ("synth_slice04", TUMOR))
+    ("synth_hippo03_t1", HIPPOCAMPUS),
+    ("synth_hippo04_t1", HIPPOCAMPUS),
+    ("synth_slice02", TUMOR),
+    ("synth_slice04", TUMOR),
+)
 #: (task, image) of the class-label corrections (images the infers also record predictions on)
-CLASS_TARGETS = (("sequence", "synth_slice03"), ("tumor_gate", "synth01_flair"), ("dementia_stage", "synth02_t1"),
-                 ("tumor_type", "synth_slice01"), ("sequence", "synth04_t2"), ("tumor_gate", "synth03_flair"),
-                 ("dementia_stage", "synth05_t1"), ("tumor_type", "synth02_flair"))
+CLASS_TARGETS = (
+    ("sequence", "synth_slice03"),
+    ("tumor_gate", "synth01_flair"),
+    ("dementia_stage", "synth02_t1"),
+    ("tumor_type", "synth_slice01"),
+    ("sequence", "synth04_t2"),
+    ("tumor_gate", "synth03_flair"),
+    ("dementia_stage", "synth05_t1"),
+    ("tumor_type", "synth02_flair"),
+)
 LABEL_TAG = "final"
 TRAIN_TASKS = ("sequence", "dementia_stage", "tumor_gate", "tumor_seg", "tumor_type", "hippocampus")
 FINISHED = ("DONE", "ERROR", "STOPPED")
@@ -107,15 +118,18 @@ def mix(n_infers: int = len(INFERS)) -> List[tuple]:
 
 def _kind_rank(kind: str) -> int:
     """Table order of a request kind: the infers in :data:`INFERS` order, then the writes, then the rest."""
-    order = [f"infer {task}" for task, _, _ in INFERS] + ["label upload", "class label"] + [k for k, _, _ in SLOW_ROUTES]
+    order = (
+        [f"infer {task}" for task, _, _ in INFERS] + ["label upload", "class label"] + [k for k, _, _ in SLOW_ROUTES]
+    )
     order += [PROBE, "train status"]
     return order.index(kind) if kind in order else len(order)
 
 
 def summarize(records: Sequence[Dict], window_s: float) -> List[Dict]:
-    """Per request kind (infers in :data:`INFERS` order, then writes, then the rest) and in total: ``{"kind", "n", "rate", "p50_ms", "p95_ms",
-    "max_ms", "errors"}``; ``rate`` is requests per second over ``window_s``; latencies over all requests of the
-    kind, failed ones included; an error is a record whose ``ok`` is false."""
+    """Per request kind (infers in :data:`INFERS` order, then writes, then the rest) and in total:
+    ``{"kind", "n", "rate", "p50_ms", "p95_ms", "max_ms", "errors"}``; ``rate`` is requests per second over
+    ``window_s``; latencies over all requests of the kind, failed ones included; an error is a record whose ``ok`` is
+    false."""
     if window_s <= 0:
         raise ValueError(f"window_s must be > 0, got {window_s}")
     kinds: Dict[str, List[Dict]] = {}
@@ -124,9 +138,15 @@ def summarize(records: Sequence[Dict], window_s: float) -> List[Dict]:
 
     def row(kind: str, group: Sequence[Dict]) -> Dict:
         ms = [1000.0 * r["latency_s"] for r in group]
-        return {"kind": kind, "n": len(group), "rate": len(group) / window_s, "p50_ms": percentile(ms, 50),
-                "p95_ms": percentile(ms, 95), "max_ms": max(ms) if ms else float("nan"),
-                "errors": sum(1 for r in group if not r["ok"])}
+        return {
+            "kind": kind,
+            "n": len(group),
+            "rate": len(group) / window_s,
+            "p50_ms": percentile(ms, 50),
+            "p95_ms": percentile(ms, 95),
+            "max_ms": max(ms) if ms else float("nan"),
+            "errors": sum(1 for r in group if not r["ok"]),
+        }
 
     return [row(kind, group) for kind, group in kinds.items()] + [row("total", records)]
 
@@ -168,8 +188,12 @@ def verify_writes(writes: Sequence[Dict], read_final: Callable[[object], object]
             found = f"read failed: {error!r}"
         if found not in expected:
             failures.append({"key": key, "found": found, "expected": expected})
-    return {"verified": len(by_key) - len(failures), "total": len(by_key), "writes": sum(map(len, by_key.values())),
-            "failures": failures}
+    return {
+        "verified": len(by_key) - len(failures),
+        "total": len(by_key),
+        "writes": sum(map(len, by_key.values())),
+        "failures": failures,
+    }
 
 
 def encode_serial(array, serial: int) -> None:
@@ -239,8 +263,12 @@ def sha256(data: bytes) -> str:
 def training_covered(samples: Sequence[Dict], window: Sequence[float]) -> bool:
     """Whether the training ran through the window: the monitor's samples (``{"t", "status"}``) cover it from its
     start to its end and every one says RUNNING."""
-    return bool(samples) and samples[0]["t"] <= window[0] + 2.0 and samples[-1]["t"] >= window[1] and all(
-        s["status"] == "RUNNING" for s in samples)
+    return (
+        bool(samples)
+        and samples[0]["t"] <= window[0] + 2.0
+        and samples[-1]["t"] >= window[1]
+        and all(s["status"] == "RUNNING" for s in samples)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- clients
@@ -272,8 +300,17 @@ class Recorder:
         except Exception as error:  # any failure of the call is an error of the run, recorded, not raised
             status, ok, detail = None, False, repr(error)[:300]
         end = time.perf_counter()
-        record = {"kind": kind, "status": status, "ok": ok, "start": start, "end": end, "latency_s": end - start,
-                  "client": client, "detail": detail, **extra}
+        record = {
+            "kind": kind,
+            "status": status,
+            "ok": ok,
+            "start": start,
+            "end": end,
+            "latency_s": end - start,
+            "client": client,
+            "detail": detail,
+            **extra,
+        }
         with self._lock:
             self.records.append(record)
         return record, response
@@ -284,7 +321,9 @@ class Client(threading.Thread):
     starts a request after it. Client ``i`` starts its uploads and class labels at target ``3 i`` (modulo their
     number), so a few clients spread over every target and still meet on some."""
 
-    def __init__(self, index: int, url: str, targets: Dict, recorder: Recorder, deadline: float, timeout: float, seed: int):
+    def __init__(
+        self, index: int, url: str, targets: Dict, recorder: Recorder, deadline: float, timeout: float, seed: int
+    ):
         super().__init__(daemon=True, name=f"client-{index}")
         self.index, self.url, self.targets, self.recorder = index, url, targets, recorder
         self.deadline, self.timeout, self.seed = deadline, timeout, seed
@@ -303,8 +342,13 @@ class Client(threading.Thread):
 
     def _infer(self, session, i: int):
         task, image, output = INFERS[i]
-        self.recorder.call(f"infer {task}", lambda: session.post(
-            f"{self.url}/infer/{task}", params={"image": image, "output": output}, timeout=self.timeout), self.index)
+        self.recorder.call(
+            f"infer {task}",
+            lambda: session.post(
+                f"{self.url}/infer/{task}", params={"image": image, "output": output}, timeout=self.timeout
+            ),
+            self.index,
+        )
 
     def _upload(self, session):
         image, segments = UPLOAD_TARGETS[(3 * self.index + self.uploads) % len(UPLOAD_TARGETS)]
@@ -313,19 +357,38 @@ class Client(threading.Thread):
         serial = self.recorder.next_serial()
         data = label_file_bytes(label_mask(target["shape"], serial, len(segments), self.seed), target["affine"])
         name = "label.png" if target["ext"] == ".png" else "label.nii.gz"
-        params = json.dumps({"label_info": [{"name": name, "idx": i + 1} for i, name in enumerate(segments)], "load_serial": serial})
-        self.recorder.call("label upload", lambda: session.put(
-            f"{self.url}/datastore/label", params={"image": image, "tag": LABEL_TAG}, files={"label": (name, data)},
-            data={"params": params}, timeout=self.timeout), self.index, key=image, value=sha256(data), serial=serial)
+        params = json.dumps(
+            {"label_info": [{"name": name, "idx": i + 1} for i, name in enumerate(segments)], "load_serial": serial}
+        )
+        self.recorder.call(
+            "label upload",
+            lambda: session.put(
+                f"{self.url}/datastore/label",
+                params={"image": image, "tag": LABEL_TAG},
+                files={"label": (name, data)},
+                data={"params": params},
+                timeout=self.timeout,
+            ),
+            self.index,
+            key=image,
+            value=sha256(data),
+            serial=serial,
+        )
 
     def _classlabel(self, session):
         task, image = CLASS_TARGETS[(3 * self.index + self.labels) % len(CLASS_TARGETS)]
         self.labels += 1
         classes = self.targets["classes"][task]
         label = classes[self.recorder.next_serial() % len(classes)]
-        self.recorder.call("class label", lambda: session.put(
-            f"{self.url}/classlabel/{task}", params={"image": image}, json={"label": label}, timeout=self.timeout),
-            self.index, key=f"{task}:{image}", value=label)
+        self.recorder.call(
+            "class label",
+            lambda: session.put(
+                f"{self.url}/classlabel/{task}", params={"image": image}, json={"label": label}, timeout=self.timeout
+            ),
+            self.index,
+            key=f"{task}:{image}",
+            value=label,
+        )
 
 
 def series_archive(shape: Sequence[int] = (64, 64, 24), seed: int = 0) -> bytes:
@@ -359,8 +422,16 @@ class SlowRoutes(threading.Thread):
             while time.perf_counter() < self.deadline:
                 kind, method, path = SLOW_ROUTES[step % len(SLOW_ROUTES)]
                 files = {"files": ("series.tar.gz", self.archive)} if kind == "session upload" else None
-                record, response = self.recorder.call(kind, lambda: session.request(
-                    method, self.url + path, files=files, json={} if method == "POST" else None, timeout=self.timeout))
+                record, response = self.recorder.call(
+                    kind,
+                    lambda: session.request(
+                        method,
+                        self.url + path,
+                        files=files,
+                        json={} if method == "POST" else None,
+                        timeout=self.timeout,
+                    ),
+                )
                 if kind == "session upload" and record["ok"]:
                     session.delete(f"{self.url}/session/{response.json()['session_id']}", timeout=self.timeout)
                 step += 1
@@ -369,7 +440,9 @@ class SlowRoutes(threading.Thread):
 class Probe(threading.Thread):
     """``GET /info/`` every ``interval`` s until ``deadline``: the API's answer time while the load runs."""
 
-    def __init__(self, url: str, recorder: "Recorder", deadline: float, timeout: float, interval: float = PROBE_INTERVAL_S):
+    def __init__(
+        self, url: str, recorder: "Recorder", deadline: float, timeout: float, interval: float = PROBE_INTERVAL_S
+    ):
         super().__init__(daemon=True, name="probe")
         self.url, self.recorder, self.deadline, self.timeout, self.interval = url, recorder, deadline, timeout, interval
 
@@ -398,8 +471,12 @@ class TrainMonitor(threading.Thread):
         with requests.Session() as session:
             while True:
                 stopping = self._stop_event.is_set()  # one more sample after the stop: the window's end
-                record, response = self.recorder.call("train status", lambda: session.get(f"{self.url}/train/", timeout=self.timeout))
-                self.samples.append({"t": record["end"], "status": response.json().get("status") if record["ok"] else None})
+                record, response = self.recorder.call(
+                    "train status", lambda: session.get(f"{self.url}/train/", timeout=self.timeout)
+                )
+                self.samples.append(
+                    {"t": record["end"], "status": response.json().get("status") if record["ok"] else None}
+                )
                 if stopping:
                     break
                 self._stop_event.wait(self.interval)
@@ -417,6 +494,7 @@ def describe_targets(studies: Path, info: Dict) -> Dict:
     class names of every class-label task (from ``GET /info/``)."""
     import nibabel as nib
     import numpy as np
+    from nibabel.spatialimages import SpatialImage
     from PIL import Image
 
     images = {}
@@ -427,12 +505,12 @@ def describe_targets(studies: Path, info: Dict) -> Dict:
         if found[0].suffix == ".png":
             images[image] = {"shape": np.asarray(Image.open(found[0])).shape[:2], "affine": None, "ext": ".png"}
         else:
-            img = nib.load(str(found[0]))
+            img = cast(SpatialImage, nib.load(str(found[0])))  # NIfTI (load() is annotated with the base class)
             images[image] = {"shape": img.shape[:3], "affine": img.affine, "ext": ".nii.gz"}
     classes = {}
     for task, _ in CLASS_TARGETS:
         labels = info["models"][task]["labels"]
-        classes[task] = sorted(labels, key=labels.get) if isinstance(labels, dict) else list(labels)
+        classes[task] = sorted(labels, key=labels.__getitem__) if isinstance(labels, dict) else list(labels)
     return {"images": images, "classes": classes}
 
 
@@ -441,7 +519,11 @@ def start_training(url: str, task: str, epochs: int, timeout: float, wait_s: flo
     refused or ends first."""
     import requests
 
-    response = requests.post(f"{url}/train/{task}", json={"max_epochs": epochs, "early_stop_patience": 0, "multi_gpu": False, "name": "load"}, timeout=timeout)
+    response = requests.post(
+        f"{url}/train/{task}",
+        json={"max_epochs": epochs, "early_stop_patience": 0, "multi_gpu": False, "name": "load"},
+        timeout=timeout,
+    )
     if not response.ok:
         raise RuntimeError(f"POST /train/{task}: HTTP {response.status_code}: {response.text[:300]}")
     started = time.perf_counter()
@@ -450,7 +532,10 @@ def start_training(url: str, task: str, epochs: int, timeout: float, wait_s: flo
         if status.get("status") == "RUNNING":
             return status
         if status.get("status") in FINISHED:
-            raise RuntimeError(f"training ended before the load started: {status.get('status')}: {list(status.get('details') or [])[-5:]}")
+            raise RuntimeError(
+                f"training ended before the load started: {status.get('status')}: "
+                f"{list(status.get('details') or [])[-5:]}"
+            )
         time.sleep(0.2)
     raise RuntimeError(f"training did not start within {wait_s} s")
 
@@ -472,8 +557,14 @@ def finish_training(url: str, wait_s: float, timeout: float) -> Dict:
             requests.delete(f"{url}/train/", timeout=timeout)
             stopped = True
         time.sleep(1.0)
-    return {"status": status.get("status"), "stopped_by_benchmark": stopped, "waited_s": round(time.perf_counter() - started, 1),
-            "start_ts": status.get("start_ts"), "end_ts": status.get("end_ts"), "details": list(status.get("details") or [])[-8:]}
+    return {
+        "status": status.get("status"),
+        "stopped_by_benchmark": stopped,
+        "waited_s": round(time.perf_counter() - started, 1),
+        "start_ts": status.get("start_ts"),
+        "end_ts": status.get("end_ts"),
+        "details": list(status.get("details") or [])[-8:],
+    }
 
 
 def verify(url: str, records: Sequence[Dict], timeout: float) -> Dict:
@@ -496,7 +587,9 @@ def verify(url: str, records: Sequence[Dict], timeout: float) -> Dict:
     labels = verify_writes(uploads, read_label)
     for failure in labels["failures"]:  # which upload the datastore holds, for the report
         with contextlib.suppress(Exception):
-            data = requests.get(f"{url}/datastore/label", params={"label": failure["key"], "tag": LABEL_TAG}, timeout=timeout).content
+            data = requests.get(
+                f"{url}/datastore/label", params={"label": failure["key"], "tag": LABEL_TAG}, timeout=timeout
+            ).content
             failure["found_serial"] = decode_serial(label_file_array(data))
         serials = {r["value"]: r["serial"] for r in uploads if r["key"] == failure["key"]}
         failure["expected_serials"] = [serials.get(v) for v in failure["expected"]]
@@ -512,8 +605,9 @@ def log_problems(log_path: Path, limit: int = 40) -> List[str]:
     return lines[:limit]
 
 
-def load_window(url: str, targets: Dict, clients: int, duration: float, timeout: float, seed: int,
-                slow_routes: bool = True) -> Dict:
+def load_window(
+    url: str, targets: Dict, clients: int, duration: float, timeout: float, seed: int, slow_routes: bool = True
+) -> Dict:
     """Run the clients, the training monitor and (``slow_routes``) :class:`SlowRoutes` and :class:`Probe` for
     ``duration`` s; returns ``{"records", "window", "covered"}`` (``window``: its start and end on
     ``time.perf_counter``; ``covered``: :func:`training_covered`)."""
@@ -521,23 +615,44 @@ def load_window(url: str, targets: Dict, clients: int, duration: float, timeout:
     monitor = TrainMonitor(url, recorder, timeout)
     start = time.perf_counter()
     monitor.start()
-    workers: List[threading.Thread] = [Client(i, url, targets, recorder, start + duration, timeout, seed) for i in range(clients)]
+    workers: List[threading.Thread] = [
+        Client(i, url, targets, recorder, start + duration, timeout, seed) for i in range(clients)
+    ]
     if slow_routes:
-        workers += [SlowRoutes(url, recorder, start + duration, timeout, seed), Probe(url, recorder, start + duration, timeout)]
+        workers += [
+            SlowRoutes(url, recorder, start + duration, timeout, seed),
+            Probe(url, recorder, start + duration, timeout),
+        ]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
     end = time.perf_counter()
     monitor.stop()
-    return {"records": recorder.records, "window": (start, end), "covered": training_covered(monitor.samples, (start, end)),
-            "statuses": sorted({str(s["status"]) for s in monitor.samples})}
+    return {
+        "records": recorder.records,
+        "window": (start, end),
+        "covered": training_covered(monitor.samples, (start, end)),
+        "statuses": sorted({str(s["status"]) for s in monitor.samples}),
+    }
 
 
-def run_load(work: Path, clients: int, duration: float, train_task: str, train_epochs: int, train_wait: float,
-             timeout: float, threads: Optional[int] = None, seed: int = 0, log=print, slow_routes: bool = True) -> Dict:
+def run_load(
+    work: Path,
+    clients: int,
+    duration: float,
+    train_task: str,
+    train_epochs: int,
+    train_wait: float,
+    timeout: float,
+    threads: Optional[int] = None,
+    seed: int = 0,
+    log=print,
+    slow_routes: bool = True,
+) -> Dict:
     """The whole benchmark in ``work`` (datastore, model folder, server log); returns every number."""
     import requests
+
     from mri_label.sample_data import write_sample_data
 
     studies = work / "studies"
@@ -559,10 +674,18 @@ def run_load(work: Path, clients: int, duration: float, train_task: str, train_e
         peak_mb, hwm = srv["memory"].peak_mb, vm_hwm_mb(srv["pid"])
     start, end = load["window"]
     return {
-        "window_s": round(end - start, 2), "rows": summarize(load["records"], end - start), "training": training,
-        "verification": checked, "peak_rss_mb": round(peak_mb, 1), "vm_hwm_mb": None if hwm is None else round(hwm, 1),
-        "startup_s": round(srv["startup_s"], 2), "log_problems": log_problems(log_path), "log": str(log_path),
-        "records": [{k: (round(v - start, 4) if k in ("start", "end") else v) for k, v in r.items()} for r in load["records"]],
+        "window_s": round(end - start, 2),
+        "rows": summarize(load["records"], end - start),
+        "training": training,
+        "verification": checked,
+        "peak_rss_mb": round(peak_mb, 1),
+        "vm_hwm_mb": None if hwm is None else round(hwm, 1),
+        "startup_s": round(srv["startup_s"], 2),
+        "log_problems": log_problems(log_path),
+        "log": str(log_path),
+        "records": [
+            {k: (round(v - start, 4) if k in ("start", "end") else v) for k, v in r.items()} for r in load["records"]
+        ],
     }
 
 
@@ -573,7 +696,10 @@ def failed(result: Dict) -> List[str]:
     errors = result["rows"][-1]["errors"]
     if errors:
         reasons.append(f"{errors} request(s) failed")
-    for what, check in (("labels", result["verification"]["labels"]), ("class labels", result["verification"]["class_labels"])):
+    for what, check in (
+        ("labels", result["verification"]["labels"]),
+        ("class labels", result["verification"]["class_labels"]),
+    ):
         if check["verified"] != check["total"]:
             reasons.append(f"{check['total'] - check['verified']} of {check['total']} {what} not as last written")
         if not check["total"]:
@@ -589,11 +715,13 @@ def report(result: Dict, clients: int, load: Sequence[float]) -> str:
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; load average "
         f"{load[0]:.2f} before, {load[1]:.2f} after",
-        f"{clients} clients for {result['window_s']:.1f} s on loopback; latencies of all requests (failed ones included)",
+        f"{clients} clients for {result['window_s']:.1f} s on loopback; "
+        "latencies of all requests (failed ones included)",
         results_table(result["rows"]),
         f"training {t['task']} ({t['epochs']} epochs): {t['status']}"
         + (" (stopped by the benchmark)" if t["stopped_by_benchmark"] else "")
-        + f"; running through the whole load window: {'yes' if t['covered_window'] else 'no'} (statuses seen: {', '.join(t['statuses'])})",
+        + f"; running through the whole load window: {'yes' if t['covered_window'] else 'no'} "
+        f"(statuses seen: {', '.join(t['statuses'])})",
         f"labels verified: {v['labels']['verified']}/{v['labels']['total']} ({v['labels']['writes']} uploads to "
         f"{v['labels']['total']} images: each holds its last); class labels verified: {v['class_labels']['verified']}/"
         f"{v['class_labels']['total']} ({v['class_labels']['writes']} corrections)",
@@ -613,22 +741,44 @@ def report(result: Dict, clients: int, load: Sequence[float]) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", default=4, help="concurrent clients (1..32, default 4)")
     parser.add_argument("--duration", default=60, help="seconds of load (5..600, default 60)")
-    parser.add_argument("--train-task", default="tumor_gate", choices=TRAIN_TASKS, help="task trained during the load (default tumor_gate)")
-    parser.add_argument("--train-epochs", default=100, help="epochs of that training (1..100, default 100, no early "
-                        "stopping: more than the window holds; see --train-wait)")
-    parser.add_argument("--train-wait", default=0, help="seconds to wait after the window for the training to end "
-                        "before stopping it with DELETE /train/ (0..3600, default 0: stop it at once)")
+    parser.add_argument(
+        "--train-task",
+        default="tumor_gate",
+        choices=TRAIN_TASKS,
+        help="task trained during the load (default tumor_gate)",
+    )
+    parser.add_argument(
+        "--train-epochs",
+        default=100,
+        help="epochs of that training (1..100, default 100, no early "
+        "stopping: more than the window holds; see --train-wait)",
+    )
+    parser.add_argument(
+        "--train-wait",
+        default=0,
+        help="seconds to wait after the window for the training to end "
+        "before stopping it with DELETE /train/ (0..3600, default 0: stop it at once)",
+    )
     parser.add_argument("--timeout", default=300, help="seconds allowed per request (1..3600, default 300)")
     parser.add_argument("--threads", help="torch threads of the server (OMP_NUM_THREADS, 1..256; default torch's own)")
     parser.add_argument("--seed", default=0, help="seed of the uploaded labels' boxes (0..1000000, default 0)")
-    parser.add_argument("--no-slow-routes", dest="slow_routes", action="store_false", help="leave out the slow "
-                        "routes (strategies, dataset ZIP, session archive) and the /info probe")
+    parser.add_argument(
+        "--no-slow-routes",
+        dest="slow_routes",
+        action="store_false",
+        help="leave out the slow routes (strategies, dataset ZIP, session archive) and the /info probe",
+    )
     parser.add_argument("--json", type=Path, help="also write every number (and every request) to this JSON file")
-    parser.add_argument("--work", type=Path, help="keep the datastore, model folder and server log here (default: a "
-                        "temporary folder, removed at the end)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="keep the datastore, model folder and server log here (default: a temporary folder, removed at the end)",
+    )
     args = parser.parse_args(argv)
     try:
         args.clients = check_count(args.clients, "--clients", 1, 32)
@@ -652,18 +802,41 @@ def main(argv=None) -> int:
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mri-load-")))
         work.mkdir(parents=True, exist_ok=True)
-        result = run_load(work, args.clients, args.duration, args.train_task, args.train_epochs, args.train_wait,
-                          args.timeout, args.threads, args.seed, slow_routes=args.slow_routes)
+        result = run_load(
+            work,
+            args.clients,
+            args.duration,
+            args.train_task,
+            args.train_epochs,
+            args.train_wait,
+            args.timeout,
+            args.threads,
+            args.seed,
+            slow_routes=args.slow_routes,
+        )
     load_after = os.getloadavg()[0]
     print()
     print(report(result, args.clients, (load_before, load_after)))
     reasons = failed(result)
     print("FAILED: " + "; ".join(reasons) if reasons else "PASSED: no errors, every label as last written")
     if args.json:
-        args.json.write_text(json.dumps({
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_before": load_before, "load_after": load_after},
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **result, "failed": reasons,
-        }, indent=1, default=str))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "platform": platform.platform(),
+                        "load_before": load_before,
+                        "load_after": load_after,
+                    },
+                    "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                    **result,
+                    "failed": reasons,
+                },
+                indent=1,
+                default=str,
+            )
+        )
         print(f"numbers written to {args.json}")
     return 1 if reasons else 0
 

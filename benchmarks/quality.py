@@ -49,18 +49,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "apps" / "mri_app"))
 
 # task -> (imports as (format, folder under --data, classfolders task), data label); epochs and extra train
 # parameters are the recipe of ``mri_label.recipes`` (shared with ``mri-label train``)
-PLAN = {
-    "sequence": ([("brats", "brats2018", None), ("lgg", "lgg_kaggle_3m/kaggle_3m", None),
-                  ("classfolders", "mri_sequence_2d", "sequence")], "BraTS 2018 + LGG channels + 2D slices with skull"),
+PLAN: Dict[str, Tuple[List[Tuple[str, str, Optional[str]]], str]] = {
+    "sequence": (
+        [
+            ("brats", "brats2018", None),
+            ("lgg", "lgg_kaggle_3m/kaggle_3m", None),
+            ("classfolders", "mri_sequence_2d", "sequence"),
+        ],
+        "BraTS 2018 + LGG channels + 2D slices with skull",
+    ),
     "dementia_stage": ([("classfolders", "alzheimer_4class/train", "dementia_stage")], "Alzheimer 4-class JPEG"),
-    "tumor_gate": ([("lgg", "lgg_kaggle_3m/kaggle_3m", None), ("brats", "brats2018", None)], "LGG + BraTS FLAIR (per slice)"),
+    "tumor_gate": (
+        [("lgg", "lgg_kaggle_3m/kaggle_3m", None), ("brats", "brats2018", None)],
+        "LGG + BraTS FLAIR (per slice)",
+    ),
     "tumor_seg": ([("lgg", "lgg_kaggle_3m/kaggle_3m", None), ("brats", "brats2018", None)], "LGG + BraTS FLAIR"),
     "hippocampus": ([("decathlon", "Task04_Hippocampus", None)], "Decathlon Task04"),
     "tumor_type": ([("classfolders", "brain_tumor_4class/Training", "tumor_type")], "Brain tumor 4-class JPEG"),
@@ -68,8 +77,12 @@ PLAN = {
 #: tasks evaluated on more than the grouped (subject) split: each kind is its own training and row
 SPLITS = {"tumor_type": ("grouped", "random")}
 METRIC = {
-    "sequence": "accuracy", "dementia_stage": "balanced_accuracy", "tumor_gate": "accuracy",
-    "tumor_seg": "dice_tumor_mean", "hippocampus": "dice_foreground_mean", "tumor_type": "accuracy",
+    "sequence": "accuracy",
+    "dementia_stage": "balanced_accuracy",
+    "tumor_gate": "accuracy",
+    "tumor_seg": "dice_tumor_mean",
+    "hippocampus": "dice_foreground_mean",
+    "tumor_type": "accuracy",
     "tumor_pipeline": "dice_tumor_mean",
 }
 #: ``--previous`` default: the shipped models' cards at the commit before the per-source evaluation.
@@ -110,9 +123,8 @@ def image_level_copy(store: Path, dest: Path) -> Path:
 def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grouped") -> dict:
     from main import MRIApp
     from mri_label.evaluate import evaluate
-    from mri_label.splits import ensure_split
-
     from mri_label.recipes import recipe_of, train_request
+    from mri_label.splits import ensure_split
     from mri_label.train import run_record, update_card
 
     imports, label = PLAN[task]
@@ -122,30 +134,52 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
     store = build(task, data, work)
     suffix = "" if split_kind == "grouped" else f"_{split_kind}"
     train_store = store if split_kind == "grouped" else image_level_copy(store, work / task / f"datastore{suffix}")
-    if split_kind == "random" and ensure_split(train_store)["subjects"] != ensure_split(store, unit="image")["subjects"]:
+    if (
+        split_kind == "random"
+        and ensure_split(train_store)["subjects"] != ensure_split(store, unit="image")["subjects"]
+    ):
         raise RuntimeError(f"{train_store}/split.json differs from {store}/split_random.json")
     models, out = work / task / f"model{suffix}", work / task / f"evaluation{suffix}"
     shutil.rmtree(models, ignore_errors=True)
-    app = MRIApp(str(ROOT / "apps" / "mri_app"), str(train_store), {"models": task, "model_dir": str(models), "shipped_models": "none"})
+    app = MRIApp(
+        str(ROOT / "apps" / "mri_app"),
+        str(train_store),
+        {"models": task, "model_dir": str(models), "shipped_models": "none"},
+    )
     started = time.time()
     request = train_request(task, max(1, round(recipe_of(task)["max_epochs"] * scale)), name="quality")
     stats = app.train(request)
     train_s = time.time() - started
-    report = evaluate(task, str(store), model_dir=str(models), out=str(out), progress=lambda m: None, split_kind=split_kind)
-    update_card(models / task / "model.json", run_record(app.datastore(), str(train_store), train_s / 60,
-                                                         request, report))
+    report = evaluate(
+        task, str(store), model_dir=str(models), out=str(out), progress=lambda m: None, split_kind=split_kind
+    )
+    update_card(
+        models / task / "model.json", run_record(app.datastore(), str(train_store), train_s / 60, request, report)
+    )
     sides = ensure_split(train_store)["subjects"].values()
     counts = "/".join(str(sum(1 for s in sides if s == side)) for side in ("train", "val", "test"))
     value = report["headline"][METRIC[task]]
     metric = METRIC[task]
     if task in SPLITS:
-        label += {"grouped": ", grouped split (near-duplicate groups)", "random": ", RANDOM image split (optimistic)"}[split_kind]
+        label += {"grouped": ", grouped split (near-duplicate groups)", "random": ", RANDOM image split (optimistic)"}[
+            split_kind
+        ]
         metric += f" (macro-F1 {report['headline']['macro_f1']:.2f})"
     return {
-        "task": task, "data": label, "subjects": counts, "metric": metric, "value": value, "split_kind": split_kind,
-        "epochs": stats.get("epoch"), "train_min": train_s / 60, "device": str(app._trainers[task]._context.device),
-        "report": str(out / "report.md"), "headline": report["headline"], "metrics_file": str(out / "metrics.json"),
-        "model_dir": str(models), "store": str(store),
+        "task": task,
+        "data": label,
+        "subjects": counts,
+        "metric": metric,
+        "value": value,
+        "split_kind": split_kind,
+        "epochs": stats.get("epoch"),
+        "train_min": train_s / 60,
+        "device": str(app._trainers[task]._context.device),
+        "report": str(out / "report.md"),
+        "headline": report["headline"],
+        "metrics_file": str(out / "metrics.json"),
+        "model_dir": str(models),
+        "store": str(store),
     }
 
 
@@ -161,15 +195,29 @@ def run_pipeline(gate: dict, seg: dict, work: Path) -> List[dict]:
     for task, result in (("tumor_gate", gate), ("tumor_seg", seg)):
         shutil.copytree(Path(result["model_dir"]) / task, models / task)
     rows = []
-    for task, store, data in (("tumor_gate", gate["store"], f"{gate['data']}, as served: reads tumor_seg"),
-                              ("tumor_pipeline", seg["store"], f"{seg['data']} (FLAIR volumes), gate as served")):
+    for task, store, data in (
+        ("tumor_gate", gate["store"], f"{gate['data']}, as served: reads tumor_seg"),
+        ("tumor_pipeline", seg["store"], f"{seg['data']} (FLAIR volumes), gate as served"),
+    ):
         out = work / "tumor_pipeline" / f"evaluation_{task}"
         report = evaluate(task, store, model_dir=str(models), out=str(out), progress=lambda m: None)
         head = report["headline"]
-        rows.append({"task": task, "data": data, "subjects": f"-/-/{report['n_subjects']}", "metric": METRIC[task],
-                     "value": head[METRIC[task]], "split_kind": "grouped", "epochs": None, "train_min": None,
-                     "device": seg["device"], "report": str(out / "report.md"), "headline": head,
-                     "metrics_file": str(out / "metrics.json")})
+        rows.append(
+            {
+                "task": task,
+                "data": data,
+                "subjects": f"-/-/{report['n_subjects']}",
+                "metric": METRIC[task],
+                "value": head[METRIC[task]],
+                "split_kind": "grouped",
+                "epochs": None,
+                "train_min": None,
+                "device": seg["device"],
+                "report": str(out / "report.md"),
+                "headline": head,
+                "metrics_file": str(out / "metrics.json"),
+            }
+        )
     return rows
 
 
@@ -177,8 +225,12 @@ def previous_metrics(task: str, previous: str) -> Optional[Dict]:
     """``metrics.held_out.metrics`` of ``task``'s ``model.json`` in ``previous`` (a folder of ``<task>/model.json``, or
     ``git:<commit>`` for ``apps/mri_app/shipped`` at that commit); None where there is no such card or figure."""
     if previous.startswith("git:"):
-        shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{previous[4:]}:{SHIPPED}/{task}/model.json"],
-                               capture_output=True, text=True, check=False)
+        shown = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{previous[4:]}:{SHIPPED}/{task}/model.json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         text = shown.stdout if shown.returncode == 0 else None
     else:
         path = Path(previous) / task / "model.json"
@@ -201,17 +253,29 @@ def _detail(task: str, metrics: Dict, group: Optional[str]) -> str:
         text = "recall " + ", ".join(f"{c} {_fmt(r, 2)}" for c, r in recall.items())
         points = metrics.get("operating_points") if group is None else part.get("operating_points")
         for name, point in (points or {}).items():
-            text += f"; at {name} t={_fmt(point['threshold'], 2)}: recall {_fmt(point['recall'], 2)}, spec. {_fmt(point['specificity'], 2)}"
+            text += (
+                f"; at {name} t={_fmt(point['threshold'], 2)}: recall {_fmt(point['recall'], 2)}, "
+                f"spec. {_fmt(point['specificity'], 2)}"
+            )
         return text
-    dice = {n: s["dice"]["mean"] for n, s in metrics["summary"].items()} if group is None else {n: d["mean"] for n, d in part["dice"].items()}
+    dice = (
+        {n: s["dice"]["mean"] for n, s in metrics["summary"].items()}
+        if group is None
+        else {n: d["mean"] for n, d in part["dice"].items()}
+    )
     text = "Dice " + ", ".join(f"{n} {_fmt(v, 2)}" for n, v in dice.items())
     comparison = metrics.get("comparison")
     if comparison and group is None:
         verdict = "within" if comparison["within_tolerance"] else "NOT within"
-        text += (f"; {comparison['reference_task']} alone {_fmt(comparison['dice_reference_mean'], 2)}, difference "
-                 f"{_fmt(comparison['mean_difference'], 3)} ({verdict} {comparison['tolerance']})")
+        text += (
+            f"; {comparison['reference_task']} alone {_fmt(comparison['dice_reference_mean'], 2)}, difference "
+            f"{_fmt(comparison['mean_difference'], 3)} ({verdict} {comparison['tolerance']})"
+        )
     elif comparison:
-        text += f"; {comparison['reference_task']} alone {_fmt(comparison['reference_breakdown']['source'][group]['dice'][comparison['label']]['mean'], 2)}"
+        text += (
+            f"; {comparison['reference_task']} alone "
+            f"{_fmt(comparison['reference_breakdown']['source'][group]['dice'][comparison['label']]['mean'], 2)}"
+        )
     return text
 
 
@@ -226,24 +290,38 @@ def table_rows(result: Dict, metrics: Dict, previous: Optional[Dict]) -> List[Di
     metric, previous = METRIC[result["task"]], previous or {}
     by_source = result["headline"].get("breakdown", {}).get("source", {})
     previous_source = (previous.get("breakdown") or {}).get("source") or {}
-    rows = [{**result, "group": "all", "detail": _detail(result["task"], metrics, None), "previous": previous.get(metric)}]
+    rows = [
+        {**result, "group": "all", "detail": _detail(result["task"], metrics, None), "previous": previous.get(metric)}
+    ]
     for group, figures in by_source.items():
-        rows.append({**result, "group": f"source: {group} ({figures['n']})", "value": figures.get(metric),
-                     "detail": _detail(result["task"], metrics, group), "previous": (previous_source.get(group) or {}).get(metric)})
+        rows.append(
+            {
+                **result,
+                "group": f"source: {group} ({figures['n']})",
+                "value": figures.get(metric),
+                "detail": _detail(result["task"], metrics, group),
+                "previous": (previous_source.get(group) or {}).get(metric),
+            }
+        )
     return rows
 
 
 def print_table(rows: List[Dict]) -> None:
     """The Markdown table of :func:`table_rows` rows (a skipped task: one line saying why)."""
-    print("| task | data | rows (test images) | subjects train/val/test | metric (test subjects) | value | previous shipped "
-          "| per class / per label | epochs | train min | device |")
+    print(
+        "| task | data | rows (test images) | subjects train/val/test | metric (test subjects) | value "
+        "| previous shipped "
+        "| per class / per label | epochs | train min | device |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "skipped" in r:
             print(f"| {r['task']} | {r['skipped']} | | | | | | | | | |")
             continue
-        print(f"| {r['task']} | {r['data']} | {r['group']} | {r['subjects']} | {r['metric']} | {_fmt(r['value'])} | "
-              f"{_fmt(r['previous'])} | {r['detail']} | {_fmt(r['epochs'])} | {_fmt(r['train_min'], 1)} | {r['device']} |")
+        print(
+            f"| {r['task']} | {r['data']} | {r['group']} | {r['subjects']} | {r['metric']} | {_fmt(r['value'])} | "
+            f"{_fmt(r['previous'])} | {r['detail']} | {_fmt(r['epochs'])} | {_fmt(r['train_min'], 1)} | {r['device']} |"
+        )
 
 
 def main() -> int:
@@ -252,11 +330,19 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/mri-quality")
     parser.add_argument("--tasks", nargs="*", default=list(PLAN), choices=list(PLAN))
     parser.add_argument("--epochs-scale", type=float, default=1.0)
-    parser.add_argument("--splits", nargs="*", default=["grouped", "random"], choices=["grouped", "random"],
-                        help="which rows of the tasks evaluated on several splits to run (default both)")
-    parser.add_argument("--previous", default=PREVIOUS,
-                        help="shipped cards to compare with: a folder of <task>/model.json, or git:<commit> for "
-                             f"{SHIPPED} at that commit (default {PREVIOUS})")
+    parser.add_argument(
+        "--splits",
+        nargs="*",
+        default=["grouped", "random"],
+        choices=["grouped", "random"],
+        help="which rows of the tasks evaluated on several splits to run (default both)",
+    )
+    parser.add_argument(
+        "--previous",
+        default=PREVIOUS,
+        help="shipped cards to compare with: a folder of <task>/model.json, or git:<commit> for "
+        f"{SHIPPED} at that commit (default {PREVIOUS})",
+    )
     args = parser.parse_args()
     if args.epochs_scale <= 0:
         parser.error(f"--epochs-scale must be > 0, got {args.epochs_scale}")
@@ -279,7 +365,9 @@ def main() -> int:
             rows.append(r)
             continue
         metrics = json.loads(Path(r["metrics_file"]).read_text())["metrics"]
-        rows += table_rows(r, metrics, previous_metrics(r["task"], args.previous) if r["split_kind"] == "grouped" else None)
+        rows += table_rows(
+            r, metrics, previous_metrics(r["task"], args.previous) if r["split_kind"] == "grouped" else None
+        )
     print(f"\nmachine: {os.cpu_count()} CPU cores; torch threads {__import__('torch').get_num_threads()}")
     print_table(rows)
     return 0

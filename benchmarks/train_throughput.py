@@ -62,13 +62,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "apps" / "mri_app"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latency import MemorySampler, format_table, synthetic_head, _affine, _save_nifti, _to_uint8  # noqa: E402
+from latency import MemorySampler, _affine, _save_nifti, _to_uint8, format_table, synthetic_head  # noqa: E402
 
 TASKS = ("sequence", "dementia_stage", "tumor_gate", "tumor_type", "tumor_seg", "hippocampus")
 DEMENTIA = ("NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented")
@@ -100,25 +100,43 @@ def write_generated(dest: Path, images: int, seed: int = 0) -> Dict[str, int]:
     dest.mkdir(parents=True, exist_ok=True)
     store = LocalDatastore(str(dest), extensions=EXTENSIONS, auto_reload=False)
     tumor_info = {"task": "tumor_seg", "label_info": [{"name": "tumor", "idx": 1}], "synthetic": True}
-    hippo_info = {"task": "hippocampus", "label_info": [{"name": "anterior", "idx": 1}, {"name": "posterior", "idx": 2}],
-                  "synthetic": True}
+    hippo_info = {
+        "task": "hippocampus",
+        "label_info": [{"name": "anterior", "idx": 1}, {"name": "posterior", "idx": 2}],
+        "synthetic": True,
+    }
     counts = {"slices": 0, "volumes": 0, "crops": 0}
 
     def labels(**tasks):
         return {t: {"label": v, "source": "synthetic"} for t, v in tasks.items() if v is not None}
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         for i in range(images):
             contrast = ("T1", "T2", "FLAIR")[i % 3]
             tumor = (i // 3) % 2 == 0
-            image, mask, _ = synthetic_head((256, 256, 1), (0.9, 0.9, 1.0), contrast, seed + 1000 + i, tumor=tumor,
-                                            z_offset_mm=float(10 + (i * 7) % 25), with_labels=True)
+            image, mask, _ = synthetic_head(
+                (256, 256, 1),
+                (0.9, 0.9, 1.0),
+                contrast,
+                seed + 1000 + i,
+                tumor=tumor,
+                z_offset_mm=float(10 + (i * 7) % 25),
+                with_labels=True,
+            )
             path = tmp / "slice.png"
             Image.fromarray(_to_uint8(image[:, :, 0].T[::-1]), "L").save(path)
             kind = TYPES[i % 3] if tumor else "no_tumor"
-            info = {"subject": f"s{i:03d}", "synthetic": True, "class_labels": labels(
-                sequence=contrast, dementia_stage=DEMENTIA[i % 4], tumor_gate="tumor" if tumor else "no_tumor", tumor_type=kind)}
+            info = {
+                "subject": f"s{i:03d}",
+                "synthetic": True,
+                "class_labels": labels(
+                    sequence=contrast,
+                    dementia_stage=DEMENTIA[i % 4],
+                    tumor_gate="tumor" if tumor else "no_tumor",
+                    tumor_type=kind,
+                ),
+            }
             image_id = f"slice{i:03d}"
             store.add_image(image_id, str(path), info)
             if tumor and contrast == "FLAIR" and mask.any():
@@ -131,20 +149,36 @@ def write_generated(dest: Path, images: int, seed: int = 0) -> Dict[str, int]:
             _save_nifti(np.round(image).astype(np.int16), _affine(shape, spacing), tmp / "vol.nii.gz")
             _save_nifti(mask, _affine(shape, spacing), tmp / "volmask.nii.gz")
             image_id = f"flair{i:02d}"
-            store.add_image(image_id, str(tmp / "vol.nii.gz"), {"subject": f"v{i:02d}", "synthetic": True, "class_labels": labels(
-                sequence="FLAIR", tumor_gate="tumor", tumor_type=TYPES[i % 3])})
+            store.add_image(
+                image_id,
+                str(tmp / "vol.nii.gz"),
+                {
+                    "subject": f"v{i:02d}",
+                    "synthetic": True,
+                    "class_labels": labels(sequence="FLAIR", tumor_gate="tumor", tumor_type=TYPES[i % 3]),
+                },
+            )
             store.save_label(image_id, str(tmp / "volmask.nii.gz"), "final", dict(tumor_info))
             counts["volumes"] += 1
         crop, spacing = (35, 51, 35), (1.0, 1.0, 1.0)
         rng = np.random.default_rng(seed)
         for i in range(max(2, images // 3)):
             centre = (-28 + rng.uniform(-3, 3), -18 + rng.uniform(-3, 3), -20 + rng.uniform(-3, 3))
-            image, _, hippo = synthetic_head(crop, spacing, "T1", seed + 3000 + i, tumor=False, centre_mm=centre, with_labels=True)
+            image, _, hippo = synthetic_head(
+                crop, spacing, "T1", seed + 3000 + i, tumor=False, centre_mm=centre, with_labels=True
+            )
             _save_nifti(np.round(image).astype(np.int16), _affine(crop, spacing), tmp / "crop.nii.gz")
             _save_nifti(hippo, _affine(crop, spacing), tmp / "cropmask.nii.gz")
             image_id = f"hippo{i:02d}"
-            store.add_image(image_id, str(tmp / "crop.nii.gz"), {"subject": f"h{i:02d}", "synthetic": True, "class_labels": labels(
-                sequence="T1", dementia_stage=DEMENTIA[i % 4])})
+            store.add_image(
+                image_id,
+                str(tmp / "crop.nii.gz"),
+                {
+                    "subject": f"h{i:02d}",
+                    "synthetic": True,
+                    "class_labels": labels(sequence="T1", dementia_stage=DEMENTIA[i % 4]),
+                },
+            )
             store.save_label(image_id, str(tmp / "cropmask.nii.gz"), "final", dict(hippo_info))
             counts["crops"] += 1
     return counts
@@ -203,7 +237,7 @@ def import_app(root) -> Dict[str, str]:
     sys.path[:0] = app_paths(root)
     files = {}
     for name in APP_MODULES:
-        path = Path(importlib.import_module(name).__file__).resolve()
+        path = Path(cast(str, importlib.import_module(name).__file__)).resolve()  # modules, not namespaces
         if root not in path.parents:
             raise RuntimeError(f"{name} imported from {path}, not from the checkout {root}")
         files[name] = str(path)
@@ -255,7 +289,8 @@ class EpochMeter:
     def _epoch_completed(self, engine):
         ignite = (engine.state.times or {}).get("EPOCH_COMPLETED")
         self.epochs.append(float(ignite) if ignite else time.perf_counter() - self._started)
-        self.epoch_cpu.append((self._cpu_last or self._cpu_started) - self._cpu_started)  # to the last iteration: no validation
+        # to the last iteration: no validation
+        self.epoch_cpu.append((self._cpu_last or self._cpu_started) - self._cpu_started)
 
 
 def vm_hwm_mb() -> float:
@@ -284,22 +319,36 @@ def worker(task: str, studies: Path, model_dir: Path, dataset: str, out: Path, a
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    request = {"name": "throughput", "max_epochs": 1, "early_stop_patience": 0, "dataset": dataset, "tracking": "None",
-               "device": "cuda" if cuda else "cpu"}
+    request = {
+        "name": "throughput",
+        "max_epochs": 1,
+        "early_stop_patience": 0,
+        "dataset": dataset,
+        "tracking": "None",
+        "device": "cuda" if cuda else "cpu",
+    }
     started = time.perf_counter()
     trainer(request, datastore)
     run_s = time.perf_counter() - started
     epoch_s = meter.epochs[0] if meter.epochs else None
     result = {
-        "task": task, "app_root": str(Path(app_root).resolve()), "modules": files,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu", "amp": bool(getattr(trainer, "_amp", False)),
+        "task": task,
+        "app_root": str(Path(app_root).resolve()),
+        "modules": files,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "amp": bool(getattr(trainer, "_amp", False)),
         "torch_threads": meter.torch_threads if meter.torch_threads is not None else torch.get_num_threads(),
-        "dataset": dataset, "samples": meter.samples, "iterations": meter.iterations,
+        "dataset": dataset,
+        "samples": meter.samples,
+        "iterations": meter.iterations,
         "first_epoch_s": (meter.first_iteration_at - started) if meter.first_iteration_at is not None else None,
-        "epoch_s": epoch_s, "epoch_cpu_s": meter.epoch_cpu[0] if meter.epoch_cpu else None,
-        "first_iteration_s": meter.first_iteration_s, "run_s": run_s,
+        "epoch_s": epoch_s,
+        "epoch_cpu_s": meter.epoch_cpu[0] if meter.epoch_cpu else None,
+        "first_iteration_s": meter.first_iteration_s,
+        "run_s": run_s,
         "samples_per_s": (meter.samples / epoch_s) if epoch_s else None,
-        "vm_hwm_mb": vm_hwm_mb(), "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        "vm_hwm_mb": vm_hwm_mb(),
+        "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
     }
     out.write_text(json.dumps(result))
 
@@ -331,7 +380,9 @@ def cache_cell(change: Optional[Dict]) -> Optional[str]:
         return None
     if not change["after"]:
         return "none"
-    parts = ([f"found {change['found']}"] if change["found"] else []) + ([f"built {change['built']}"] if change["built"] else [])
+    parts = ([f"found {change['found']}"] if change["found"] else []) + (
+        [f"built {change['built']}"] if change["built"] else []
+    )
     return ", ".join(parts)
 
 
@@ -343,14 +394,22 @@ def load_cell(start: Optional[Sequence[float]], end: Optional[Sequence[float]]) 
 
 
 def git_commit(root: Path) -> str:
-    """Short commit of the checkout at ``root``, ``+`` where its app or ``mri_label`` differ from it; ``?`` without git."""
+    """Short commit of the checkout at ``root``, ``+`` where its app or ``mri_label`` differ from it; ``?`` without
+    git."""
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=30)
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=30
+        )
         if head.returncode != 0:
             return "?"
-        dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "apps/mri_app", "mri_label"],
-                               capture_output=True, timeout=60).returncode == 1
+        dirty = (
+            subprocess.run(
+                ["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "apps/mri_app", "mri_label"],
+                capture_output=True,
+                timeout=60,
+            ).returncode
+            == 1
+        )
     except (OSError, subprocess.SubprocessError):
         return "?"
     return head.stdout.strip() + ("+" if dirty else "")
@@ -361,8 +420,11 @@ def check_ref(value) -> Path:
     path = Path(str(value)).expanduser()
     if not str(value).strip() or not path.is_dir():
         raise ValueError(f"--ref must be a checkout folder of mri-label, got {str(value)!r} (not a folder)")
-    missing = [p for p in ("apps/mri_app/main.py", "apps/mri_app/lib/__init__.py", "mri_label/__init__.py")
-               if not (path / p).is_file()]
+    missing = [
+        p
+        for p in ("apps/mri_app/main.py", "apps/mri_app/lib/__init__.py", "mri_label/__init__.py")
+        if not (path / p).is_file()
+    ]
     if missing:
         raise ValueError(f"--ref must be a checkout folder of mri-label, got {str(value)!r} (no {', '.join(missing)})")
     return path.resolve()
@@ -375,8 +437,16 @@ def check_range(name: str, value, low, high, unit: str = ""):
     return value
 
 
-def run_task(task: str, studies: Path, run_dir: Path, dataset: str, timeout: float, threads=None, app_root: Path = ROOT,
-             phase: str = "-") -> Dict:
+def run_task(
+    task: str,
+    studies: Path,
+    run_dir: Path,
+    dataset: str,
+    timeout: float,
+    threads=None,
+    app_root: Path = ROOT,
+    phase: str = "-",
+) -> Dict:
     """One worker run of ``task`` on ``studies`` with the checkout ``app_root``; its numbers, the load average at its
     start and end, and what it did to the slice cache (see :func:`cache_change`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -385,15 +455,36 @@ def run_task(task: str, studies: Path, run_dir: Path, dataset: str, timeout: flo
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
     shutil.rmtree(run_dir / "model", ignore_errors=True)
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", task, "--studies", str(studies),
-               "--model-dir", str(run_dir / "model"), "--dataset", dataset, "--out", str(out), "--app-root", str(app_root)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        task,
+        "--studies",
+        str(studies),
+        "--model-dir",
+        str(run_dir / "model"),
+        "--dataset",
+        dataset,
+        "--out",
+        str(out),
+        "--app-root",
+        str(app_root),
+    ]
     cache_before = cache_snapshot(studies)
     load_start = os.getloadavg()
     with open(log, "w") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env=child_env(app_root, threads), cwd=str(run_dir))
+        process = subprocess.Popen(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=child_env(app_root, threads),
+            cwd=str(run_dir),
+        )
         sampler = MemorySampler(process.pid)
         sampler.start()
+        code: Union[int, str]
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -403,8 +494,13 @@ def run_task(task: str, studies: Path, run_dir: Path, dataset: str, timeout: flo
         finally:
             sampler.stop()
     load_end = os.getloadavg()
-    run = {"task": task, "phase": phase, "load_start": list(load_start), "load_end": list(load_end),
-           "cache": cache_change(cache_before, cache_snapshot(studies))}
+    run = {
+        "task": task,
+        "phase": phase,
+        "load_start": list(load_start),
+        "load_end": list(load_end),
+        "cache": cache_change(cache_before, cache_snapshot(studies)),
+    }
     if code != 0 or not out.exists():
         tail = log.read_text()[-1500:] if log.exists() else ""
         return dict(run, error=f"exit {code}", log=str(log), tail=tail)
@@ -413,9 +509,46 @@ def run_task(task: str, studies: Path, run_dir: Path, dataset: str, timeout: flo
     return result
 
 
-HEADERS = ["code", "task", "cache", "device", "AMP", "threads", "items", "first epoch s", "epoch s", "samples/s", "peak MB",
-           "epoch cpu s", "run s", "load start/end", "slice cache", "x samples/s", "x first epoch", "note"]
-RIGHT = [False, False, False, False, False, True, True, True, True, True, True, True, True, True, False, True, True, False]
+HEADERS = [
+    "code",
+    "task",
+    "cache",
+    "device",
+    "AMP",
+    "threads",
+    "items",
+    "first epoch s",
+    "epoch s",
+    "samples/s",
+    "peak MB",
+    "epoch cpu s",
+    "run s",
+    "load start/end",
+    "slice cache",
+    "x samples/s",
+    "x first epoch",
+    "note",
+]
+RIGHT = [
+    False,
+    False,
+    False,
+    False,
+    False,
+    True,
+    True,
+    True,
+    True,
+    True,
+    True,
+    True,
+    True,
+    True,
+    False,
+    True,
+    True,
+    False,
+]
 
 
 def _ratio(numerator, denominator) -> Optional[float]:
@@ -431,15 +564,59 @@ def table_rows(results: Sequence[Dict]) -> List[List]:
         code = f"{r.get('side', 'after')} {r.get('commit', '?')}"
         load, cache = load_cell(r.get("load_start"), r.get("load_end")), cache_cell(r.get("cache"))
         if "error" in r:
-            rows.append([code, r["task"], r["phase"], "-", None, None, None, None, None, None, None, None, None, load, cache,
-                         None, None, r["error"]])
+            rows.append(
+                [
+                    code,
+                    r["task"],
+                    r["phase"],
+                    "-",
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    load,
+                    cache,
+                    None,
+                    None,
+                    r["error"],
+                ]
+            )
             continue
-        peak = r["cuda_peak_mb"] if r.get("cuda_peak_mb") is not None else max(r["vm_hwm_mb"], r.get("tree_rss_peak_mb") or 0.0)
+        peak = (
+            r["cuda_peak_mb"]
+            if r.get("cuda_peak_mb") is not None
+            else max(r["vm_hwm_mb"], r.get("tree_rss_peak_mb") or 0.0)
+        )
         ref = before.get((r["task"], r["phase"])) if r.get("side") == "after" else None
         speed = _ratio(r["samples_per_s"], ref["samples_per_s"]) if ref else None
         first = _ratio(ref["first_epoch_s"], r["first_epoch_s"]) if ref else None
-        rows.append([code, r["task"], r["phase"], r["device"], r["amp"], r["torch_threads"], r["samples"], r["first_epoch_s"],
-                     r["epoch_s"], r["samples_per_s"], peak, r["epoch_cpu_s"], r["run_s"], load, cache, speed, first, ""])
+        rows.append(
+            [
+                code,
+                r["task"],
+                r["phase"],
+                r["device"],
+                r["amp"],
+                r["torch_threads"],
+                r["samples"],
+                r["first_epoch_s"],
+                r["epoch_s"],
+                r["samples_per_s"],
+                peak,
+                r["epoch_cpu_s"],
+                r["run_s"],
+                load,
+                cache,
+                speed,
+                first,
+                "",
+            ]
+        )
     return rows
 
 
@@ -465,20 +642,32 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", default="all", help=f"comma-separated tasks or all (default): {', '.join(TASKS)}")
     parser.add_argument("--images", type=int, default=48, help="generated PNG slices (volumes: /8, crops: /3); 6..2000")
     parser.add_argument("--source", choices=("generated", "sample"), default="generated")
-    parser.add_argument("--dataset", choices=("CacheDataset", "Dataset"), default="CacheDataset",
-                        help="MONAI Label dataset type (CacheDataset, the app's default, loads and pre-processes before "
-                        "the epoch; Dataset inside it)")
-    parser.add_argument("--ref", help="a checkout of another commit of this repository (e.g. git worktree add /tmp/ref "
-                        "7851caa) whose app is benchmarked the same way, on the same data: its rows are 'before'")
+    parser.add_argument(
+        "--dataset",
+        choices=("CacheDataset", "Dataset"),
+        default="CacheDataset",
+        help="MONAI Label dataset type (CacheDataset, the app's default, loads and pre-processes before "
+        "the epoch; Dataset inside it)",
+    )
+    parser.add_argument(
+        "--ref",
+        help="a checkout of another commit of this repository (e.g. git worktree add /tmp/ref "
+        "7851caa) whose app is benchmarked the same way, on the same data: its rows are 'before'",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     parser.add_argument("--work", type=Path, help="keep data, runs and logs here (default: a temporary folder)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run (default 1800)")
-    parser.add_argument("--threads", type=int, help="torch threads of each training process (OMP_NUM_THREADS; default: "
-                        "the trainer's own choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads of each training process (OMP_NUM_THREADS; default: the trainer's own choice)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--studies", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
@@ -523,26 +712,50 @@ def main(argv=None) -> int:
                 shutil.rmtree(studies / CACHE_DIR, ignore_errors=True)  # each task starts cold
                 for phase in phases(task):
                     print(f"  {task} {phase} ({name} {commits[name]}: {root}) ...", flush=True)
-                    result = run_task(task, studies, work / name / "runs" / f"{task}-{phase.strip('-') or 'once'}",
-                                      args.dataset, args.timeout, args.threads, root, phase)
+                    result = run_task(
+                        task,
+                        studies,
+                        work / name / "runs" / f"{task}-{phase.strip('-') or 'once'}",
+                        args.dataset,
+                        args.timeout,
+                        args.threads,
+                        root,
+                        phase,
+                    )
                     result.update(side=name, commit=commits[name], root=str(root))
                     results.append(result)
                     if "error" in result:
-                        print(f"  {task} {phase} ({name}) failed ({result['error']}); log {result['log']}:\n{result['tail']}")
+                        print(
+                            f"  {task} {phase} ({name}) failed ({result['error']}); log "
+                            f"{result['log']}:\n{result['tail']}"
+                        )
     print()
-    print(f"dataset {args.dataset}; one epoch per run; " +
-          "; ".join(f"{name}: {root} at {commits[name]}" for name, root in sides))
+    print(
+        f"dataset {args.dataset}; one epoch per run; "
+        + "; ".join(f"{name}: {root} at {commits[name]}" for name, root in sides)
+    )
     print(format_results(results))
-    print("items: samples trained in the epoch (3D: patches); first epoch s: trainer call to the start of the first "
-          "training iteration (items, slice cache, dataset caching, first batch); peak MB: CUDA max_memory_allocated on "
-          "a GPU, else the process's peak RSS; epoch cpu s: CPU time of the training process over the epoch's "
-          "iterations (all threads; steadier than wall time on a shared machine); run s: the whole trainer call "
-          "(caching, validation, checkpoints, energy tracker); load start/end: 1-minute load average (above ~0.5 per "
-          "core the times are upper bounds); x samples/s: after/before, x first epoch: before/after (above 1: faster)")
+    print(
+        "items: samples trained in the epoch (3D: patches); first epoch s: trainer call to the start of the first "
+        "training iteration (items, slice cache, dataset caching, first batch); peak MB: CUDA max_memory_allocated on "
+        "a GPU, else the process's peak RSS; epoch cpu s: CPU time of the training process over the epoch's "
+        "iterations (all threads; steadier than wall time on a shared machine); run s: the whole trainer call "
+        "(caching, validation, checkpoints, energy tracker); load start/end: 1-minute load average (above ~0.5 per "
+        "core the times are upper bounds); x samples/s: after/before, x first epoch: before/after (above 1: faster)"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"source": args.source, "dataset": args.dataset, "images": args.images,
-                                         "sides": [{"side": n, "root": str(r), "commit": commits[n]} for n, r in sides],
-                                         "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "source": args.source,
+                    "dataset": args.dataset,
+                    "images": args.images,
+                    "sides": [{"side": n, "root": str(r), "commit": commits[n]} for n, r in sides],
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
         print(f"numbers written to {args.json}")
     return 0 if all("error" not in r for r in results) else 1
 

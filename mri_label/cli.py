@@ -1,13 +1,14 @@
 """``mri-label``: a thin command line; heavy imports happen inside the subcommands.
 
-    mri-label sample-data DIR            write the synthetic sample datastore
-    mri-label serve [--studies DIR]      start the MONAI Label server with the MRI app
-    mri-label import FORMAT SRC DEST     convert a published data set into a datastore
-    mri-label train TASK --studies DIR   train with the shipped models' recipe, evaluate, write model.json
-    mri-label evaluate TASK --studies DIR
+mri-label sample-data DIR            write the synthetic sample datastore
+mri-label serve [--studies DIR]      start the MONAI Label server with the MRI app
+mri-label import FORMAT SRC DEST     convert a published data set into a datastore
+mri-label train TASK --studies DIR   train with the shipped models' recipe, evaluate, write model.json
+mri-label evaluate TASK --studies DIR
 """
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -67,10 +68,23 @@ def serve(args) -> int:
     # MONAI Label's log configuration, writing this server's own log file from its first line (lib.server_state)
     log_config = init_log_config(None, state.state_dir(studies, conf), state.LOG_NAME)
     command = [
-        sys.executable, "-m", "monailabel.main", "start_server",
-        "--app", str(app_dir()), "--studies", str(studies),
-        "--host", args.host, "--port", str(args.port), "--log_config", log_config,
-        "--conf", "models", args.models,
+        sys.executable,
+        "-m",
+        "monailabel.main",
+        "start_server",
+        "--app",
+        str(app_dir()),
+        "--studies",
+        str(studies),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--log_config",
+        log_config,
+        "--conf",
+        "models",
+        args.models,
     ]
     for key, value in args.conf or []:
         command += ["--conf", key, value]
@@ -82,10 +96,20 @@ def serve(args) -> int:
 def evaluate(args) -> int:
     from mri_label.evaluate import evaluate as run
 
-    summary = run(args.task, args.studies, model=args.model, out=args.out, target_recall=args.target_recall,
-                  model_dir=args.model_dir, progress=lambda m: print(m, flush=True), split_kind=args.split)
+    summary = run(
+        args.task,
+        args.studies,
+        model=args.model,
+        out=args.out,
+        target_recall=args.target_recall,
+        model_dir=args.model_dir,
+        progress=lambda m: print(m, flush=True),
+        split_kind=args.split,
+    )
     held_out = "held-out subjects" if args.split == "grouped" else "subjects, RANDOM image split (optimistic)"
-    print(f"{summary['task']}: {summary['n_images']} images of {summary['n_subjects']} {held_out}: {summary['headline']}")
+    print(
+        f"{summary['task']}: {summary['n_images']} images of {summary['n_subjects']} {held_out}: {summary['headline']}"
+    )
     print("wrote " + ", ".join(summary["files"]))
     return 0
 
@@ -95,8 +119,17 @@ def train(args) -> int:
 
     model_dir = args.model_dir or server_state().model_dir(args.studies)
     try:
-        summary = run(args.task, args.studies, model_dir, epochs=args.epochs, held_out=not args.no_evaluate,
-                      progress=lambda m: print(m, flush=True), learning_rate=args.learning_rate, patience=args.patience)
+        summary = run(
+            args.task,
+            args.studies,
+            model_dir,
+            epochs=args.epochs,
+            held_out=not args.no_evaluate,
+            progress=lambda m: print(m, flush=True),
+            learning_rate=args.learning_rate,
+            patience=args.patience,
+            conf=dict(args.conf or []),
+        )
     except (FileNotFoundError, ValueError) as error:
         print(f"mri-label train: {error}", file=sys.stderr)
         return 1
@@ -104,11 +137,38 @@ def train(args) -> int:
     return 0
 
 
+def pretrain(args) -> int:
+    from mri_label.pretrain import pretrain as run
+
+    sources = {}
+    for pair in args.source:
+        task, sep, studies = pair.partition("=")
+        if not sep or not task or not studies:
+            print(f"mri-label pretrain: --source must be TASK=DATASTORE, got {pair!r}", file=sys.stderr)
+            return 2
+        sources[task] = studies
+    try:
+        card = run(
+            sources,
+            args.out,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            progress=lambda m: print(m, flush=True),
+        )
+    except (FileNotFoundError, ValueError) as error:
+        print(f"mri-label pretrain: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: card[k] for k in ("checkpoint", "tasks", "training")}, indent=1))
+    return 0
+
+
 def import_data(args) -> int:
     from mri_label.importers import DatasetError, import_dataset
 
     try:
-        summary = import_dataset(args.format, args.src, args.dest, progress=lambda m: print(m, flush=True), task=args.task)
+        summary = import_dataset(
+            args.format, args.src, args.dest, progress=lambda m: print(m, flush=True), task=args.task
+        )
     except DatasetError as error:
         print(f"mri-label import: {error}", file=sys.stderr)
         return 1
@@ -136,25 +196,62 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("--studies", required=True, help="datastore folder")
     p.add_argument("--model", help="checkpoint to evaluate (default: the app's current one)")
-    p.add_argument("--model-dir", help="the model folder (default: the one a server on --studies serves, "
-                                      "~/.mri-label/servers/NAME-HASH/model)")
+    p.add_argument(
+        "--model-dir",
+        help="the model folder (default: the one a server on --studies serves, ~/.mri-label/servers/NAME-HASH/model)",
+    )
     p.add_argument("--out", help="report folder (default evaluation/TASK)")
     p.add_argument("--target-recall", type=float, default=0.97, help="tumor_gate: recall the threshold must reach")
-    p.add_argument("--split", choices=["grouped", "random"], default="grouped",
-                   help="grouped: test subjects of split.json (default); random: test images of split_random.json, "
-                        "an image-level split for comparison (optimistic on class-folder sets)")
+    p.add_argument(
+        "--split",
+        choices=["grouped", "random"],
+        default="grouped",
+        help="grouped: test subjects of split.json (default); random: test images of split_random.json, "
+        "an image-level split for comparison (optimistic on class-folder sets)",
+    )
     p.set_defaults(run=evaluate)
 
-    p = commands.add_parser("train", help="train a task with its recipe, evaluate it on held-out subjects, write model.json")
+    p = commands.add_parser(
+        "train", help="train a task with its recipe, evaluate it on held-out subjects, write model.json"
+    )
     p.add_argument("task")
     p.add_argument("--studies", required=True, help="datastore folder (see mri-label import)")
-    p.add_argument("--model-dir", help="the model folder to train into (default: the one a server on --studies serves, "
-                                      "~/.mri-label/servers/NAME-HASH/model)")
-    p.add_argument("--epochs", type=int, help="override the epoch budget of the recipe the task declares (lib/configs/TASK.py)")
+    p.add_argument(
+        "--model-dir",
+        help="the model folder to train into (default: the one a server on --studies serves, "
+        "~/.mri-label/servers/NAME-HASH/model)",
+    )
+    p.add_argument(
+        "--epochs", type=int, help="override the epoch budget of the recipe the task declares (lib/configs/TASK.py)"
+    )
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     p.add_argument("--patience", type=int, help="override the recipe's early-stopping patience (epochs; 0 = off)")
     p.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
+    p.add_argument(
+        "--conf",
+        nargs=2,
+        action="append",
+        metavar=("KEY", "VALUE"),
+        help="extra app option for this training, repeatable (e.g. dementia_stage_pretrained FILE)",
+    )
     p.set_defaults(run=train)
+
+    p = commands.add_parser(
+        "pretrain",
+        help="pre-train a slice encoder on several classification tasks' training "
+        "subjects, for --conf <task>_pretrained",
+    )
+    p.add_argument(
+        "--source",
+        action="append",
+        required=True,
+        metavar="TASK=DATASTORE",
+        help="a classification task and its datastore folder, repeatable",
+    )
+    p.add_argument("--out", required=True, help="output folder (encoder.pt, model.json)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.set_defaults(run=pretrain)
 
     p = commands.add_parser("serve", help="start the MONAI Label server with the MRI app")
     p.add_argument("--studies", help=f"datastore folder or DICOMweb URL (default: sample data in {DEFAULT_DATASTORE})")

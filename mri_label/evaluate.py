@@ -28,13 +28,20 @@ target: the pipeline's mean Dice within :data:`PIPELINE_TOLERANCE` of ``tumor_se
 """
 
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
 from mri_label.metrics import (
-    best_and_worst_subjects, classification_breakdown, classification_metrics, dice_difference, operating_point,
-    per_subject_accuracy, segmentation_breakdown, segmentation_metrics, threshold_for_recall,
+    best_and_worst_subjects,
+    classification_breakdown,
+    classification_metrics,
+    dice_difference,
+    operating_point,
+    per_subject_accuracy,
+    segmentation_breakdown,
+    segmentation_metrics,
+    threshold_for_recall,
 )
 from mri_label.report import write_report
 from mri_label.sources import BREAKDOWNS, input_groups
@@ -74,7 +81,9 @@ def load_app(studies: str, task: str, model: Optional[str] = None, model_dir: Op
 
     stages = PIPELINES[task][0] if task in PIPELINES else (task,)
     if model and task in PIPELINES:
-        raise ValueError(f"model: {task} chains {', '.join(stages)}; give their checkpoints with model_dir, not --model {model}")
+        raise ValueError(
+            f"model: {task} chains {', '.join(stages)}; give their checkpoints with model_dir, not --model {model}"
+        )
     # the networks the task's infer reads (the gate: tumor_seg's), unless a checkpoint of the task itself is given
     read = () if model else tuple(getattr(discover_configs().get(task), "reads_networks_of", ()))
     conf = {"models": ",".join(stages + read)}
@@ -121,18 +130,24 @@ def _side_images(app, task: str, split: dict, side: str) -> List[str]:
     datastore = app.datastore()
     if split.get("unit") == "image":  # split_random.json: the image id is the unit
         return [i for i in datastore.list_images() if split_of(split, i) == side]
-    return [i for i in datastore.list_images() if split_of(split, datastore.get_image_info(i).get("subject", i)) == side]
+    return [
+        i for i in datastore.list_images() if split_of(split, datastore.get_image_info(i).get("subject", i)) == side
+    ]
 
 
 def _classifier_predictions(app, task: str, images: List[str], progress) -> Dict:
     """Truth and probabilities of each scored row (an image, or a slice of a gate volume with a mask), with the
-    row's subject and its group in each breakdown; ``shipped_threshold``: the gate's threshold as its infer reports it."""
+    row's subject and its group in each breakdown; ``shipped_threshold``: the gate's threshold as its infer reports
+    it."""
     from lib.datalists import final_label, label_task  # noqa: E402
     from lib.datastore import class_label  # noqa: E402
     from lib.transforms import axial_axis  # noqa: E402
 
     datastore, infer = app.datastore(), app._infers[task]
     classes = infer.classes
+    y_true: List[int]
+    probabilities: Any  # rows of class probabilities, then their array
+    groups: Dict[str, list]
     y_true, probabilities, row_subjects, groups, shipped = [], [], [], {k: [] for k in BREAKDOWNS}, None
     for n, image_id in enumerate(images):
         info = datastore.get_image_info(image_id)
@@ -146,7 +161,7 @@ def _classifier_predictions(app, task: str, images: List[str], progress) -> Dict
         _, result = infer({"image": info["path"]})
         shipped = result.get("threshold", shipped)
         before = len(y_true)
-        loaded_mask = _load(mask_path) if mask_path is not None else None
+        loaded_mask: Any = _load(mask_path) if mask_path is not None else None
         mask = np.asarray(loaded_mask) > 0 if loaded_mask is not None else None
         if mask is not None and mask.ndim == 3:  # a volume with a mask (same grid): one truth per slice
             axis = axial_axis(loaded_mask.affine)
@@ -166,12 +181,20 @@ def _classifier_predictions(app, task: str, images: List[str], progress) -> Dict
     probabilities = np.asarray(probabilities, dtype=float)
     if len(probabilities):
         probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
-    return {"y_true": np.asarray(y_true, dtype=int), "probabilities": probabilities, "classes": classes,
-            "subjects": len(set(row_subjects)), "row_subjects": row_subjects, "groups": groups, "shipped_threshold": shipped}
+    return {
+        "y_true": np.asarray(y_true, dtype=int),
+        "probabilities": probabilities,
+        "classes": classes,
+        "subjects": len(set(row_subjects)),
+        "row_subjects": row_subjects,
+        "groups": groups,
+        "shipped_threshold": shipped,
+    }
 
 
-def _segmentation_cases(app, task: str, images: List[str], progress, truth_task: Optional[str] = None,
-                        volumes_only: bool = False) -> List[Dict]:
+def _segmentation_cases(
+    app, task: str, images: List[str], progress, truth_task: Optional[str] = None, volumes_only: bool = False
+) -> List[Dict]:
     """One case per image with a final label of ``truth_task`` (default ``task``): prediction of ``task``'s infer,
     truth (``tumor_seg`` truth binarised: whole tumor), spacing, image and the image's breakdown groups."""
     from lib.datalists import final_label, label_task  # noqa: E402
@@ -192,12 +215,17 @@ def _segmentation_cases(app, task: str, images: List[str], progress, truth_task:
         loaded = _load(info["path"])
         image = np.asarray(loaded).squeeze()
         image = image if image.ndim == truth.ndim else image.mean(axis=-1)
-        cases.append({
-            "subject": info.get("subject") or image_id,
-            "prediction": prediction.astype(np.int32), "truth": truth.astype(np.int32),
-            "spacing": _spacing(loaded, truth.ndim), "image": image, "groups": input_groups(info, truth.ndim),
-            "fired_slices": len(result["fired_slices"]) if "fired_slices" in (result or {}) else None,
-        })
+        cases.append(
+            {
+                "subject": info.get("subject") or image_id,
+                "prediction": prediction.astype(np.int32),
+                "truth": truth.astype(np.int32),
+                "spacing": _spacing(loaded, truth.ndim),
+                "image": image,
+                "groups": input_groups(info, truth.ndim),
+                "fired_slices": len(result["fired_slices"]) if "fired_slices" in (result or {}) else None,
+            }
+        )
         Path(result_file).unlink(missing_ok=True)
         progress(f"{task}: {n + 1}/{len(images)} images")
     return cases
@@ -232,21 +260,36 @@ def evaluate(
     test_images = _side_images(app, task, split, "test")
     caveat = CAVEATS.get(task)
     if split_kind == "random":
-        caveat = ("RANDOM image-level split (split_random.json): near-duplicate slices of one patient can sit on both "
-                  "sides, so this figure is optimistic; compare it with the grouped split, never report it alone.")
+        caveat = (
+            "RANDOM image-level split (split_random.json): near-duplicate slices of one patient can sit on both "
+            "sides, so this figure is optimistic; compare it with the grouped split, never report it alone."
+        )
     stages = PIPELINES[task][0] if task in PIPELINES else (task,)
     checkpoints = {s: app._infers[s].get_path() for s in stages}
-    meta = {"task": task, "model": checkpoints[task] if task in checkpoints else checkpoints, "data": str(studies),
-            "caveats": caveat, "split_kind": split_kind,
-            "split": "test subjects of split.json" if split_kind == "grouped" else "test images of split_random.json"}
+    meta = {
+        "task": task,
+        "model": checkpoints[task] if task in checkpoints else checkpoints,
+        "data": str(studies),
+        "caveats": caveat,
+        "split_kind": split_kind,
+        "split": "test subjects of split.json" if split_kind == "grouped" else "test images of split_random.json",
+    }
     if task in PIPELINES:
         files, head = _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)
     elif app._infers[task].type == "classification":
-        files, head = _evaluate_classifier(app, task, studies, split, test_images, target_recall, meta, out_dir, progress)
+        files, head = _evaluate_classifier(
+            app, task, studies, split, test_images, target_recall, meta, out_dir, progress
+        )
     else:
         files, head = _evaluate_segmentation(app, task, studies, test_images, meta, out_dir, progress)
-    return {"task": task, "split_kind": split_kind, "n_subjects": meta["n_subjects"], "n_images": meta["n_images"],
-            "headline": head, "files": [str(f) for f in files]}
+    return {
+        "task": task,
+        "split_kind": split_kind,
+        "n_subjects": meta["n_subjects"],
+        "n_images": meta["n_images"],
+        "headline": head,
+        "files": [str(f) for f in files],
+    }
 
 
 def _evaluate_classifier(app, task, studies, split, test_images, target_recall, meta, out_dir, progress):
@@ -259,10 +302,17 @@ def _evaluate_classifier(app, task, studies, split, test_images, target_recall, 
     thresholds = None
     if task == "tumor_gate":
         metrics["threshold"] = _gate_threshold(app, task, split, test, target_recall, progress)
-        shipped = float(test["shipped_threshold"] if test["shipped_threshold"] is not None else app._infers[task].threshold)
+        shipped = float(
+            test["shipped_threshold"] if test["shipped_threshold"] is not None else app._infers[task].threshold
+        )
         thresholds = {"shipped": shipped, "recall_targeted": metrics["threshold"]["threshold"]}
-        metrics["operating_points"] = {"shipped": {**operating_point(y, probabilities[:, 1], shipped), "chosen_on": "tumor_gate_threshold (config)"},
-                                       "recall_targeted": {k: v for k, v in metrics["threshold"].items() if k not in ("roc", "auc")}}
+        metrics["operating_points"] = {
+            "shipped": {
+                **operating_point(y, probabilities[:, 1], shipped),
+                "chosen_on": "tumor_gate_threshold (config)",
+            },
+            "recall_targeted": {k: v for k, v in metrics["threshold"].items() if k not in ("roc", "auc")},
+        }
     metrics["breakdown"] = classification_breakdown(y, probabilities, classes, test["groups"], thresholds)
     metrics["per_subject"] = per_subject_accuracy(y, probabilities, test["row_subjects"])
     meta.update(kind="classification", n_subjects=test["subjects"], n_images=len(y))
@@ -282,14 +332,21 @@ def headline(metrics: Dict) -> Dict:
     head = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
     for name, point in (metrics.get("operating_points") or {}).items():
         head.update({f"{k}_{name}": point[k] for k in ("threshold", "accuracy", "recall", "specificity")})
-    head["breakdown"] = {key: {g: {k: v[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "recall")} for g, v in groups.items()}
-                         for key, groups in (metrics.get("breakdown") or {}).items()}
+    head["breakdown"] = {
+        key: {
+            g: {k: v[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "recall")}
+            for g, v in groups.items()
+        }
+        for key, groups in (metrics.get("breakdown") or {}).items()
+    }
     return head
 
 
 def _scored_cases(cases: List[Dict], labels: Dict[str, int], merge: bool) -> Dict:
     """:func:`segmentation_metrics` of ``cases`` with each subject's source beside it and the breakdown."""
-    metrics = segmentation_metrics([{k: c[k] for k in ("subject", "prediction", "truth", "spacing")} for c in cases], labels, merge=merge)
+    metrics = segmentation_metrics(
+        [{k: c[k] for k in ("subject", "prediction", "truth", "spacing")} for c in cases], labels, merge=merge
+    )
     for subject, case in zip(metrics["subjects"], cases):
         subject["source"] = case["groups"]["source"]
     metrics["breakdown"] = segmentation_breakdown(metrics, {k: [c["groups"][k] for c in cases] for k in BREAKDOWNS})
@@ -298,9 +355,16 @@ def _scored_cases(cases: List[Dict], labels: Dict[str, int], merge: bool) -> Dic
 
 def _dice_headline(metrics: Dict) -> Dict:
     """``dice_<label>_mean`` / ``_median`` of every scored label, and their means per breakdown group."""
-    head = {f"dice_{name}_{stat}": s["dice"][stat] for name, s in metrics["summary"].items() for stat in ("mean", "median")}
-    head["breakdown"] = {key: {g: {"n": v["n_subjects"], **{f"dice_{name}_mean": d["mean"] for name, d in v["dice"].items()}}
-                               for g, v in groups.items()} for key, groups in (metrics.get("breakdown") or {}).items()}
+    head = {
+        f"dice_{name}_{stat}": s["dice"][stat] for name, s in metrics["summary"].items() for stat in ("mean", "median")
+    }
+    head["breakdown"] = {
+        key: {
+            g: {"n": v["n_subjects"], **{f"dice_{name}_mean": d["mean"] for name, d in v["dice"].items()}}
+            for g, v in groups.items()
+        }
+        for key, groups in (metrics.get("breakdown") or {}).items()
+    }
     return head
 
 
@@ -308,7 +372,10 @@ def _extras(metrics: Dict, cases: List[Dict]) -> Dict:
     """The best and worst cases' arrays, for the report's overlays."""
     best, worst = best_and_worst_subjects(metrics)
     by_subject = {c["subject"]: c for c in cases}
-    return {w: {k: by_subject[s][k] for k in ("subject", "image", "truth", "prediction")} for w, s in (("best", best), ("worst", worst))}
+    return {
+        w: {k: by_subject[s][k] for k in ("subject", "image", "truth", "prediction")}
+        for w, s in (("best", best), ("worst", worst))
+    }
 
 
 def _evaluate_segmentation(app, task, studies, test_images, meta, out_dir, progress):
@@ -336,13 +403,23 @@ def _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)
     for row in comparison["subjects"]:
         row["fired_slices"] = fired[row["subject"]]
     within = comparison["dice_mean"] >= comparison["dice_reference_mean"] - PIPELINE_TOLERANCE
-    metrics["comparison"] = {**comparison, "reference_task": reference, "tolerance": PIPELINE_TOLERANCE, "within_tolerance": within,
-                             "reference_breakdown": reference_metrics["breakdown"]}
+    metrics["comparison"] = {
+        **comparison,
+        "reference_task": reference,
+        "tolerance": PIPELINE_TOLERANCE,
+        "within_tolerance": within,
+        "reference_breakdown": reference_metrics["breakdown"],
+    }
     metrics["gate_threshold"] = app._infers["tumor_gate"].threshold
     meta.update(kind="segmentation", n_subjects=len(cases), n_images=len(cases))
     head = headline(metrics)
-    head.update({f"dice_{label}_mean_{reference}_alone": comparison["dice_reference_mean"],
-                 "dice_mean_difference": comparison["mean_difference"], "within_tolerance": within})
+    head.update(
+        {
+            f"dice_{label}_mean_{reference}_alone": comparison["dice_reference_mean"],
+            "dice_mean_difference": comparison["mean_difference"],
+            "within_tolerance": within,
+        }
+    )
     return write_report(out_dir, task, "segmentation", metrics, meta, _extras(metrics, cases)), head
 
 
@@ -355,5 +432,10 @@ def _gate_threshold(app, task, split, test, target_recall, progress) -> Dict:
     threshold = threshold_for_recall(val["y_true"], val["probabilities"][:, 1], target_recall)["threshold"]
     y, p = test["y_true"], test["probabilities"][:, 1]
     on_test = threshold_for_recall(y, p, target_recall) if (y == 1).any() else {"roc": None, "auc": None}
-    return {**operating_point(y, p, threshold), "target_recall": target_recall, "chosen_on": chosen_on,
-            "roc": on_test["roc"], "auc": on_test["auc"]}
+    return {
+        **operating_point(y, p, threshold),
+        "target_recall": target_recall,
+        "chosen_on": chosen_on,
+        "roc": on_test["roc"],
+        "auc": on_test["auc"],
+    }

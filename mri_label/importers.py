@@ -44,10 +44,11 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union, cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 from PIL import Image
 
 from mri_label.sample_data import DEMENTIA_CLASSES, EXTENSIONS, SEQUENCE_CLASSES, TUMOR_GATE_CLASSES, TUMOR_TYPE_CLASSES
@@ -63,8 +64,11 @@ _TUMOR_FOLDERS = {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "p
 #: Class folder name (matched case-insensitively) -> class, per task; each task's class names map to themselves.
 FOLDER_CLASSES = {
     # mri_sequence_2d: "<tumour type> <sequence>" folders; T1C+ (T1 after contrast) is a T1
-    "sequence": {f"{kind} {folder}": name for kind in ("Meningioma", "Astrocitoma")
-                 for folder, name in (("T1", "T1"), ("T1C+", "T1"), ("T2", "T2"))},
+    "sequence": {
+        f"{kind} {folder}": name
+        for kind in ("Meningioma", "Astrocitoma")
+        for folder, name in (("T1", "T1"), ("T1C+", "T1"), ("T2", "T2"))
+    },
     "dementia_stage": {},
     "tumor_type": {**_TUMOR_FOLDERS, "no_tumor": "no_tumor"},
     "tumor_gate": {**{f: "tumor" for f in _TUMOR_FOLDERS}, "no_tumor": "no_tumor"},
@@ -74,20 +78,34 @@ HASH_THRESHOLD = 4  # max Hamming distance (bits of 256) between near-duplicates
 _DEAD_ZONE = 1  # grey levels; a neighbour must be brighter by more than this to set a bit (noise on flat black)
 TUMOR_LABEL_INFO = {"task": "tumor_seg", "label_info": [{"name": "tumor", "idx": 1}]}
 HIPPO_LABEL_INFO = {
-    "task": "hippocampus", "label_info": [{"name": "anterior", "idx": 1}, {"name": "posterior", "idx": 2}]}
+    "task": "hippocampus",
+    "label_info": [{"name": "anterior", "idx": 1}, {"name": "posterior", "idx": 2}],
+}
 _IMAGE_SUFFIXES = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".tif": ".tif", ".tiff": ".tif"}
 _LGG_NAME = re.compile(r"^(?P<patient>.+)_(?P<n>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
 #: BraTS file suffix -> (sequence class, series name)
-_BRATS_SERIES = {"flair": ("FLAIR", "FLAIR"), "t1": ("T1", "T1"), "t1ce": ("T1", "T1 post-contrast"),
-                 "t2": ("T2", "T2")}
+_BRATS_SERIES = {
+    "flair": ("FLAIR", "FLAIR"),
+    "t1": ("T1", "T1"),
+    "t1ce": ("T1", "T1 post-contrast"),
+    "t2": ("T2", "T2"),
+}
 
 
 class DatasetError(ValueError):
     """The source data set is malformed; the message names the file or folder at fault."""
 
 
-def import_dataset(fmt: str, src, dest, progress: Optional[Callable[[str], None]] = None, *, task: Optional[str] = None,
-                   class_map: Optional[Dict[str, str]] = None, hash_threshold: int = HASH_THRESHOLD) -> dict:
+def import_dataset(
+    fmt: str,
+    src,
+    dest,
+    progress: Optional[Callable[[str], None]] = None,
+    *,
+    task: Optional[str] = None,
+    class_map: Optional[Dict[str, str]] = None,
+    hash_threshold: int = HASH_THRESHOLD,
+) -> dict:
     """Import the data set at ``src`` (layout ``fmt``) into the datastore folder ``dest``, all or nothing.
 
     Args:
@@ -133,7 +151,9 @@ def import_dataset(fmt: str, src, dest, progress: Optional[Callable[[str], None]
             elif fmt == "decathlon":
                 _decathlon(src, writer)
             else:
-                writer.extra = {"task": task, "groups": _classfolders(src, writer, task, mapping, hash_threshold)}
+                # task and mapping are set for classfolders (checked by _class_mapping above)
+                groups = _classfolders(src, writer, cast(str, task), cast(Dict[str, str], mapping), hash_threshold)
+                writer.extra = {"task": task, "groups": groups}
             writer.ds.flush()
         _replace(build, dest)
     except BaseException:
@@ -144,6 +164,11 @@ def import_dataset(fmt: str, src, dest, progress: Optional[Callable[[str], None]
 
 class _Writer:
     """Adds images and ``final`` labels to the datastore being built; keeps the counts for the summary."""
+
+    subjects: Set[str]
+    counts: Dict[str, Dict[str, int]]
+    skipped: List[Dict[str, str]]
+    extra: Dict[str, Any]
 
     def __init__(self, root: Path, stage: Path, fmt: str, progress):
         from monailabel.datastore.local import LocalDatastore
@@ -175,7 +200,7 @@ class _Writer:
 
     def info(self, subject: str, series: Optional[str] = None, **class_labels: str) -> dict:
         """Image info: subject, ``sequence`` (when its class label is given), series, source and class labels."""
-        info = {"subject": subject, "source": self.fmt}
+        info: Dict[str, Any] = {"subject": subject, "source": self.fmt}
         if "sequence" in class_labels:
             info["sequence"] = class_labels["sequence"]
         if series:
@@ -183,7 +208,7 @@ class _Writer:
         info["class_labels"] = {t: {"label": c, "source": self.fmt} for t, c in class_labels.items()}
         return info
 
-    def _staged(self, source, name: str) -> str:
+    def _staged(self, source: Union[Path, Tuple[np.ndarray, np.ndarray]], name: str) -> str:
         """A path to hand to the datastore: a content copy of a file (sources may be read-only), or a new NIfTI
         written from ``(array, affine)``."""
         if isinstance(source, Path):
@@ -209,14 +234,24 @@ class _Writer:
             task_counts[record["label"]] = task_counts.get(record["label"], 0) + 1
         if label is not None:
             path = self._staged(label, "label")
+            label_info = cast(dict, label_info)  # given with every label
             self.ds.save_label(image_id, path, "final", dict(copy.deepcopy(label_info), source=self.fmt))
             Path(path).unlink()
             self.labels += 1
 
     def summary(self, src: Path, dest: Path, seconds: float) -> dict:
-        return {"format": self.fmt, "source": str(src), "path": str(dest), "images": self.images,
-                "labels": self.labels, "subjects": len(self.subjects), "class_counts": self.counts,
-                "skipped": self.skipped, "seconds": round(seconds, 1), **self.extra}
+        return {
+            "format": self.fmt,
+            "source": str(src),
+            "path": str(dest),
+            "images": self.images,
+            "labels": self.labels,
+            "subjects": len(self.subjects),
+            "class_counts": self.counts,
+            "skipped": self.skipped,
+            "seconds": round(seconds, 1),
+            **self.extra,
+        }
 
 
 def _replace(build: Path, dest: Path) -> None:
@@ -255,7 +290,7 @@ def _read_picture(path: Path) -> np.ndarray:
 def _read_nifti(path: Path):
     """``(nibabel image, voxel array)`` read to the end; DatasetError naming the file if unreadable."""
     try:
-        image = nib.load(str(path))
+        image = cast(SpatialImage, nib.load(str(path)))
         return image, np.asarray(image.dataobj)
     except Exception as error:  # truncated gzip, bad header, ...
         raise DatasetError(f"{path}: unreadable NIfTI ({error})") from None
@@ -278,7 +313,8 @@ def _lps_affine(shape) -> np.ndarray:
 
 def _lgg_slices(folder: Path, writer: _Writer) -> List[Tuple[int, Path, Path]]:
     """``(slice number, image, mask)`` of a patient folder in slice-number order; orphans raise DatasetError."""
-    images, masks = {}, {}
+    images: Dict[int, Path] = {}
+    masks: Dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.suffix.lower() not in (".tif", ".tiff"):
             if not path.name.startswith("."):
@@ -306,6 +342,8 @@ def _lgg(src: Path, w: _Writer) -> None:
         raise DatasetError(f"{src}: no patient folders")
     for i, (folder, slices) in enumerate(patients, 1):
         w.say(i, len(patients), folder.name)
+        volume: Any  # the slices, then their stacked array
+        mask: Any
         pid, volume, mask = folder.name, [], []
         for _, image_path, mask_path in slices:
             image, m = _read_picture(image_path), _read_picture(mask_path)
@@ -365,7 +403,7 @@ def _decathlon(src: Path, w: _Writer) -> None:
         listed = [(src / e["image"], src / e["label"]) for e in training]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DatasetError(f"{meta_path}: not a Decathlon dataset.json with a 'training' list ({error})") from None
-    folders = {"imagesTr": {}, "labelsTr": {}}
+    folders: Dict[str, Dict[str, Path]] = {"imagesTr": {}, "labelsTr": {}}
     for name, files in folders.items():
         for path in sorted((src / name).iterdir()) if (src / name).is_dir() else []:
             if path.name.startswith("."):
@@ -421,7 +459,7 @@ def near_duplicate_groups(hashes: np.ndarray, threshold: int = HASH_THRESHOLD) -
         return i
 
     for start in range(0, len(bits), 1024):  # (1024, n) distance blocks keep memory small
-        block = bits[start:start + 1024]
+        block = bits[start : start + 1024]
         distance = block @ (1 - bits).T + (1 - block) @ bits.T
         for i, j in zip(*np.nonzero(distance <= threshold)):
             if start + i < j:
@@ -475,21 +513,26 @@ def _classfolders(src: Path, w: _Writer, task: str, mapping: Dict[str, str], thr
     stems = [_safe_id(path.name.rsplit(".", 1)[0]) for _, path in files]
     clashes = {s for s, n in Counter(stems).items() if n > 1}
     ids = [_safe_id(f"{f}_{s}") if s in clashes else s for s, (f, _) in zip(stems, files)]
-    seen = Counter()
+    seen: Counter[str] = Counter()
     for k, image_id in enumerate(ids):  # still equal after prefixing (e.g. "a b.jpg" and "a_b.jpg"): number them
         seen[image_id] += 1
         ids[k] = image_id if seen[image_id] == 1 else f"{image_id}_{seen[image_id]}"
-    group_ids = {}
+    group_ids: Dict[int, str] = {}
     for g, image_id in zip(groups, ids):
         group_ids[g] = min(group_ids.get(g, image_id), image_id)
-    classes = {}
-    for i, ((folder, path), image_id, g) in enumerate(zip(files, ids, groups), 1):
+    classes: Dict[int, Set[str]] = {}
+    for i, ((folder_name, path), image_id, g) in enumerate(zip(files, ids, groups), 1):
         if i % 100 == 0 or i == len(files):
             w.say(i, len(files), f"copied {path.name}")
-        name = mapping[folder.lower()]
+        name = mapping[folder_name.lower()]
         classes.setdefault(g, set()).add(name)
-        info = dict(w.info(group_ids[g], **{task: name}), group=group_ids[g], original=f"{folder}/{path.name}")
+        info = dict(w.info(group_ids[g], **{task: name}), group=group_ids[g], original=f"{folder_name}/{path.name}")
         w.add(image_id, path, info)
     sizes = np.bincount(groups)
-    return {"count": len(sizes), "with_several_images": int((sizes > 1).sum()), "largest": int(sizes.max()),
-            "hash_threshold": threshold, "mixed_class": sorted(group_ids[g] for g, c in classes.items() if len(c) > 1)}
+    return {
+        "count": len(sizes),
+        "with_several_images": int((sizes > 1).sum()),
+        "largest": int(sizes.max()),
+        "hash_threshold": threshold,
+        "mixed_class": sorted(group_ids[g] for g, c in classes.items() if len(c) > 1),
+    }

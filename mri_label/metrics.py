@@ -53,8 +53,14 @@ def _stats(values) -> dict:
     if not v.size:
         return {"mean": None, "median": None, "std": None, "min": None, "max": None, "n": 0}
     std = float(v.std(ddof=1)) if v.size > 1 else None
-    return {"mean": float(v.mean()), "median": float(np.median(v)), "std": std, "min": float(v.min()),
-            "max": float(v.max()), "n": int(v.size)}
+    return {
+        "mean": float(v.mean()),
+        "median": float(np.median(v)),
+        "std": std,
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "n": int(v.size),
+    }
 
 
 def _vector(name: str, value, n: int | None = None, kind: str = "float") -> np.ndarray:
@@ -115,8 +121,13 @@ def classification_metrics(y_true, probabilities, classes: list[str]) -> dict:
         {name: {fpr, tpr, thresholds, auc}} (classes with a defined AUC only) and ``reliability``
         {bin_lower, bin_upper, confidence, accuracy, count} (15 entries each; None for an empty bin).
     """
-    if isinstance(classes, str) or not isinstance(classes, (list, tuple)) or len(classes) < 2 \
-            or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
+    if (
+        isinstance(classes, str)
+        or not isinstance(classes, (list, tuple))
+        or len(classes) < 2
+        or not all(isinstance(c, str) and c for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
         raise _bad("classes", classes, "expected a list of at least 2 distinct non-empty names")
     k = len(classes)
     try:
@@ -126,14 +137,18 @@ def classification_metrics(y_true, probabilities, classes: list[str]) -> dict:
     if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] != k:
         raise _bad("probabilities", f"array of shape {probs.shape}", f"expected shape (N, {k}) with N >= 1")
     if not np.isfinite(probs).all():
-        raise _bad("probabilities", f"{int((~np.isfinite(probs)).sum())} NaN/inf entries", "expected finite values in [0, 1]")
+        raise _bad(
+            "probabilities", f"{int((~np.isfinite(probs)).sum())} NaN/inf entries", "expected finite values in [0, 1]"
+        )
     if (probs < -1e-6).any() or (probs > 1 + 1e-6).any():
         raise _bad("probabilities", f"values in [{probs.min()}, {probs.max()}]", "expected values in [0, 1]")
     sums = probs.sum(axis=1)
     bad_rows = np.flatnonzero(np.abs(sums - 1) > 1e-3)
     if bad_rows.size:
         i = int(bad_rows[0])
-        raise _bad("probabilities", f"row {i} summing to {sums[i]:.6f}", "each row must sum to 1 within 1e-3 (softmax outputs)")
+        raise _bad(
+            "probabilities", f"row {i} summing to {sums[i]:.6f}", "each row must sum to 1 within 1e-3 (softmax outputs)"
+        )
     y = _vector("y_true", y_true, probs.shape[0], kind="int")
     if y.min() < 0 or y.max() >= k:
         raise _bad("y_true", f"labels in [{y.min()}, {y.max()}]", f"expected class indices in [0, {k})")
@@ -148,15 +163,25 @@ def classification_metrics(y_true, probabilities, classes: list[str]) -> dict:
         if roc is not None:
             curves[name] = roc
         fp_fn = (predicted[i] - tp[i]) + (support[i] - tp[i])
-        per_class[name] = {"precision": _ratio(tp[i], predicted[i]), "recall": _ratio(tp[i], support[i]),
-                           "f1": _ratio(2 * tp[i], 2 * tp[i] + fp_fn), "support": int(support[i]),
-                           "roc_auc": roc["auc"] if roc else None}
+        per_class[name] = {
+            "precision": _ratio(tp[i], predicted[i]),
+            "recall": _ratio(tp[i], support[i]),
+            "f1": _ratio(2 * tp[i], 2 * tp[i] + fp_fn),
+            "support": int(support[i]),
+            "roc_auc": roc["auc"] if roc else None,
+        }
 
     conf = probs.max(axis=1)
     correct = pred == y
     edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
     bins = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, ECE_BINS - 1)
-    rel = {"bin_lower": edges[:-1].tolist(), "bin_upper": edges[1:].tolist(), "confidence": [], "accuracy": [], "count": []}
+    rel = {
+        "bin_lower": edges[:-1].tolist(),
+        "bin_upper": edges[1:].tolist(),
+        "confidence": [],
+        "accuracy": [],
+        "count": [],
+    }
     ece = 0.0
     for b in range(ECE_BINS):
         member = bins == b
@@ -207,7 +232,8 @@ def threshold_for_recall(y_true_binary, p_positive, target_recall: float) -> dic
     threshold = float(np.sort(p[pos])[::-1][needed - 1])
     roc = _roc(pos, p)
     return {
-        **_confusion_at(y, p, threshold), "target_recall": float(target_recall),
+        **_confusion_at(y, p, threshold),
+        "target_recall": float(target_recall),
         "roc": {key: roc[key] for key in ("fpr", "tpr", "thresholds")} if roc else None,
         "auc": roc["auc"] if roc else None,
     }
@@ -219,9 +245,19 @@ def _confusion_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     tp, fp = int((called & pos).sum()), int((called & ~pos).sum())
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     fn, tn = n_pos - tp, n_neg - fp
-    return {"threshold": float(threshold), "recall": _ratio(tp, n_pos), "precision": _ratio(tp, tp + fp),
-            "specificity": _ratio(tn, n_neg), "accuracy": (tp + tn) / y.size,
-            "tp": tp, "fp": fp, "tn": tn, "fn": fn, "n_positive": n_pos, "n_negative": n_neg}
+    return {
+        "threshold": float(threshold),
+        "recall": _ratio(tp, n_pos),
+        "precision": _ratio(tp, tp + fp),
+        "specificity": _ratio(tn, n_neg),
+        "accuracy": (tp + tn) / y.size,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "n_positive": n_pos,
+        "n_negative": n_neg,
+    }
 
 
 def operating_point(y_true_binary, p_positive, threshold: float) -> dict:
@@ -288,29 +324,43 @@ def segmentation_metrics(cases: list[dict], labels: dict[str, int], merge: bool 
         ``summary`` {name: {dice: stats, hd95_mm: stats + undefined, volume_mae, volume_bias}}, where
         stats = {mean, median, std (ddof=1), min, max, n}.
     """
-    if not isinstance(labels, dict) or not labels or not all(
+    if (
+        not isinstance(labels, dict)
+        or not labels
+        or not all(
             isinstance(k, str) and isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
-            for k, v in labels.items()) or len(set(labels.values())) != len(labels) or (merge and MERGED in labels):
+            for k, v in labels.items()
+        )
+        or len(set(labels.values())) != len(labels)
+        or (merge and MERGED in labels)
+    ):
         raise _bad("labels", labels, "expected {name: distinct int > 0}" + (f" without {MERGED!r}" if merge else ""))
     if not isinstance(cases, (list, tuple)) or not cases:
         raise _bad("cases", cases, "expected a non-empty list of dicts")
     targets = {name: [int(v)] for name, v in labels.items()}
     if merge:
         targets[MERGED] = [int(v) for v in labels.values()]
-    subjects, seen, ndim = [], set(), None
+    subjects: list[dict] = []
+    seen, ndim = set(), None
     for i, case in enumerate(cases):
         where = f"cases[{i}]"
         if not isinstance(case, dict) or not {"subject", "prediction", "truth", "spacing"} <= set(case):
-            raise _bad(where, case if not isinstance(case, dict) else sorted(case),
-                       "expected a dict with subject, prediction, truth and spacing")
+            raise _bad(
+                where,
+                case if not isinstance(case, dict) else sorted(case),
+                "expected a dict with subject, prediction, truth and spacing",
+            )
         subject = str(case["subject"])
         if subject in seen:
             raise _bad(f"{where}['subject']", subject, "subjects must be distinct")
         seen.add(subject)
         pred, truth = np.asarray(case["prediction"]), np.asarray(case["truth"])
         if pred.shape != truth.shape or pred.ndim not in (2, 3):
-            raise _bad(f"{where}['prediction']", f"shape {pred.shape} vs truth {truth.shape}",
-                       "expected prediction and truth of the same 2-D or 3-D shape")
+            raise _bad(
+                f"{where}['prediction']",
+                f"shape {pred.shape} vs truth {truth.shape}",
+                "expected prediction and truth of the same 2-D or 3-D shape",
+            )
         if ndim is not None and pred.ndim != ndim:
             raise _bad(f"{where}['prediction']", f"{pred.ndim}-D", f"all cases must be {ndim}-D")
         ndim = pred.ndim
@@ -326,7 +376,13 @@ def segmentation_metrics(cases: list[dict], labels: dict[str, int], merge: bool 
             p_mask, t_mask = np.isin(pred, values), np.isin(truth, values)
             dice, hd95 = _dice_hd95(p_mask, t_mask, spacing)
             vp, vt = float(p_mask.sum()) * voxel, float(t_mask.sum()) * voxel
-            scores[name] = {"dice": dice, "hd95_mm": hd95, "volume_pred": vp, "volume_truth": vt, "volume_error": vp - vt}
+            scores[name] = {
+                "dice": dice,
+                "hd95_mm": hd95,
+                "volume_pred": vp,
+                "volume_truth": vt,
+                "volume_error": vp - vt,
+            }
         subjects.append({"subject": subject, "spacing": list(spacing), "labels": scores})
 
     summary = {}
@@ -334,11 +390,19 @@ def segmentation_metrics(cases: list[dict], labels: dict[str, int], merge: bool 
         rows = [s["labels"][name] for s in subjects]
         hd = _stats(r["hd95_mm"] for r in rows)
         hd["undefined"] = sum(r["hd95_mm"] is None for r in rows)
-        summary[name] = {"dice": _stats(r["dice"] for r in rows), "hd95_mm": hd,
-                         "volume_mae": _mean(abs(r["volume_error"]) for r in rows),
-                         "volume_bias": _mean(r["volume_error"] for r in rows)}
-    return {"labels": {n: (v if n == MERGED else v[0]) for n, v in targets.items()}, "n_subjects": len(subjects),
-            "volume_unit": "mm^3" if ndim == 3 else "mm^2", "subjects": subjects, "summary": summary}
+        summary[name] = {
+            "dice": _stats(r["dice"] for r in rows),
+            "hd95_mm": hd,
+            "volume_mae": _mean(abs(r["volume_error"]) for r in rows),
+            "volume_bias": _mean(r["volume_error"] for r in rows),
+        }
+    return {
+        "labels": {n: (v if n == MERGED else v[0]) for n, v in targets.items()},
+        "n_subjects": len(subjects),
+        "volume_unit": "mm^3" if ndim == 3 else "mm^2",
+        "subjects": subjects,
+        "summary": summary,
+    }
 
 
 def best_and_worst_subjects(metrics: dict, label: str | None = None) -> tuple[str, str]:
@@ -379,7 +443,9 @@ def _groups(name: str, groups, n: int) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def classification_breakdown(y_true, probabilities, classes: list[str], groups: dict, thresholds: dict | None = None) -> dict:
+def classification_breakdown(
+    y_true, probabilities, classes: list[str], groups: dict, thresholds: dict | None = None
+) -> dict:
     """A classifier's figures within each group of rows (per source, per kind of input...).
 
     Args:
@@ -396,7 +462,7 @@ def classification_breakdown(y_true, probabilities, classes: list[str], groups: 
     classification_metrics(y, probs, classes)  # validates the whole set once
     if thresholds is not None and (len(classes) != 2 or not isinstance(thresholds, dict)):
         raise _bad("thresholds", thresholds, "expected {name: threshold} for a binary classifier")
-    out = {}
+    out: dict[str, dict] = {}
     for key, members in _groups("groups", groups, y.shape[0]).items():
         out[key] = {}
         for group, rows in members.items():
@@ -404,7 +470,9 @@ def classification_breakdown(y_true, probabilities, classes: list[str], groups: 
             row = {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1")}
             row["recall"] = {c: v["recall"] for c, v in m["per_class"].items()}
             if thresholds is not None:
-                row["operating_points"] = {name: operating_point(y[rows], probs[rows, 1], t) for name, t in thresholds.items()}
+                row["operating_points"] = {
+                    name: operating_point(y[rows], probs[rows, 1], t) for name, t in thresholds.items()
+                }
             out[key][group] = row
     return out
 
@@ -422,9 +490,13 @@ def segmentation_breakdown(metrics: dict, groups: dict) -> dict:
     subjects = metrics["subjects"]
     out = {}
     for key, members in _groups("groups", groups, len(subjects)).items():
-        out[key] = {group: {"n_subjects": int(rows.size),
-                            "dice": {name: _stats(subjects[i]["labels"][name]["dice"] for i in rows) for name in metrics["labels"]}}
-                    for group, rows in members.items()}
+        out[key] = {
+            group: {
+                "n_subjects": int(rows.size),
+                "dice": {name: _stats(subjects[i]["labels"][name]["dice"] for i in rows) for name in metrics["labels"]},
+            }
+            for group, rows in members.items()
+        }
     return out
 
 
@@ -447,8 +519,11 @@ def per_subject_accuracy(y_true, probabilities, subjects, min_images: int = 2) -
         raise _bad("probabilities", f"array of shape {probs.shape}", f"expected shape ({y.size}, K)")
     correct = probs.argmax(axis=1) == y
     members = _groups("subjects", {"subject": subjects}, y.size)["subject"]
-    rows = [{"subject": s, "n": int(r.size), "correct": int(correct[r].sum()), "accuracy": float(correct[r].mean())}
-            for s, r in members.items() if r.size >= min_images]
+    rows = [
+        {"subject": s, "n": int(r.size), "correct": int(correct[r].sum()), "accuracy": float(correct[r].mean())}
+        for s, r in members.items()
+        if r.size >= min_images
+    ]
     return sorted(rows, key=lambda r: (r["accuracy"], r["subject"]))
 
 
@@ -466,7 +541,19 @@ def dice_difference(metrics: dict, reference: dict, label: str) -> dict:
     ref = {s["subject"]: s["labels"][label]["dice"] for s in reference["subjects"]}
     if sorted(ref) != sorted(s["subject"] for s in metrics["subjects"]):
         raise _bad("reference", sorted(ref), "expected the same subjects as metrics")
-    rows = [{"subject": s["subject"], "dice": s["labels"][label]["dice"], "dice_reference": ref[s["subject"]],
-             "difference": s["labels"][label]["dice"] - ref[s["subject"]]} for s in metrics["subjects"]]
-    return {"label": label, "subjects": rows, "dice_mean": _mean(r["dice"] for r in rows),
-            "dice_reference_mean": _mean(r["dice_reference"] for r in rows), "mean_difference": _mean(r["difference"] for r in rows)}
+    rows = [
+        {
+            "subject": s["subject"],
+            "dice": s["labels"][label]["dice"],
+            "dice_reference": ref[s["subject"]],
+            "difference": s["labels"][label]["dice"] - ref[s["subject"]],
+        }
+        for s in metrics["subjects"]
+    ]
+    return {
+        "label": label,
+        "subjects": rows,
+        "dice_mean": _mean(r["dice"] for r in rows),
+        "dice_reference_mean": _mean(r["dice_reference"] for r in rows),
+        "mean_difference": _mean(r["difference"] for r in rows),
+    }

@@ -2,7 +2,7 @@
 ``lib.task_config.RECIPE``), turned into the ``POST /train/<task>`` request of ``mri-label train`` and
 ``benchmarks/quality.py`` (and so of the shipped checkpoints, whose ``model.json`` records the request they ran)."""
 
-from typing import Dict
+from typing import Dict, Optional
 
 
 def recipes() -> Dict[str, Dict]:
@@ -27,7 +27,13 @@ def recipe_of(task: str) -> Dict:
     return known[task]
 
 
-def train_request(task: str, epochs: int = None, name: str = "train", learning_rate: float = None, patience: int = None) -> dict:
+def train_request(
+    task: str,
+    epochs: Optional[int] = None,
+    name: str = "train",
+    learning_rate: Optional[float] = None,
+    patience: Optional[int] = None,
+) -> dict:
     """The ``POST /train/<task>`` request of the task's recipe; ``epochs``, ``learning_rate`` and ``patience`` (early
     stopping, epochs) override its values."""
     recipe = recipe_of(task)

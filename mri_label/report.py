@@ -64,7 +64,9 @@ def _confusion_png(path: Path, m: dict) -> Path:
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     k = len(m["classes"])
     fig = Figure(figsize=(5.5 * 2, 0.6 * k + 3.5))
-    for ax, data, title, fmt in zip(fig.subplots(1, 2), (cm, norm), ("counts", "row-normalised (recall)"), ("{:.0f}", "{:.2f}")):
+    for ax, data, title, fmt in zip(
+        fig.subplots(1, 2), (cm, norm), ("counts", "row-normalised (recall)"), ("{:.0f}", "{:.2f}")
+    ):
         image = ax.imshow(data, cmap="Blues", vmin=0, vmax=max(data.max(), 1e-9))
         fig.colorbar(image, ax=ax, fraction=0.046)
         for (i, j), v in np.ndenumerate(data):
@@ -83,12 +85,30 @@ def _reliability_png(path: Path, task: str, m: dict) -> Path:
     ax = fig.subplots()
     full = [i for i, c in enumerate(rel["count"]) if c]
     lower, upper = np.asarray(rel["bin_lower"]), np.asarray(rel["bin_upper"])
-    ax.bar(lower[full], [rel["accuracy"][i] for i in full], width=(upper - lower)[full], align="edge",
-           edgecolor="navy", alpha=0.7, label="accuracy in bin")
-    ax.plot([rel["confidence"][i] for i in full], [rel["accuracy"][i] for i in full], "o", color="navy", label="bin mean confidence")
+    ax.bar(
+        lower[full],
+        [rel["accuracy"][i] for i in full],
+        width=(upper - lower)[full],
+        align="edge",
+        edgecolor="navy",
+        alpha=0.7,
+        label="accuracy in bin",
+    )
+    ax.plot(
+        [rel["confidence"][i] for i in full],
+        [rel["accuracy"][i] for i in full],
+        "o",
+        color="navy",
+        label="bin mean confidence",
+    )
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (max probability)", ylabel="accuracy",
-           title=f"{task}: reliability, ECE = {m['ece']:.3f} (15 bins)")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="confidence (max probability)",
+        ylabel="accuracy",
+        title=f"{task}: reliability, ECE = {m['ece']:.3f} (15 bins)",
+    )
     ax.legend(loc="upper left")
     return _save(fig, path)
 
@@ -110,12 +130,30 @@ def _roc_png(path: Path, task: str, m: dict, threshold: dict | None) -> Path | N
     title = f"{task}: ROC" + (" (one-vs-rest)" if len(curves) > 1 else "")
     if threshold:
         spec = threshold["specificity"]
-        ax.axhline(threshold["target_recall"], ls="--", color="tab:red", lw=1, label=f"target recall {threshold['target_recall']:.2f}")
+        ax.axhline(
+            threshold["target_recall"],
+            ls="--",
+            color="tab:red",
+            lw=1,
+            label=f"target recall {threshold['target_recall']:.2f}",
+        )
         if spec is not None:
-            ax.plot([1 - spec], [threshold["recall"]], "o", ms=9, color="tab:red",
-                    label=f"threshold {threshold['threshold']:.3f}: recall {threshold['recall']:.3f}, spec. {spec:.3f}")
+            ax.plot(
+                [1 - spec],
+                [threshold["recall"]],
+                "o",
+                ms=9,
+                color="tab:red",
+                label=f"threshold {threshold['threshold']:.3f}: recall {threshold['recall']:.3f}, spec. {spec:.3f}",
+            )
         title = f"{task}: ROC of '{positive}' and operating point"
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (recall)", title=title)
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="false positive rate (1 - specificity)",
+        ylabel="true positive rate (recall)",
+        title=title,
+    )
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
@@ -138,10 +176,24 @@ def _dice_png(path: Path, task: str, m: dict) -> Path:
         dice = np.array([s["labels"][name]["dice"] for s in m["subjects"]])
         x = i + (np.linspace(-0.25, 0.25, dice.size) if dice.size > 1 else np.zeros(1))
         ax.plot(x, dice, "o", alpha=0.7, color=f"C{i}")
-        ax.hlines(dice.mean(), i - 0.35, i + 0.35, color="black", lw=2, label="mean" if i == 0 else None)
-        ax.hlines(np.median(dice), i - 0.35, i + 0.35, color="gray", lw=1.5, ls="--", label="median" if i == 0 else None)
-    ax.set(xticks=range(len(names)), ylim=(-0.02, 1.05), ylabel="Dice", xlim=(-0.6, len(names) - 0.4),
-           title=f"{task}: Dice per subject (n = {m['n_subjects']})")
+        # label None: no legend entry (matplotlib accepts it; its annotation says str)
+        ax.hlines(dice.mean(), i - 0.35, i + 0.35, color="black", lw=2, label="mean" if i == 0 else None)  # type: ignore[arg-type]
+        ax.hlines(
+            np.median(dice),
+            i - 0.35,
+            i + 0.35,
+            color="gray",
+            lw=1.5,
+            ls="--",
+            label="median" if i == 0 else None,  # type: ignore[arg-type]
+        )
+    ax.set(
+        xticks=range(len(names)),
+        ylim=(-0.02, 1.05),
+        ylabel="Dice",
+        xlim=(-0.6, len(names) - 0.4),
+        title=f"{task}: Dice per subject (n = {m['n_subjects']})",
+    )
     ax.set_xticklabels(names)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
@@ -151,7 +203,9 @@ def _pick_slice(case: dict, where: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     """(image, truth, prediction) 2-D slices; a 3-D case is cut where the truth area is largest."""
     image, truth, pred = (np.asarray(case[k]) for k in ("image", "truth", "prediction"))
     if truth.shape != pred.shape or truth.ndim not in (2, 3):
-        raise ValueError(f"{where}: truth and prediction must share a 2-D or 3-D shape; got {truth.shape} and {pred.shape}")
+        raise ValueError(
+            f"{where}: truth and prediction must share a 2-D or 3-D shape; got {truth.shape} and {pred.shape}"
+        )
     if truth.ndim == 2 and image.ndim == 3 and image.shape[:2] == truth.shape and image.shape[2] in (3, 4):
         image = image[..., :3].mean(axis=2)  # RGB(A) slice -> gray
     if image.shape != truth.shape:
@@ -183,51 +237,129 @@ def _overlay_png(path: Path, which: str, case: dict, cut: tuple, m: dict) -> Pat
             ax.contour((mask == value).astype(float), levels=[0.5], colors=[color], linewidths=1.2)  # pixel centres
     subject = str(case.get("subject", which))
     ax.set_title(f"{which} case: {subject} (Dice {_fmt(_case_dice(m, subject))})")
-    ax.legend(handles=[Line2D([], [], color=TRUTH_COLOR, label="truth"), Line2D([], [], color=PRED_COLOR, label="prediction")],
-              loc="lower right", fontsize=8)
+    ax.legend(
+        handles=[
+            Line2D([], [], color=TRUTH_COLOR, label="truth"),
+            Line2D([], [], color=PRED_COLOR, label="prediction"),
+        ],
+        loc="lower right",
+        fontsize=8,
+    )
     ax.set_axis_off()
     return _save(fig, path)
 
 
 def _meta_lines(task: str, meta: dict) -> list[str]:
-    rows = [["Task", task], ["Model", meta.get("model")], ["Data", meta.get("data")], ["Split", meta.get("split")],
-            ["Subjects", meta.get("n_subjects")], ["Images", meta.get("n_images")], ["Date", meta.get("date")]]
+    rows: list[list] = [
+        ["Task", task],
+        ["Model", meta.get("model")],
+        ["Data", meta.get("data")],
+        ["Split", meta.get("split")],
+        ["Subjects", meta.get("n_subjects")],
+        ["Images", meta.get("n_images")],
+        ["Date", meta.get("date")],
+    ]
     return [f"# Evaluation of `{task}`", ""] + _table(["", ""], rows) + [""]
 
 
 def _classification_md(m: dict, threshold: dict | None) -> list[str]:
-    lines = ["## Headline metrics", ""] + _table(["Metric", "Value"], [
-        ["Accuracy", m["accuracy"]], ["Balanced accuracy", m["balanced_accuracy"]], ["Macro-F1", m["macro_f1"]],
-        ["Macro ROC-AUC (one-vs-rest)", m["macro_roc_auc"]], ["ECE (15 bins, max probability)", m["ece"]], ["Images", m["n"]]])
+    lines = ["## Headline metrics", ""] + _table(
+        ["Metric", "Value"],
+        [
+            ["Accuracy", m["accuracy"]],
+            ["Balanced accuracy", m["balanced_accuracy"]],
+            ["Macro-F1", m["macro_f1"]],
+            ["Macro ROC-AUC (one-vs-rest)", m["macro_roc_auc"]],
+            ["ECE (15 bins, max probability)", m["ece"]],
+            ["Images", m["n"]],
+        ],
+    )
     if threshold:
-        lines += ["", f"**Operating threshold for `{m['classes'][-1] if len(m['classes']) == 2 else 'positive'}`**: "
-                  f"positive when p >= {_fmt(threshold['threshold'])}, recall {_fmt(threshold['recall'])} "
-                  f"(target {_fmt(threshold['target_recall'])}), precision {_fmt(threshold['precision'])}, "
-                  f"specificity {_fmt(threshold['specificity'])}, accuracy {_fmt(threshold['accuracy'])} "
-                  f"(TP {threshold['tp']}, FP {threshold['fp']}, TN {threshold['tn']}, FN {threshold['fn']})"
-                  + (f"; threshold chosen on the {threshold['chosen_on']}, figures on the evaluated split." if threshold.get("chosen_on") else ".")]
-    lines += ["", "## Per class", ""] + _table(["Class", "Precision", "Recall", "F1", "Support", "ROC-AUC"], [
-        [name, c["precision"], c["recall"], c["f1"], c["support"], c["roc_auc"]] for name, c in m["per_class"].items()])
+        lines += [
+            "",
+            f"**Operating threshold for `{m['classes'][-1] if len(m['classes']) == 2 else 'positive'}`**: "
+            f"positive when p >= {_fmt(threshold['threshold'])}, recall {_fmt(threshold['recall'])} "
+            f"(target {_fmt(threshold['target_recall'])}), precision {_fmt(threshold['precision'])}, "
+            f"specificity {_fmt(threshold['specificity'])}, accuracy {_fmt(threshold['accuracy'])} "
+            f"(TP {threshold['tp']}, FP {threshold['fp']}, TN {threshold['tn']}, FN {threshold['fn']})"
+            + (
+                f"; threshold chosen on the {threshold['chosen_on']}, figures on the evaluated split."
+                if threshold.get("chosen_on")
+                else "."
+            ),
+        ]
+    lines += ["", "## Per class", ""] + _table(
+        ["Class", "Precision", "Recall", "F1", "Support", "ROC-AUC"],
+        [
+            [name, c["precision"], c["recall"], c["f1"], c["support"], c["roc_auc"]]
+            for name, c in m["per_class"].items()
+        ],
+    )
     lines += ["", "## Confusion matrix (rows = true, columns = predicted)", ""]
-    lines += _table(["true \\ predicted", *m["classes"]], [[c, *row] for c, row in zip(m["classes"], m["confusion_matrix"])])
+    lines += _table(
+        ["true \\ predicted", *m["classes"]], [[c, *row] for c, row in zip(m["classes"], m["confusion_matrix"])]
+    )
     return lines + _operating_points_md(m) + _classification_breakdown_md(m) + _subject_accuracy_md(m)
 
 
 def _operating_points_md(m: dict) -> list[str]:
-    """A binary gate at each of its operating points (``m["operating_points"]``), on the whole test set and per group."""
+    """A binary gate at each of its operating points (``m["operating_points"]``), on the whole test set and per
+    group."""
     points = m.get("operating_points")
     if not points:
         return []
-    header = ["Operating point", "Threshold", "Accuracy", "Recall", "Specificity", "Precision", "TP", "FP", "TN", "FN", "Chosen on"]
-    lines = ["", "## Operating points", ""] + _table(header, [
-        [name, p["threshold"], p["accuracy"], p["recall"], p["specificity"], p["precision"], p["tp"], p["fp"], p["tn"], p["fn"],
-         p.get("chosen_on")] for name, p in points.items()])
-    rows = [[f"{key}: {group}", name, p["threshold"], p["accuracy"], p["recall"], p["specificity"], p["n_positive"], p["n_negative"]]
-            for key, groups in (m.get("breakdown") or {}).items() for group, g in groups.items()
-            for name, p in (g.get("operating_points") or {}).items()]
+    header = [
+        "Operating point",
+        "Threshold",
+        "Accuracy",
+        "Recall",
+        "Specificity",
+        "Precision",
+        "TP",
+        "FP",
+        "TN",
+        "FN",
+        "Chosen on",
+    ]
+    lines = ["", "## Operating points", ""] + _table(
+        header,
+        [
+            [
+                name,
+                p["threshold"],
+                p["accuracy"],
+                p["recall"],
+                p["specificity"],
+                p["precision"],
+                p["tp"],
+                p["fp"],
+                p["tn"],
+                p["fn"],
+                p.get("chosen_on"),
+            ]
+            for name, p in points.items()
+        ],
+    )
+    rows = [
+        [
+            f"{key}: {group}",
+            name,
+            p["threshold"],
+            p["accuracy"],
+            p["recall"],
+            p["specificity"],
+            p["n_positive"],
+            p["n_negative"],
+        ]
+        for key, groups in (m.get("breakdown") or {}).items()
+        for group, g in groups.items()
+        for name, p in (g.get("operating_points") or {}).items()
+    ]
     if rows:
         lines += ["", "Per source and kind of input:", ""] + _table(
-            ["Group", "Operating point", "Threshold", "Accuracy", "Recall", "Specificity", "Positives", "Negatives"], rows)
+            ["Group", "Operating point", "Threshold", "Accuracy", "Recall", "Specificity", "Positives", "Negatives"],
+            rows,
+        )
     return lines
 
 
@@ -236,12 +368,47 @@ def _classification_breakdown_md(m: dict) -> list[str]:
     breakdown = m.get("breakdown")
     if not breakdown:
         return []
-    rows = [["all", "all", m["n"], m["accuracy"], m["balanced_accuracy"], m["macro_f1"], *(c["recall"] for c in m["per_class"].values())]]
-    rows += [[key, group, g["n"], g["accuracy"], g["balanced_accuracy"], g["macro_f1"], *(g["recall"].get(c) for c in m["classes"])]
-             for key, groups in breakdown.items() for group, g in groups.items()]
-    header = ["Breakdown", "Group", "Images", "Accuracy", "Balanced accuracy", "Macro-F1", *(f"Recall {c}" for c in m["classes"])]
-    return ["", "## Per source and kind of input", ""] + _table(header, rows) + [
-        "", "Balanced accuracy and macro-F1 average over the classes present in the group; n/a: no such image in it."]
+    rows = [
+        [
+            "all",
+            "all",
+            m["n"],
+            m["accuracy"],
+            m["balanced_accuracy"],
+            m["macro_f1"],
+            *(c["recall"] for c in m["per_class"].values()),
+        ]
+    ]
+    rows += [
+        [
+            key,
+            group,
+            g["n"],
+            g["accuracy"],
+            g["balanced_accuracy"],
+            g["macro_f1"],
+            *(g["recall"].get(c) for c in m["classes"]),
+        ]
+        for key, groups in breakdown.items()
+        for group, g in groups.items()
+    ]
+    header = [
+        "Breakdown",
+        "Group",
+        "Images",
+        "Accuracy",
+        "Balanced accuracy",
+        "Macro-F1",
+        *(f"Recall {c}" for c in m["classes"]),
+    ]
+    return (
+        ["", "## Per source and kind of input", ""]
+        + _table(header, rows)
+        + [
+            "",
+            "Balanced accuracy and macro-F1 average over the classes present in the group; n/a: no such image in it.",
+        ]
+    )
 
 
 def _subject_accuracy_md(m: dict) -> list[str]:
@@ -252,23 +419,62 @@ def _subject_accuracy_md(m: dict) -> list[str]:
     if not subjects:
         return ["", "## Per subject", "", "No test subject has more than one image."]
     return ["", "## Per subject (subjects with several images or slices, lowest accuracy first)", ""] + _table(
-        ["Subject", "Images", "Correct", "Accuracy"], [[s["subject"], s["n"], s["correct"], s["accuracy"]] for s in subjects])
+        ["Subject", "Images", "Correct", "Accuracy"],
+        [[s["subject"], s["n"], s["correct"], s["accuracy"]] for s in subjects],
+    )
 
 
 def _segmentation_md(m: dict) -> list[str]:
     unit = m["volume_unit"]
     lines = [f"## Headline metrics (over {m['n_subjects']} subjects)", ""] + _table(
-        ["Label", "Dice mean", "Dice median", "Dice SD", "HD95 mean (mm)", "HD95 median (mm)", "HD95 undefined",
-         f"Volume MAE ({unit})", f"Volume bias ({unit})"],
-        [[name, s["dice"]["mean"], s["dice"]["median"], s["dice"]["std"], s["hd95_mm"]["mean"], s["hd95_mm"]["median"],
-          s["hd95_mm"]["undefined"], s["volume_mae"], s["volume_bias"]] for name, s in m["summary"].items()])
-    lines += ["", "Empty masks: both empty -> Dice 1, HD95 0; one empty -> Dice 0, HD95 n/a (left out of the HD95 "
-              "statistics, counted as undefined). Volume error = predicted - true."]
+        [
+            "Label",
+            "Dice mean",
+            "Dice median",
+            "Dice SD",
+            "HD95 mean (mm)",
+            "HD95 median (mm)",
+            "HD95 undefined",
+            f"Volume MAE ({unit})",
+            f"Volume bias ({unit})",
+        ],
+        [
+            [
+                name,
+                s["dice"]["mean"],
+                s["dice"]["median"],
+                s["dice"]["std"],
+                s["hd95_mm"]["mean"],
+                s["hd95_mm"]["median"],
+                s["hd95_mm"]["undefined"],
+                s["volume_mae"],
+                s["volume_bias"],
+            ]
+            for name, s in m["summary"].items()
+        ],
+    )
+    lines += [
+        "",
+        "Empty masks: both empty -> Dice 1, HD95 0; one empty -> Dice 0, HD95 n/a (left out of the HD95 "
+        "statistics, counted as undefined). Volume error = predicted - true.",
+    ]
     lines += _dice_per_subject_md(m) + _comparison_md(m) + _segmentation_breakdown_md(m)
     lines += ["", "## Per subject and label", ""] + _table(
-        ["Subject", "Label", "Dice", "HD95 (mm)", f"Predicted volume ({unit})", f"True volume ({unit})", f"Error ({unit})"],
-        [[s["subject"], name, v["dice"], v["hd95_mm"], v["volume_pred"], v["volume_truth"], v["volume_error"]]
-         for s in m["subjects"] for name, v in s["labels"].items()])
+        [
+            "Subject",
+            "Label",
+            "Dice",
+            "HD95 (mm)",
+            f"Predicted volume ({unit})",
+            f"True volume ({unit})",
+            f"Error ({unit})",
+        ],
+        [
+            [s["subject"], name, v["dice"], v["hd95_mm"], v["volume_pred"], v["volume_truth"], v["volume_error"]]
+            for s in m["subjects"]
+            for name, v in s["labels"].items()
+        ],
+    )
     return lines
 
 
@@ -286,8 +492,11 @@ def _segmentation_breakdown_md(m: dict) -> list[str]:
     if not breakdown:
         return []
     names = list(m["labels"])
-    rows = [[key, group, g["n_subjects"], *(g["dice"][n][stat] for n in names for stat in ("mean", "median"))]
-            for key, groups in breakdown.items() for group, g in groups.items()]
+    rows = [
+        [key, group, g["n_subjects"], *(g["dice"][n][stat] for n in names for stat in ("mean", "median"))]
+        for key, groups in breakdown.items()
+        for group, g in groups.items()
+    ]
     header = ["Breakdown", "Group", "Subjects", *(f"Dice {n} {stat}" for n in names for stat in ("mean", "median"))]
     return ["", "## Per source and kind of input", ""] + _table(header, rows)
 
@@ -299,11 +508,18 @@ def _comparison_md(m: dict) -> list[str]:
         return []
     ref = c["reference_task"]
     verdict = "within" if c["within_tolerance"] else "NOT within"
-    lines = ["", f"## Beside `{ref}` alone (same volumes)", "",
-             f"Mean Dice ({c['label']}): pipeline {_fmt(c['dice_mean'])}, `{ref}` alone {_fmt(c['dice_reference_mean'])}, "
-             f"difference {_fmt(c['mean_difference'])}: {verdict} {_fmt(c['tolerance'], 2)} of `{ref}` alone.", ""]
-    return lines + _table(["Subject", "Pipeline Dice", f"{ref} Dice", "Difference", "Slices where the gate fired"],
-                          [[r["subject"], r["dice"], r["dice_reference"], r["difference"], r.get("fired_slices")] for r in c["subjects"]])
+    lines = [
+        "",
+        f"## Beside `{ref}` alone (same volumes)",
+        "",
+        f"Mean Dice ({c['label']}): pipeline {_fmt(c['dice_mean'])}, `{ref}` alone {_fmt(c['dice_reference_mean'])}, "
+        f"difference {_fmt(c['mean_difference'])}: {verdict} {_fmt(c['tolerance'], 2)} of `{ref}` alone.",
+        "",
+    ]
+    return lines + _table(
+        ["Subject", "Pipeline Dice", f"{ref} Dice", "Difference", "Slices where the gate fired"],
+        [[r["subject"], r["dice"], r["dice_reference"], r["difference"], r.get("fired_slices")] for r in c["subjects"]],
+    )
 
 
 def write_report(out_dir, task: str, kind: str, metrics: dict, meta: dict, extras: dict | None = None) -> list[Path]:
@@ -331,8 +547,11 @@ def write_report(out_dir, task: str, kind: str, metrics: dict, meta: dict, extra
     if not isinstance(metrics, dict) or not isinstance(meta, dict):
         raise ValueError(f"metrics and meta: expected dicts; got {type(metrics).__name__} and {type(meta).__name__}")
     extras = extras or {}
-    cuts = {which: _pick_slice(extras[which], f"extras[{which!r}]") for which in ("best", "worst")
-            if kind == "segmentation" and extras.get(which)}
+    cuts = {
+        which: _pick_slice(extras[which], f"extras[{which!r}]")
+        for which in ("best", "worst")
+        if kind == "segmentation" and extras.get(which)
+    }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {**{key: None for key in META_KEYS}, **meta, "task": task, "kind": kind}
@@ -346,20 +565,26 @@ def write_report(out_dir, task: str, kind: str, metrics: dict, meta: dict, extra
     plots: list[tuple[str, Path | None]] = []
     if kind == "classification":
         lines = _classification_md(metrics, threshold)
-        plots += [("Confusion matrix", _confusion_png(out / "confusion_matrix.png", metrics)),
-                  ("Reliability diagram", _reliability_png(out / "reliability.png", task, metrics)),
-                  ("ROC curves", _roc_png(out / "roc.png", task, metrics, threshold))]
+        plots += [
+            ("Confusion matrix", _confusion_png(out / "confusion_matrix.png", metrics)),
+            ("Reliability diagram", _reliability_png(out / "reliability.png", task, metrics)),
+            ("ROC curves", _roc_png(out / "roc.png", task, metrics, threshold)),
+        ]
     else:
         lines = _segmentation_md(metrics)
         plots.append(("Dice per subject", _dice_png(out / "dice.png", task, metrics)))
-        plots += [(f"{which.capitalize()} case overlay (truth green, prediction red)",
-                   _overlay_png(out / f"overlay_{which}.png", which, extras[which], cut, metrics))
-                  for which, cut in cuts.items()]
-    plots = [(title, path) for title, path in plots if path is not None]
+        plots += [
+            (
+                f"{which.capitalize()} case overlay (truth green, prediction red)",
+                _overlay_png(out / f"overlay_{which}.png", which, extras[which], cut, metrics),
+            )
+            for which, cut in cuts.items()
+        ]
+    drawn = [(title, path) for title, path in plots if path is not None]
     text = _meta_lines(task, meta) + lines + ["", "## Plots", ""]
-    text += [f"![{title}]({path.name})" for title, path in plots]
+    text += [f"![{title}]({path.name})" for title, path in drawn]
     if meta.get("caveats"):
         text += ["", "## Caveats", "", str(meta["caveats"]).strip()]
     md_path = out / "report.md"
     md_path.write_text("\n".join(text) + "\n")
-    return [json_path, *(path for _, path in plots), md_path]
+    return [json_path, *(path for _, path in drawn), md_path]

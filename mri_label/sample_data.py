@@ -27,8 +27,13 @@ DEMENTIA_CLASSES = ("NonDemented", "VeryMildDemented", "MildDemented", "Moderate
 TUMOR_GATE_CLASSES = ("no_tumor", "tumor")
 TUMOR_TYPE_CLASSES = ("glioma", "meningioma", "pituitary", "no_tumor")
 #: ``tumor_type`` of the tumor-bearing subjects (FLAIR images only); the others are ``no_tumor``.
-TUMOR_TYPES = {"synth01": "glioma", "synth02": "meningioma", "synth03": "pituitary",
-               "synth_slice01": "glioma", "synth_slice02": "meningioma"}
+TUMOR_TYPES = {
+    "synth01": "glioma",
+    "synth02": "meningioma",
+    "synth03": "pituitary",
+    "synth_slice01": "glioma",
+    "synth_slice02": "meningioma",
+}
 
 #: Tissue codes of :func:`head_tissue_map`.
 BACKGROUND, SCALP, GM, WM, CSF, TUMOR = range(6)
@@ -79,7 +84,8 @@ They are NOT patient data: use them only to try the MONAI Label server and for t
 """
 
 
-_TEMPLATE_README = """- mni152_t1: NOT synthetic: the MNI152 T1 template bundled with nilearn (a whole-brain T1, 1 mm), to try
+_TEMPLATE_README = """\
+- mni152_t1: NOT synthetic: the MNI152 T1 template bundled with nilearn (a whole-brain T1, 1 mm), to try
   the hippocampus task's whole-head path (registration, a box per hippocampus, left/right volumes).
 """
 
@@ -180,8 +186,8 @@ def _slice_phantom(rng, tumor: bool):
     mask = (tissues[:, :, k] == TUMOR).T[::-1].astype(np.uint8)
     size = (SLICE_SIZE, SLICE_SIZE)
     return (
-        np.asarray(Image.fromarray(image, "L").resize(size, Image.BILINEAR)),
-        np.asarray(Image.fromarray(mask, "L").resize(size, Image.NEAREST)),
+        np.asarray(Image.fromarray(image, "L").resize(size, Image.Resampling.BILINEAR)),
+        np.asarray(Image.fromarray(mask, "L").resize(size, Image.Resampling.NEAREST)),
     )
 
 
@@ -227,8 +233,12 @@ def _phantoms(seed: int):
 
 
 TEMPLATE_ID = "mni152_t1"
-TEMPLATE_INFO = {"subject": "mni152", "sequence": "T1", "synthetic": False,
-                 "source": "ICBM 2009a symmetric MNI152 T1 template (1 mm, brain-extracted), bundled with nilearn"}
+TEMPLATE_INFO = {
+    "subject": "mni152",
+    "sequence": "T1",
+    "synthetic": False,
+    "source": "ICBM 2009a symmetric MNI152 T1 template (1 mm, brain-extracted), bundled with nilearn",
+}
 
 
 def write_sample_data(dest, seed: int = 0, progress=None, with_template: bool = False) -> dict:

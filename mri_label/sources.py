@@ -58,5 +58,8 @@ def input_groups(info: Mapping | None, ndim: int) -> dict[str, str]:
     """
     if ndim not in DIMS:
         raise ValueError(f"ndim: expected 2 or 3 spatial dimensions; got {ndim!r}")
-    return {"source": image_source(info), "dims": DIMS[ndim],
-            "skull": "skull-stripped" if is_skull_stripped(info) else "with skull"}
+    return {
+        "source": image_source(info),
+        "dims": DIMS[ndim],
+        "skull": "skull-stripped" if is_skull_stripped(info) else "with skull",
+    }

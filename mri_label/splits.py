@@ -138,7 +138,9 @@ def _split_file(unit: str) -> str:
     return UNITS[unit]
 
 
-def ensure_split(datastore_path, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0, unit: str = "subject") -> dict:
+def ensure_split(
+    datastore_path, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0, unit: str = "subject"
+) -> dict:
     """The datastore's split, written on the first call; later calls add new subjects only.
 
     Args:

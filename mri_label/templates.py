@@ -1,4 +1,5 @@
-"""The MNI152 T1 template, taken from the installed nilearn wheel (nilearn itself is not imported; nothing downloads)."""
+"""The MNI152 T1 template, taken from the installed nilearn wheel (nilearn itself is not imported; nothing
+downloads)."""
 
 import importlib.util
 import os

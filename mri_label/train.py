@@ -16,8 +16,17 @@ from mri_label.sources import image_source
 from mri_label.splits import ensure_split
 
 
-def train(task: str, studies: str, model_dir: str, epochs: Optional[int] = None, held_out: bool = True,
-          progress: Callable[[str], None] = print, learning_rate: Optional[float] = None, patience: Optional[int] = None) -> Dict:
+def train(
+    task: str,
+    studies: str,
+    model_dir: str,
+    epochs: Optional[int] = None,
+    held_out: bool = True,
+    progress: Callable[[str], None] = print,
+    learning_rate: Optional[float] = None,
+    patience: Optional[int] = None,
+    conf: Optional[Dict[str, str]] = None,
+) -> Dict:
     """Train ``task`` on ``studies`` into ``model_dir/<task>/model.pt``; return a summary.
 
     Args:
@@ -27,12 +36,16 @@ def train(task: str, studies: str, model_dir: str, epochs: Optional[int] = None,
         epochs, learning_rate, patience: override the recipe's epoch budget, learning rate and early-stopping
             patience (``model.json`` of a shipped model records the values it was trained with).
         held_out: evaluate on the held-out test subjects and record the metrics in ``model.json``.
+        conf: extra app options (``--conf KEY VALUE`` of the server), e.g. ``{"<task>_pretrained": FILE}``; the
+            options that place the run (``models``, ``model_dir``, ``shipped_models``) cannot be overridden.
     """
     request = train_request(task, epochs, learning_rate=learning_rate, patience=patience)
     if not Path(studies).is_dir():
         raise FileNotFoundError(f"--studies {studies} is not a folder")
     MRIApp, folder = app_class()
-    app = MRIApp(folder, str(studies), {"models": task, "model_dir": str(model_dir), "shipped_models": "none"})
+    app = MRIApp(
+        folder, str(studies), {**(conf or {}), "models": task, "model_dir": str(model_dir), "shipped_models": "none"}
+    )
     progress(f"{task}: training {request['max_epochs']} epochs on {studies} into {model_dir}")
     started = time.time()
     stats = app.train(request)
@@ -43,11 +56,18 @@ def train(task: str, studies: str, model_dir: str, epochs: Optional[int] = None,
     if not checkpoint.exists():
         raise RuntimeError(f"{task}: training published no checkpoint at {checkpoint}")
     context = app._trainers[task]._context
-    summary = {"task": task, "checkpoint": str(checkpoint), "epochs": stats.get("epoch"), "train_minutes": round(minutes, 1),
-               "device": str(context.device) if context else None}
+    summary = {
+        "task": task,
+        "checkpoint": str(checkpoint),
+        "epochs": stats.get("epoch"),
+        "train_minutes": round(minutes, 1),
+        "device": str(context.device) if context else None,
+    }
     report = None
     if held_out:
-        report = evaluate(task, studies, model_dir=str(model_dir), out=str(Path(model_dir) / task / "evaluation"), progress=progress)
+        report = evaluate(
+            task, studies, model_dir=str(model_dir), out=str(Path(model_dir) / task / "evaluation"), progress=progress
+        )
         summary["held_out"] = report["headline"]
     update_card(checkpoint.parent / "model.json", run_record(app.datastore(), studies, minutes, request, report))
     return summary
@@ -60,13 +80,25 @@ def run_record(datastore, studies: str, minutes: float, request: Dict, report: O
     sources = Counter(image_source(i) for i in infos)
     split = ensure_split(studies)
     sides = Counter(split["subjects"].values())
-    record = {"data": {"studies": os.path.abspath(studies), "images_by_source": dict(sources),
-                       "subjects": {side: sides.get(side, 0) for side in ("train", "val", "test")}, "split_seed": split.get("seed")},
-              "minutes": round(minutes, 1), "request": request}
+    record = {
+        "data": {
+            "studies": os.path.abspath(studies),
+            "images_by_source": dict(sources),
+            "subjects": {side: sides.get(side, 0) for side in ("train", "val", "test")},
+            "split_seed": split.get("seed"),
+        },
+        "minutes": round(minutes, 1),
+        "request": request,
+    }
     if report:
-        record["held_out"] = {"subjects": report["n_subjects"], "images": report["n_images"], "metrics": report["headline"],
-                              "split": "test subjects of split.json" if report.get("split_kind", "grouped") == "grouped"
-                              else "test images of split_random.json (random image split)"}
+        record["held_out"] = {
+            "subjects": report["n_subjects"],
+            "images": report["n_images"],
+            "metrics": report["headline"],
+            "split": "test subjects of split.json"
+            if report.get("split_kind", "grouped") == "grouped"
+            else "test images of split_random.json (random image split)",
+        }
     return record
 
 

@@ -18,22 +18,28 @@ import os
 import pkgutil
 from typing import Dict
 
-import lib.configs
-from lib import access, server_state
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
-from monailabel.config import settings
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
+import lib.configs
+from lib import access, server_state
 from lib.activelearning import ModelScorer, RetrainScheduler, UncertaintyStrategy, labelled_task
 from lib.conf import conf_float, conf_int
 from lib.datastore import (
-    DEFAULT_MAX_VOXELS, MRIDatastore, bad_input, check_image_file, read_header, read_spacing, spatial_size,
+    DEFAULT_MAX_VOXELS,
+    MRIDatastore,
+    bad_input,
+    check_image_file,
+    read_header,
+    read_spacing,
+    spatial_size,
     update_info_entry,
 )
 from lib.dicomweb import MRIDICOMwebDatastore, dicomweb_client
@@ -62,6 +68,8 @@ def discover_configs() -> Dict[str, type]:
 class MRIApp(MONAILabelApp):
     """Registers an infer and a train task per TaskConfig, plus ``tumor_pipeline``."""
 
+    studies: str  # set by MONAILabelApp
+
     def __init__(self, app_dir, studies, conf):
         # per-server state (lib.server_state): the model folder and the log file of a server on these studies
         self.model_dir = server_state.model_dir(studies, conf)
@@ -70,8 +78,10 @@ class MRIApp(MONAILabelApp):
         logger.info(f"studies {studies}: model folder {self.model_dir}, log {self.log_file}")
         legacy = server_state.legacy_checkpoints(app_dir, self.model_dir)
         if legacy:
-            logger.warning(f"{os.path.join(app_dir, 'model')} holds checkpoints of {legacy} that this server does not "
-                           f"serve (its model folder is {self.model_dir}); pass --conf model_dir to serve them")
+            logger.warning(
+                f"{os.path.join(app_dir, 'model')} holds checkpoints of {legacy} that this server does not "
+                f"serve (its model folder is {self.model_dir}); pass --conf model_dir to serve them"
+            )
         configs = discover_configs()
         wanted = [m.strip() for m in (conf.get("models") or "all").split(",") if m.strip()]
         unknown = [m for m in wanted if m != "all" and m not in configs]
@@ -93,7 +103,10 @@ class MRIApp(MONAILabelApp):
         self.retrain = None
         if retrain_after:
             self.retrain = RetrainScheduler(
-                self.model_dir, retrain_after, conf_int(conf, "retrain_epochs", 5, low=1), on_run_end=self._after_retraining
+                self.model_dir,
+                retrain_after,
+                conf_int(conf, "retrain_epochs", 5, low=1),
+                on_run_end=self._after_retraining,
             )
         self._scorer = ModelScorer(self, samples=conf_int(conf, "mc_dropout_samples", 5, low=2))
         super().__init__(
@@ -155,10 +168,20 @@ class MRIApp(MONAILabelApp):
         return {
             "random": Random(),
             "first": First(),
-            "entropy": UncertaintyStrategy("entropy", "classification", tasks, self._scorer,
-                                           "Classifiers: unlabelled image with the highest predictive entropy"),
-            "epistemic": UncertaintyStrategy("epistemic", "segmentation", tasks, self._scorer,
-                                             "Segmentation: unlabelled image with the highest Monte-Carlo dropout variance"),
+            "entropy": UncertaintyStrategy(
+                "entropy",
+                "classification",
+                tasks,
+                self._scorer,
+                "Classifiers: unlabelled image with the highest predictive entropy",
+            ),
+            "epistemic": UncertaintyStrategy(
+                "epistemic",
+                "segmentation",
+                tasks,
+                self._scorer,
+                "Segmentation: unlabelled image with the highest Monte-Carlo dropout variance",
+            ),
         }
 
     def on_save_label(self, image_id, label_id):
@@ -186,7 +209,9 @@ class MRIApp(MONAILabelApp):
             return
         strategy = self._strategies.get("entropy" if self.models[run["task"]].kind == "classification" else "epistemic")
         scores = strategy.rescore(run["task"], self.datastore())
-        logger.info(f"after retraining {run['task']}: {strategy.method} scores of {len(scores)} unlabelled images cached")
+        logger.info(
+            f"after retraining {run['task']}: {strategy.method} scores of {len(scores)} unlabelled images cached"
+        )
 
     def init_scoring_methods(self):
         return {}
@@ -203,8 +228,11 @@ class MRIApp(MONAILabelApp):
         names = [model] if model in self.models else [n for n in PIPELINE_TASKS if n in self.models]
         cost = sum(infer_cost(size, spacing, self.models[n]) for n in names)
         if cost > self.max_infer_voxels:
-            raise bad_input(413, f"{model} on an image of size {tuple(size)} means {cost:,} voxels of work; this server "
-                                 f"takes at most {self.max_infer_voxels:,} per request (--conf max_infer_voxels)")
+            raise bad_input(
+                413,
+                f"{model} on an image of size {tuple(size)} means {cost:,} voxels of work; this server "
+                f"takes at most {self.max_infer_voxels:,} per request (--conf max_infer_voxels)",
+            )
 
     def segmentation_labels(self) -> Dict[str, Dict[str, int]]:
         """Segmentation task -> its label names and values."""
@@ -248,10 +276,16 @@ class MRIApp(MONAILabelApp):
         untrained = [t for t in stages if hasattr(t, "get_path") and t.get_path() is None]
         if untrained:
             paths = ", ".join(t.path[-1] for t in untrained if t.path)
-            raise bad_input(409, f"model {model!r} is not trained yet: train it (POST /train/<task>) or put a checkpoint at {paths}")
+            raise bad_input(
+                409, f"model {model!r} is not trained yet: train it (POST /train/<task>) or put a checkpoint at {paths}"
+            )
         result = super().infer(request, datastore)
         params = result.get("params") or {}
         if task.type == InferType.CLASSIFICATION and path != image and "probabilities" in params:
-            prediction = {k: params.get(k) for k in ("label", "probabilities", "checkpoint", "probability", "threshold")}
-            update_info_entry(datastore, image, "predictions", model, {k: v for k, v in prediction.items() if v is not None})
+            prediction = {
+                k: params.get(k) for k in ("label", "probabilities", "checkpoint", "probability", "threshold")
+            }
+            update_info_entry(
+                datastore, image, "predictions", model, {k: v for k, v in prediction.items() if v is not None}
+            )
         return result

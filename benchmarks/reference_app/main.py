@@ -20,6 +20,7 @@ import tempfile
 from typing import Dict
 
 import torch
+from lib.configs.segmentation_spleen import SegmentationSpleen
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -28,8 +29,6 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
-
-from lib.configs.segmentation_spleen import SegmentationSpleen
 
 logger = logging.getLogger(__name__)
 

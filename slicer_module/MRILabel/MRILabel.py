@@ -214,7 +214,9 @@ class MRILabelWidget(ScriptedLoadableModuleWidget):
 
     def onConnect(self):
         url, username = self.serverUrlEdit.text.strip(), self.usernameEdit.text.strip()
-        tasks = self._guarded(self.logic.connect, url, float(self.maxUploadSpin.value), username, self.passwordEdit.text)
+        tasks = self._guarded(
+            self.logic.connect, url, float(self.maxUploadSpin.value), username, self.passwordEdit.text
+        )
         if tasks is None:
             return
         qt.QSettings().setValue(SETTINGS_URL_KEY, url)
@@ -380,7 +382,9 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
 
     def _loadMaskAsSegmentation(self, result, volumeNode, imageId):
         labelNode = slicer.util.loadLabelVolume(result.mask_path, {"show": False})
-        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volumeNode.GetName()} {result.task}")
+        segmentationNode = slicer.mrmlScene.AddNewNodeByClass(
+            "vtkMRMLSegmentationNode", f"{volumeNode.GetName()} {result.task}"
+        )
         segmentationNode.CreateDefaultDisplayNodes()
         segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, segmentationNode)
@@ -443,7 +447,9 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
             name = segmentation.GetNthSegment(index).GetName()
             masks[name] = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
         label_info_for(masks, labels)  # plain ValueError before any work when a segment is misnamed
-        labelNode = slicer.modules.volumes.logic().CreateAndAddLabelVolume(slicer.mrmlScene, volumeNode, "MRILabel final")
+        labelNode = slicer.modules.volumes.logic().CreateAndAddLabelVolume(
+            slicer.mrmlScene, volumeNode, "MRILabel final"
+        )
         try:
             slicer.util.updateVolumeFromArray(labelNode, merge_segments(masks, labels))
             path = os.path.join(self._server().work_dir, f"{imageId}_final.nii.gz")

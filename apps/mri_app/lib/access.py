@@ -19,7 +19,7 @@ does not match it, so a key rotated in Keycloak needs no restart.
 import logging
 import threading
 import time
-from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Set, Tuple, Union, cast
 
 import jwt
 import requests
@@ -58,7 +58,7 @@ def _unauthorized(detail: str) -> HTTPException:
 
 def _claim(payload: dict, path: str):
     """The claim at ``path`` ("realm_access#roles" walks nested objects), or None."""
-    value = payload
+    value: Any = payload
     for key in path.split("#"):
         value = value.get(key) if isinstance(value, dict) else None
     return value
@@ -129,15 +129,24 @@ def configure(issuer: Optional[str] = None, client: Optional[str] = None, audien
     for name, value in (("auth_issuer", issuer), ("auth_client_id", client), ("auth_audience", audience)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise ValueError(f"--conf {name} must be a non-empty string, got {value!r}")
-    EXPECTED.update(issuer=issuer.strip().rstrip("/") if issuer else None, client=client.strip() if client else None,
-                    audience=audience.strip() if audience else None)
+    EXPECTED.update(
+        issuer=issuer.strip().rstrip("/") if issuer else None,
+        client=client.strip() if client else None,
+        audience=audience.strip() if audience else None,
+    )
 
 
 def _decode(token: str, key: str) -> dict:
     issuer = EXPECTED["issuer"] or settings.MONAI_LABEL_AUTH_REALM_URI.strip().rstrip("/")
     audience = EXPECTED["audience"]
-    payload = jwt.decode(token, key, algorithms=ALGORITHMS, issuer=issuer, audience=audience,
-                         options={"verify_aud": audience is not None, "require": ["exp", "iss", "azp"]})
+    payload = jwt.decode(
+        token,
+        key,
+        algorithms=ALGORITHMS,
+        issuer=issuer,
+        audience=audience,
+        options={"verify_aud": audience is not None, "require": ["exp", "iss", "azp"]},
+    )
     client = EXPECTED["client"] or settings.MONAI_LABEL_AUTH_CLIENT_ID
     if payload.get("azp") != client:
         raise jwt.InvalidTokenError("the token was issued to another client")
@@ -189,8 +198,12 @@ def _token_endpoint() -> str:
 
 @login_router.post("/auth/token", summary="Swap a user name and password for a token (the realm's password grant)")
 def access_token(form: OAuth2PasswordRequestForm = Depends()) -> dict:
-    data = {"client_id": settings.MONAI_LABEL_AUTH_CLIENT_ID, "username": form.username, "password": form.password,
-            "grant_type": "password"}
+    data = {
+        "client_id": settings.MONAI_LABEL_AUTH_CLIENT_ID,
+        "username": form.username,
+        "password": form.password,
+        "grant_type": "password",
+    }
     try:
         answer = requests.post(_token_endpoint(), data=data, timeout=settings.MONAI_LABEL_AUTH_TIMEOUT)
     except requests.RequestException as error:
@@ -202,11 +215,11 @@ def access_token(form: OAuth2PasswordRequestForm = Depends()) -> dict:
     body = body if isinstance(body, dict) else {}
     if answer.ok and isinstance(body.get("access_token"), str):
         return body
-    error = str(body.get("error") or f"HTTP {answer.status_code}")[:100]
-    logger.warning(f"login refused by the identity provider: {error}")  # never the user name
-    if error == "invalid_grant":  # Keycloak's answer to a wrong user name or password (or a disabled account)
+    refusal = str(body.get("error") or f"HTTP {answer.status_code}")[:100]
+    logger.warning(f"login refused by the identity provider: {refusal}")  # never the user name
+    if refusal == "invalid_grant":  # Keycloak's answer to a wrong user name or password (or a disabled account)
         raise _unauthorized("wrong user name or password")
-    raise HTTPException(status.HTTP_502_BAD_GATEWAY, detail=f"the identity provider refused the login: {error}")
+    raise HTTPException(status.HTTP_502_BAD_GATEWAY, detail=f"the identity provider refused the login: {refusal}")
 
 
 async def current_user(token: Optional[str] = Depends(_bearer)) -> User:
@@ -278,7 +291,10 @@ def _is_role_required(call) -> bool:
     """A :class:`RoleRequired`, also one from an earlier import of this module (MONAI Label unloads and re-imports
     the app's ``lib`` package each time it loads the app)."""
     kind = type(call)
-    return isinstance(call, RoleRequired) or (kind.__module__, kind.__qualname__) == (RoleRequired.__module__, "RoleRequired")
+    return isinstance(call, RoleRequired) or (kind.__module__, kind.__qualname__) == (
+        RoleRequired.__module__,
+        "RoleRequired",
+    )
 
 
 def route_role(route: Endpoint) -> Optional[str]:
@@ -305,7 +321,7 @@ def install(server) -> None:
     overrides = server.dependency_overrides
     overrides[stock_auth.get_current_user] = current_user
     for route in endpoints(server):
-        role = route_role(route)
+        role = cast(str, route_role(route))  # not None where the route has an RBAC check
         for sub in _nested(route.dependant):
             if isinstance(sub.call, RBAC):
                 previous = overrides.get(sub.call)

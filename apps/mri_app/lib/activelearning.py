@@ -25,7 +25,7 @@ import os
 import threading
 import time
 import uuid
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
@@ -60,7 +60,15 @@ class RetrainScheduler:
         poll_s: how often the watcher looks at a running task's status.
     """
 
-    def __init__(self, model_dir: str, retrain_after: int, epochs: int, launch: Callable = None, on_run_end: Callable = None, poll_s: float = 1.0):
+    def __init__(
+        self,
+        model_dir: str,
+        retrain_after: int,
+        epochs: int,
+        launch: Optional[Callable] = None,
+        on_run_end: Optional[Callable] = None,
+        poll_s: float = 1.0,
+    ):
         self.model_dir, self.retrain_after, self.epochs = model_dir, int(retrain_after), int(epochs)
         self.launch = launch or _launch_training
         self.on_run_end = on_run_end
@@ -70,14 +78,21 @@ class RetrainScheduler:
         self.state = self._load()
 
     def _load(self) -> Dict:
-        state = {"tasks": {}, "runs": []}
+        state: Dict[str, Any] = {"tasks": {}, "runs": []}
         if os.path.exists(self.path):
             with open(self.path) as handle:
                 state.update(json.load(handle))
         for task, entry in state["tasks"].items():  # a run the previous server did not see end: run it again
             if entry.get("active"):
-                state["runs"].append({"run": entry["active"], "task": task, "status": "INTERRUPTED", "promoted": False,
-                                      "reason": "the server stopped before the run ended"})
+                state["runs"].append(
+                    {
+                        "run": entry["active"],
+                        "task": task,
+                        "status": "INTERRUPTED",
+                        "promoted": False,
+                        "reason": "the server stopped before the run ended",
+                    }
+                )
                 entry["active"], entry["pending"] = None, True
         return state
 
@@ -86,7 +101,9 @@ class RetrainScheduler:
         _write_json(self.path, self.state)
 
     def _entry(self, task: str) -> Dict:
-        return self.state["tasks"].setdefault(task, {"new_labels": 0, "labels_total": 0, "pending": False, "active": None})
+        return self.state["tasks"].setdefault(
+            task, {"new_labels": 0, "labels_total": 0, "pending": False, "active": None}
+        )
 
     def note_label(self, task: str, image: str) -> Optional[str]:
         """Count one new label of ``task``; start a run (returns its id) or mark one pending when due.
@@ -107,7 +124,10 @@ class RetrainScheduler:
                 entry["new_labels"], entry["counted_images"] = 0, []
                 if entry["active"]:
                     entry["pending"] = True
-                    logger.info(f"retrain {task}: {self.retrain_after} new labels during run {entry['active']}; one more run pending")
+                    logger.info(
+                        f"retrain {task}: {self.retrain_after} new labels during run {entry['active']}; "
+                        "one more run pending"
+                    )
                 else:
                     started = self._start(task)
             self._save()
@@ -125,13 +145,24 @@ class RetrainScheduler:
     def _start(self, task: str) -> str:
         run = uuid.uuid4().hex[:12]
         entry = self._entry(task)
-        request = {"model": task, "name": "finetune", "pretrained": True, "finetune": True, "max_epochs": self.epochs,
-                   "al_run": run}
+        request = {
+            "model": task,
+            "name": "finetune",
+            "pretrained": True,
+            "finetune": True,
+            "max_epochs": self.epochs,
+            "al_run": run,
+        }
         entry["active"] = run
         entry["labels_at_start"] = entry["labels_total"]
-        logger.info(f"retrain {task}: queueing fine-tuning run {run} ({self.epochs} epochs) after {entry['labels_total']} labels")
+        logger.info(
+            f"retrain {task}: queueing fine-tuning run {run} ({self.epochs} epochs) "
+            f"after {entry['labels_total']} labels"
+        )
         record = self.launch(request)
-        threading.Thread(target=self._watch, args=(task, run, record, time.time()), daemon=True, name=f"retrain-{task}").start()
+        threading.Thread(
+            target=self._watch, args=(task, run, record, time.time()), daemon=True, name=f"retrain-{task}"
+        ).start()
         return run
 
     def _watch(self, task: str, run: str, record: Dict, queued: float) -> None:
@@ -149,8 +180,14 @@ class RetrainScheduler:
                 result = {}
         with self._lock:
             entry = self._entry(task)
-            summary = {"run": run, "task": task, "status": status, "labels_used": entry.get("labels_at_start"),
-                       "queued": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(queued)), "promoted": False}
+            summary = {
+                "run": run,
+                "task": task,
+                "status": status,
+                "labels_used": entry.get("labels_at_start"),
+                "queued": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(queued)),
+                "promoted": False,
+            }
             summary.update(result)
             summary["status"] = status
             if not result:
@@ -181,7 +218,9 @@ def _launch_training(request: Dict) -> Dict:
     return record
 
 
-def labelled_task(datastore: Datastore, image_id: str, label_id: str, task_labels: Dict[str, Dict[str, int]]) -> Optional[str]:
+def labelled_task(
+    datastore: Datastore, image_id: str, label_id: str, task_labels: Dict[str, Dict[str, int]]
+) -> Optional[str]:
     """The segmentation task whose ``final`` label ``label_id`` of ``image_id`` was just saved, or None."""
     if datastore.get_label_by_image_id(image_id, DefaultLabelTag.FINAL) != label_id:
         return None
@@ -209,7 +248,9 @@ def enable_dropout(network: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def mc_dropout_variance(network: torch.nn.Module, inputs: torch.Tensor, inferer: Callable, samples: int = 5, seed: int = 0) -> float:
+def mc_dropout_variance(
+    network: torch.nn.Module, inputs: torch.Tensor, inferer: Callable, samples: int = 5, seed: int = 0
+) -> float:
     """Mean voxel variance of the foreground probability (1 - p(background)) over ``samples`` forward passes
     with dropout on: the epistemic uncertainty of a segmentation network on one image."""
     network = enable_dropout(network)
@@ -268,7 +309,7 @@ class UncertaintyStrategy(Strategy):
 
     def task_of(self, request: Dict) -> str:
         tasks = [t for t, (kind, _) in self.tasks().items() if kind == self.kind]
-        task = request.get("task") or (tasks[0] if tasks else None)
+        task: Any = request.get("task") or (tasks[0] if tasks else None)
         if task not in tasks:
             raise bad_input(404, f"strategy {self.method} serves {self.kind} tasks {tasks}; got task {task!r}")
         return task
@@ -283,7 +324,9 @@ class UncertaintyStrategy(Strategy):
                 continue
             if self.kind == "segmentation" and datastore.get_label_by_image_id(image_id, DefaultLabelTag.FINAL):
                 continue
-            if volume_only and str(info.get("path") or datastore.get_image_uri(image_id)).lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff")):
+            if volume_only and str(info.get("path") or datastore.get_image_uri(image_id)).lower().endswith(
+                (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+            ):
                 continue
             images.append(image_id)
         return images

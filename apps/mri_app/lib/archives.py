@@ -14,7 +14,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
-from typing import Iterator, List, NamedTuple
+from typing import Iterator, List, NamedTuple, Set
 
 #: Most members an archive may hold (a DICOM series is a few hundred to a few thousand files).
 DEFAULT_MAX_MEMBERS = 10000
@@ -70,7 +70,9 @@ def _zip_members(archive: zipfile.ZipFile) -> Iterator[Member]:
         parts = checked_name(info.filename)
         kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix type recorded (a plain file or folder)
         if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
-            raise ArchiveError(f"archive member {info.filename[:100]!r} is a link or special file; only files and folders are unpacked")
+            raise ArchiveError(
+                f"archive member {info.filename[:100]!r} is a link or special file; only files and folders are unpacked"
+            )
         yield Member(parts, info.is_dir(), int(info.file_size), info)
 
 
@@ -80,7 +82,10 @@ def check_members(members: Iterator[Member], max_members: int, max_bytes: int) -
     Raises:
         ArchiveError: the first problem found.
     """
-    found, total, files, folders = [], 0, set(), set()
+    found: List[Member] = []
+    files: Set[tuple] = set()
+    folders: Set[tuple] = set()
+    total = 0
     for member in members:
         found.append(member)
         if len(found) > max_members:
@@ -121,7 +126,9 @@ def _write(stream, target: str, budget: int) -> int:
                 return written
             written += len(chunk)
             if written > budget:
-                raise ArchiveError(f"the archive unpacks to more than its limit ({written} bytes so far)", too_large=True)
+                raise ArchiveError(
+                    f"the archive unpacks to more than its limit ({written} bytes so far)", too_large=True
+                )
             out.write(chunk)
 
 
@@ -154,7 +161,9 @@ def safe_unpack(path: str, dest: str, max_members: int = DEFAULT_MAX_MEMBERS, ma
         with archive:
             is_zip = isinstance(archive, zipfile.ZipFile)
             try:
-                members = check_members(_zip_members(archive) if is_zip else _tar_members(archive), max_members, max_bytes)
+                members = check_members(
+                    _zip_members(archive) if is_zip else _tar_members(archive), max_members, max_bytes
+                )
             except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
                 raise ArchiveError(f"the archive is damaged ({type(error).__name__})") from None
             budget, files = max_bytes, 0
@@ -171,10 +180,11 @@ def safe_unpack(path: str, dest: str, max_members: int = DEFAULT_MAX_MEMBERS, ma
                     with stream:
                         budget -= _write(stream, target, budget)
                 except (tarfile.TarError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as error:
-                    raise ArchiveError(f"archive member {'/'.join(member.parts)[:100]!r} cannot be read ({type(error).__name__})") from None
+                    raise ArchiveError(
+                        f"archive member {'/'.join(member.parts)[:100]!r} cannot be read ({type(error).__name__})"
+                    ) from None
                 files += 1
             return files
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
-

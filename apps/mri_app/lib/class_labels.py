@@ -28,7 +28,10 @@ def _check(task: str, image: str):
     instance = app_instance()
     classes = instance.classifier_classes().get(task)
     if classes is None:
-        raise bad_input(404, f"task {task!r} is not a classifier of this server; classifiers: {sorted(instance.classifier_classes())}")
+        raise bad_input(
+            404,
+            f"task {task!r} is not a classifier of this server; classifiers: {sorted(instance.classifier_classes())}",
+        )
     info = instance.datastore().get_image_info(image)
     if not info:
         raise bad_input(404, f"image {image!r} is not in the datastore")

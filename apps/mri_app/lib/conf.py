@@ -1,7 +1,7 @@
 """Typed access to MONAI Label ``--conf`` strings, validated (no ``eval``)."""
 
 import json
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -20,7 +20,9 @@ def conf_bool(conf: Mapping[str, str], key: str, default: bool) -> bool:
     raise ValueError(f"--conf {key} must be true or false, got {value!r}")
 
 
-def conf_float(conf: Mapping[str, str], key: str, default: float, low: float = None, high: float = None) -> float:
+def conf_float(
+    conf: Mapping[str, str], key: str, default: float, low: Optional[float] = None, high: Optional[float] = None
+) -> float:
     """Read a float option and check ``low <= value <= high``."""
     value = conf.get(key)
     if value is None or value == "":
@@ -48,7 +50,7 @@ def conf_int(conf: Mapping[str, str], key: str, default: int, low: int = 1) -> i
     return number
 
 
-def conf_ints(conf: Mapping[str, str], key: str, default: Sequence[int], length: int = None) -> tuple:
+def conf_ints(conf: Mapping[str, str], key: str, default: Sequence[int], length: Optional[int] = None) -> tuple:
     """Read a list of positive integers given as JSON (``[16, 32, 64]``) or comma separated (``16,32,64``)."""
     value = conf.get(key)
     if value is None or value == "":

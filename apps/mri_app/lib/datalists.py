@@ -7,10 +7,10 @@ is the axial slice index of a volume for 2D tasks (``-1`` for 2D images and 3D t
 import hashlib
 import logging
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, cast
 
 import numpy as np
-import torch
+from monai.data import MetaTensor
 from monai.transforms import LoadImage
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
@@ -27,7 +27,7 @@ GATE_SLICE_FRACTION = 0.2
 _loader = LoadImage(image_only=True, ensure_channel_first=True)
 
 
-def _read(path: str) -> torch.Tensor:
+def _read(path: str) -> MetaTensor:
     """``(C, H, W[, D])`` MetaTensor of a file, as the training transforms will see it."""
     return _loader(path)
 
@@ -37,12 +37,15 @@ def final_label(datastore: Datastore, image_id: str) -> Tuple[Optional[str], Dic
     label_id = datastore.get_label_by_image_id(image_id, DefaultLabelTag.FINAL)
     if not label_id:
         return None, {}
-    return datastore.get_label_uri(label_id, DefaultLabelTag.FINAL), datastore.get_label_info(label_id, DefaultLabelTag.FINAL)
+    return datastore.get_label_uri(label_id, DefaultLabelTag.FINAL), datastore.get_label_info(
+        label_id, DefaultLabelTag.FINAL
+    )
 
 
 def segment_names(info: Dict) -> Set[str]:
     """Segment names a viewer sent in a label's info (``label_info: [{"name": ..., "idx": ...}]``), background aside."""
-    return {s.get("name") for s in info.get("label_info") or [] if isinstance(s, dict)} - {"background", None}
+    names = {s.get("name") for s in info.get("label_info") or [] if isinstance(s, dict)} - {"background", None}
+    return cast(Set[str], names)
 
 
 def label_task(info: Dict, task_labels: Dict[str, Dict[str, int]]) -> Optional[str]:
@@ -61,7 +64,7 @@ def label_task(info: Dict, task_labels: Dict[str, Dict[str, int]]) -> Optional[s
     return None
 
 
-def _volume_slices(volume: torch.Tensor, fraction: float) -> Tuple[int, List[int]]:
+def _volume_slices(volume: MetaTensor, fraction: float) -> Tuple[int, List[int]]:
     axis = axial_axis(volume.affine)
     return axis, brain_slices(volume, axis, fraction)
 
@@ -153,7 +156,9 @@ def split_by_subject(items: List[Dict], val_fraction: float, seed: int = 0) -> T
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-    subjects = sorted({str(i["subject"]) for i in items}, key=lambda s: hashlib.sha1(f"{seed}:{s}".encode()).hexdigest())
+    subjects = sorted(
+        {str(i["subject"]) for i in items}, key=lambda s: hashlib.sha1(f"{seed}:{s}".encode()).hexdigest()
+    )
     n_val = min(len(subjects) - 1, max(1, math.ceil(val_fraction * len(subjects)))) if val_fraction > 0 else 0
     val_subjects = set(subjects[:n_val])
     train = [i for i in items if str(i["subject"]) not in val_subjects]

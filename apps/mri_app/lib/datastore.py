@@ -44,8 +44,11 @@ def check_image_id(image_id: str) -> None:
     """422 unless ``image_id`` is a plain id (letters, digits, '.', '_', '-'; not a path, not '..'; at most
     :data:`MAX_ID_LENGTH` characters)."""
     if not _ID.fullmatch(image_id) or ".." in image_id or len(image_id) > MAX_ID_LENGTH:
-        raise bad_input(422, f"image id {image_id[:80]!r} may hold only letters, digits, '.', '_' and '-' "
-                             f"(no paths), at most {MAX_ID_LENGTH} characters")
+        raise bad_input(
+            422,
+            f"image id {image_id[:80]!r} may hold only letters, digits, '.', '_' and '-' "
+            f"(no paths), at most {MAX_ID_LENGTH} characters",
+        )
 
 
 def check_info_depth(info: Any, what: str) -> None:
@@ -81,7 +84,11 @@ def read_header(path: str, what: str, max_voxels: Optional[int] = None) -> Tuple
     channels = int(reader.GetNumberOfComponents())
     voxels = int(np.prod(size, dtype=np.float64)) * channels
     if max_voxels is not None and voxels > max_voxels:
-        raise bad_input(413, f"{what} has size {size} ({voxels:,} voxels); this server accepts at most {max_voxels:,} (--conf max_voxels)")
+        raise bad_input(
+            413,
+            f"{what} has size {size} ({voxels:,} voxels); this server accepts at most {max_voxels:,} "
+            "(--conf max_voxels)",
+        )
     return size, channels
 
 
@@ -107,7 +114,9 @@ def load_checked(path: str, what: str, max_voxels: Optional[int] = None) -> torc
     try:
         image = _loader(path)
     except Exception:  # the readers raise many types; all mean the same to the sender
-        raise bad_input(415, f"{what} could not be read to the end (truncated, corrupt, or not what its extension says)") from None
+        raise bad_input(
+            415, f"{what} could not be read to the end (truncated, corrupt, or not what its extension says)"
+        ) from None
     if image.ndim < 3 or image.numel() == 0:
         raise bad_input(422, f"{what} has an empty or one-dimensional size {tuple(image.shape[1:])}")
     if image.is_floating_point():
@@ -122,7 +131,9 @@ def check_image_file(path: str, what: str, max_voxels: Optional[int] = None) -> 
     return tuple(int(s) for s in load_checked(path, what, max_voxels).shape[1:])
 
 
-def check_label_values(label: torch.Tensor, what: str, label_info: Dict[str, Any], task_labels: Dict[str, Dict[str, int]]) -> None:
+def check_label_values(
+    label: torch.Tensor, what: str, label_info: Dict[str, Any], task_labels: Dict[str, Dict[str, int]]
+) -> None:
     """422 unless ``label`` holds whole numbers that are label values of the task its ``label_info`` names
     (by ``task`` or by segment names, see :func:`lib.datalists.label_task`), or of any segmentation task."""
     from lib.datalists import label_task, segment_names  # lib.datalists imports this module
@@ -134,30 +145,43 @@ def check_label_values(label: torch.Tensor, what: str, label_info: Dict[str, Any
     task = label_task(label_info or {}, task_labels)
     if task is None and names:
         known = {t: sorted(labels) for t, labels in task_labels.items()}
-        raise bad_input(422, f"{what} names segment(s) {sorted(names)} that belong to no single task; labels per task: {known}")
+        raise bad_input(
+            422, f"{what} names segment(s) {sorted(names)} that belong to no single task; labels per task: {known}"
+        )
     tasks = [task] if task else list(task_labels)
     allowed = {0} | {int(v) for t in tasks for v in task_labels[t].values()}
     outside = sorted({int(v) for v in values.tolist()} - allowed)
     if outside:
         whose = task or "any segmentation task"
-        raise bad_input(422, f"{what} holds value(s) {outside[:10]} that are not labels of {whose} (allowed: {sorted(allowed)})")
+        raise bad_input(
+            422, f"{what} holds value(s) {outside[:10]} that are not labels of {whose} (allowed: {sorted(allowed)})"
+        )
 
 
 def check_upload_size(path: str, what: str, max_bytes: int) -> None:
     """413 when the file at ``path`` is larger than ``max_bytes``."""
     size = os.path.getsize(path)
     if size > max_bytes:
-        raise bad_input(413, f"{what} is {size / 2**20:.1f} MB; this server accepts at most {max_bytes / 2**20:.0f} MB (--conf max_upload_mb)")
+        raise bad_input(
+            413,
+            f"{what} is {size / 2**20:.1f} MB; this server accepts at most {max_bytes / 2**20:.0f} MB "
+            "(--conf max_upload_mb)",
+        )
 
 
 def check_label_tag(label_tag: str) -> None:
     """422 unless ``label_tag`` is a plain name (letters, digits, '.', '_', '-'; at most :data:`MAX_ID_LENGTH`)."""
     if not _ID.fullmatch(label_tag or "") or len(label_tag) > MAX_ID_LENGTH:
-        raise bad_input(422, f"label tag {(label_tag or '')[:80]!r} may hold only letters, digits, '.', '_' and '-', "
-                             f"at most {MAX_ID_LENGTH} characters")
+        raise bad_input(
+            422,
+            f"label tag {(label_tag or '')[:80]!r} may hold only letters, digits, '.', '_' and '-', "
+            f"at most {MAX_ID_LENGTH} characters",
+        )
 
 
-def check_label_file(label_filename: str, image_id: str, image_path: str, max_voxels: Optional[int] = None) -> torch.Tensor:
+def check_label_file(
+    label_filename: str, image_id: str, image_path: str, max_voxels: Optional[int] = None
+) -> torch.Tensor:
     """:func:`load_checked` the label, and 422 unless its spatial size is that of the image at ``image_path``.
 
     Returns:
@@ -195,8 +219,14 @@ class MRIDatastore(LocalDatastore):
         other arguments: as :class:`LocalDatastore`.
     """
 
-    def __init__(self, *args, max_upload_mb: float = 2048.0, max_voxels: int = DEFAULT_MAX_VOXELS,
-                 task_labels: Optional[Dict[str, Dict[str, int]]] = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        max_upload_mb: float = 2048.0,
+        max_voxels: int = DEFAULT_MAX_VOXELS,
+        task_labels: Optional[Dict[str, Dict[str, int]]] = None,
+        **kwargs,
+    ):
         if max_upload_mb <= 0:
             raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb}")
         if max_voxels < 1:
@@ -240,6 +270,7 @@ class MRIDatastore(LocalDatastore):
 
     def _update_datastore_file(self, lock=True):
         """Write ``datastore_v2.json`` atomically (MONAI Label truncates and rewrites it in place)."""
+
         def write():
             self._ignore_event_config = True
             content = self._datastore.model_dump(exclude={"base_path"})
@@ -268,7 +299,9 @@ class MRIDatastore(LocalDatastore):
         check_info_depth(image_info, "image info")
         if image_id:
             check_image_id(image_id)
-        check_image_file(image_filename, f"uploaded image {image_id or os.path.basename(image_filename)!r}", self.max_voxels)
+        check_image_file(
+            image_filename, f"uploaded image {image_id or os.path.basename(image_filename)!r}", self.max_voxels
+        )
         guessed_id, ext = self._to_id(os.path.basename(image_filename))
         image_id = image_id or guessed_id
         name = self._filename(image_id, ext)

@@ -99,7 +99,9 @@ def dicomweb_client(url: str) -> DICOMwebClient:
     return client
 
 
-def segment_info(values: List[int], info: Mapping[str, Any], task_labels: Mapping[str, Mapping[str, int]]) -> List[dict]:
+def segment_info(
+    values: List[int], info: Mapping[str, Any], task_labels: Mapping[str, Mapping[str, int]]
+) -> List[dict]:
     """One ``{"name", "description", "model_name"}`` per label value (in ``values`` order), for MONAI Label's
     ``nifti_to_dicom_seg``.
 
@@ -110,7 +112,7 @@ def segment_info(values: List[int], info: Mapping[str, Any], task_labels: Mappin
     viewer = [s for s in (info.get("label_info") or []) if isinstance(s, dict) and s.get("name")]
     by_idx = {int(s["idx"]): s for s in viewer if str(s.get("idx", "")).isdigit()}
     unindexed = [s for s in viewer if not str(s.get("idx", "")).isdigit() and s.get("name") != "background"]
-    task = info.get("task") if info.get("task") in task_labels else info.get("model")
+    task: Any = info.get("task") if info.get("task") in task_labels else info.get("model")
     if task not in task_labels:
         task = next(iter(task_labels)) if len(task_labels) == 1 else None
     names = {int(v): n for n, v in (task_labels.get(task) or {}).items()}
@@ -118,8 +120,11 @@ def segment_info(values: List[int], info: Mapping[str, Any], task_labels: Mappin
     for i, value in enumerate(values):
         given = by_idx.get(value) or (unindexed[i] if i < len(unindexed) else {})
         name = str(given.get("name") or names.get(value) or f"segment {value}")
-        segment = {"name": name, "description": f"{task}: {name}" if task else name,
-                   "model_name": task or "MONAI Label"}
+        segment = {
+            "name": name,
+            "description": f"{task}: {name}" if task else name,
+            "model_name": task or "MONAI Label",
+        }
         if isinstance(given.get("color"), (list, tuple)) and len(given["color"]) >= 3:
             segment["color"] = [int(c) for c in given["color"][:3]]
         segments.append(segment)
@@ -155,8 +160,9 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
         self.task_labels = {t: dict(v) for t, v in (task_labels or {}).items()}
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         self._fetch_lock = threading.Lock()
-        super().__init__(client, search_filter, cache_path=cache_path, fetch_by_frame=fetch_by_frame,
-                         convert_to_nifti=True)
+        super().__init__(
+            client, search_filter, cache_path=cache_path, fetch_by_frame=fetch_by_frame, convert_to_nifti=True
+        )
 
     def _dicom_info(self, series_id):
         info = super()._dicom_info(series_id)
@@ -225,7 +231,9 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
                 try:
                     converted = label_filename = binary_to_image(image_path, label_filename)
                 except ValueError:
-                    raise bad_input(422, f"binary label for image {image_id!r} does not hold one byte per voxel of the image") from None
+                    raise bad_input(
+                        422, f"binary label for image {image_id!r} does not hold one byte per voxel of the image"
+                    ) from None
             check_label_file(label_filename, image_id, image_path)
             info = {k: v for k, v in dict(label_info or {}).items() if k not in PATIENT_KEYS}
             if label_tag == DefaultLabelTag.FINAL:
@@ -239,8 +247,15 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
         """Write the label as DICOM-SEG referencing the cached series and store it in the PACS."""
         label = sitk.ReadImage(label_filename)
         array = sitk.GetArrayViewFromImage(label)
-        if label.GetNumberOfComponentsPerPixel() != 1 or np.any(array < 0) or np.any(array != np.round(array)) or np.any(array > 65535):
-            raise bad_input(422, f"final label for image {image_id!r} must hold integer label values 0..65535 in one channel")
+        if (
+            label.GetNumberOfComponentsPerPixel() != 1
+            or np.any(array < 0)
+            or np.any(array != np.round(array))
+            or np.any(array > 65535)
+        ):
+            raise bad_input(
+                422, f"final label for image {image_id!r} must hold integer label values 0..65535 in one channel"
+            )
         values = [int(v) for v in np.unique(array) if v != 0]
         if not values:
             raise bad_input(422, f"final label for image {image_id!r} is empty: a DICOM-SEG needs at least one segment")
@@ -249,7 +264,10 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
         if label.GetDimension() == 2:
             label = sitk.JoinSeries([label])
         if not _same_grid(label, image):
-            raise bad_input(422, f"final label for image {image_id!r} is not in the image's grid (origin, spacing or direction differ)")
+            raise bad_input(
+                422,
+                f"final label for image {image_id!r} is not in the image's grid (origin, spacing or direction differ)",
+            )
         label.CopyInformation(image)
         grid_file = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
         seg_file = ""
@@ -257,13 +275,19 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
             sitk.WriteImage(label, grid_file, True)
             series_dir = os.path.join(self._datastore.image_path(), image_id)
             try:
-                seg_file = nifti_to_dicom_seg(series_dir, grid_file, segment_info(values, info, self.task_labels), use_itk=False)
+                seg_file = nifti_to_dicom_seg(
+                    series_dir, grid_file, segment_info(values, info, self.task_labels), use_itk=False
+                )
             except (ValueError, AttributeError) as error:
-                raise bad_input(422, f"final label for image {image_id!r} could not be written as DICOM-SEG: {error}") from None
+                raise bad_input(
+                    422, f"final label for image {image_id!r} could not be written as DICOM-SEG: {error}"
+                ) from None
             try:
                 seg_series = dicom_web_upload_dcm(seg_file, self._client)
             except requests.RequestException as error:
-                raise bad_input(502, f"the PACS did not store the DICOM-SEG of image {image_id}: {type(error).__name__}") from None
+                raise bad_input(
+                    502, f"the PACS did not store the DICOM-SEG of image {image_id}: {type(error).__name__}"
+                ) from None
         finally:
             for path in (grid_file, seg_file):
                 if path and os.path.exists(path):

@@ -24,15 +24,15 @@ import re
 import shutil
 import subprocess
 import tempfile
-from typing import List, Optional
+from typing import List, Optional, cast
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
-from starlette.background import BackgroundTask
 from monailabel.endpoints.user.auth import User
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.utils.app import app_instance
+from starlette.background import BackgroundTask
 
 from lib import stock
 from lib.access import ADMIN, ANNOTATOR, USER, RoleRequired, rank
@@ -64,7 +64,9 @@ def suffix_of(filename: Optional[str], default: str = ".nii.gz") -> str:
     return match.group(1).lower() if match else default
 
 
-def receive(upload: UploadFile, what: str, max_bytes: int, folder: Optional[str] = None, name: Optional[str] = None) -> str:
+def receive(
+    upload: UploadFile, what: str, max_bytes: int, folder: Optional[str] = None, name: Optional[str] = None
+) -> str:
     """Copy ``upload`` to a new temporary file (or ``folder/name``), refusing it (413) past ``max_bytes``.
 
     Blocking: call it off the event loop. The file is removed again when the copy is refused or fails.
@@ -72,7 +74,7 @@ def receive(upload: UploadFile, what: str, max_bytes: int, folder: Optional[str]
     if name is None:
         fd, path = tempfile.mkstemp(prefix="mri-label-upload-", suffix=suffix_of(upload.filename), dir=folder)
     else:
-        path = os.path.join(folder, name)
+        path = os.path.join(cast(str, folder), name)  # folder comes with name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -84,8 +86,11 @@ def receive(upload: UploadFile, what: str, max_bytes: int, folder: Optional[str]
                     break
                 copied += len(chunk)
                 if copied > max_bytes:
-                    raise bad_input(413, f"{what} is larger than {max_bytes / 2**20:.0f} MB, "
-                                         "the most this server accepts (--conf max_upload_mb)")
+                    raise bad_input(
+                        413,
+                        f"{what} is larger than {max_bytes / 2**20:.0f} MB, "
+                        "the most this server accepts (--conf max_upload_mb)",
+                    )
                 out.write(chunk)
         return path
     except BaseException:
@@ -106,9 +111,16 @@ def remove(path: Optional[str]) -> None:
 
 def _session_answer(session_id: str, info) -> dict:
     """A session as clients see it: its id, times and the image's file name (no server path)."""
-    return {"session_id": session_id, "session_info": {
-        "name": info.name, "image": os.path.basename(str(info.image)), "create_ts": info.create_ts,
-        "last_access_ts": info.last_access_ts, "expiry": info.expiry}}
+    return {
+        "session_id": session_id,
+        "session_info": {
+            "name": info.name,
+            "image": os.path.basename(str(info.image)),
+            "create_ts": info.create_ts,
+            "last_access_ts": info.last_access_ts,
+            "expiry": info.expiry,
+        },
+    }
 
 
 def _store():
@@ -181,7 +193,9 @@ async def create_session(
 
 
 @router.get("/session/{session_id}", summary="A session's times and image name, or its image (user)")
-async def get_session(session_id: str, update_ts: bool = False, image: bool = False, user: User = Depends(RoleRequired(USER))):
+async def get_session(
+    session_id: str, update_ts: bool = False, image: bool = False, user: User = Depends(RoleRequired(USER))
+):
     info = find_session(session_id, update_ts)
     if image:
         if not os.path.isfile(info.image):
@@ -210,8 +224,11 @@ def _add_image(image: Optional[str], params: dict, upload: UploadFile, replace: 
     datastore = app_instance().datastore()
     if image and datastore.get_image_uri(image) and _has_labels(datastore, image):
         if not replace:
-            raise bad_input(409, f"image {image!r} has labels; replacing it would orphan them. An admin may replace it "
-                                 "with replace=true (its labels and class labels are dropped)")
+            raise bad_input(
+                409,
+                f"image {image!r} has labels; replacing it would orphan them. An admin may replace it "
+                "with replace=true (its labels and class labels are dropped)",
+            )
         if rank_of(user) < rank(ADMIN):
             raise bad_input(403, f'Role "{ADMIN}" (or a higher one) is required to replace an image that has labels')
     path = receive(upload, f"uploaded image {image or ''!r}".replace(" ''", ""), max_upload_bytes())
@@ -292,7 +309,9 @@ async def put_label(
 
 
 @router.put("/datastore/updatelabelinfo", include_in_schema=False)
-async def update_label_info(label: str, tag: str, params: str = Form("{}"), user: User = Depends(RoleRequired(ANNOTATOR))):
+async def update_label_info(
+    label: str, tag: str, params: str = Form("{}"), user: User = Depends(RoleRequired(ANNOTATOR))
+):
     """MONAI Label's hidden twin of ``PUT /datastore/label/info``, with the same checks."""
     return await put_label_info(label, tag, params, user)
 
@@ -307,14 +326,18 @@ async def download_dataset(limit_cases: Optional[int] = None, user: User = Depen
     if not datastore.datalist():
         raise bad_input(404, "no labelled images: the dataset ZIP would be empty")
     path = await run_in_threadpool(datastore.get_dataset_archive, limit_cases)
-    return FileResponse(path, media_type="application/zip", filename="dataset.zip", background=BackgroundTask(remove, path))
+    return FileResponse(
+        path, media_type="application/zip", filename="dataset.zip", background=BackgroundTask(remove, path)
+    )
 
 
 # ------------------------------------------------------------------------------------------------- others
 
 
 @router.post("/train/", include_in_schema=False)
-async def train_all(params: Optional[dict] = None, run_sync: Optional[bool] = False, user: User = Depends(RoleRequired(ADMIN))):
+async def train_all(
+    params: Optional[dict] = None, run_sync: Optional[bool] = False, user: User = Depends(RoleRequired(ADMIN))
+):
     """MONAI Label's "train every task", each task's params checked as ``POST /train/<task>`` checks them."""
     from lib.routes import check_train_request
 
@@ -329,8 +352,13 @@ async def train_all(params: Optional[dict] = None, run_sync: Optional[bool] = Fa
 
 
 @router.get("/logs/", include_in_schema=False)
-async def server_log(lines: Optional[int] = 300, html: Optional[bool] = True, text: Optional[bool] = False,
-                     refresh: Optional[int] = 0, user: User = Depends(RoleRequired(ADMIN))):
+async def server_log(
+    lines: Optional[int] = 300,
+    html: Optional[bool] = True,
+    text: Optional[bool] = False,
+    refresh: Optional[int] = 0,
+    user: User = Depends(RoleRequired(ADMIN)),
+):
     """MONAI Label's log view of this server's own log file (:mod:`lib.server_state`; stock: ``<app>/logs/app.log``,
     which every server started from the app folder writes)."""
     if lines is None or lines < 0:

@@ -29,7 +29,9 @@ def read_curve(path: str) -> List[Dict]:
             curve = json.load(handle)
     except (OSError, ValueError):
         return []
-    return [e for e in curve if isinstance(e, dict) and isinstance(e.get("epoch"), int)] if isinstance(curve, list) else []
+    return (
+        [e for e in curve if isinstance(e, dict) and isinstance(e.get("epoch"), int)] if isinstance(curve, list) else []
+    )
 
 
 class LearningCurveHandler:
@@ -93,7 +95,13 @@ def publish_curve(run_curve: str, folder: str, key_metric: Optional[str] = None)
     if key_metric and any(key_metric in e for e in curve):
         best = max((e for e in curve if key_metric in e), key=lambda e: e[key_metric])["epoch"]
     plot = plot_curve(curve, os.path.join(folder, PLOT_FILE), key_metric)
-    return {"file": CURVE_FILE, "plot": plot and PLOT_FILE, "epochs": len(curve), "key_metric": key_metric, "best_epoch": best}
+    return {
+        "file": CURVE_FILE,
+        "plot": plot and PLOT_FILE,
+        "epochs": len(curve),
+        "key_metric": key_metric,
+        "best_epoch": best,
+    }
 
 
 def plot_curve(curve: List[Dict], path: str, key_metric: Optional[str] = None) -> Optional[str]:
@@ -117,8 +125,13 @@ def plot_curve(curve: List[Dict], path: str, key_metric: Optional[str] = None) -
     axis.grid(alpha=0.3)
     if any("lr" in e for e in curve):
         lr_axis = axis.twinx()
-        lr_axis.plot([e["epoch"] for e in curve if "lr" in e], [e["lr"] for e in curve if "lr" in e], color="grey",
-                     linestyle=":", label="learning rate")
+        lr_axis.plot(
+            [e["epoch"] for e in curve if "lr" in e],
+            [e["lr"] for e in curve if "lr" in e],
+            color="grey",
+            linestyle=":",
+            label="learning rate",
+        )
         lr_axis.set_ylabel("learning rate", color="grey")
     axis.legend(loc="lower right", fontsize=8)
     axis.set_title(f"learning curve (key metric: {key_metric or 'n/a'})", fontsize=10)

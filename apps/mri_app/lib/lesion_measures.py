@@ -93,20 +93,22 @@ def lesion_measurements(mask: np.ndarray, affine: Optional[np.ndarray], axis: in
             largest, across = slice_diameters(pixels @ full[:3, in_plane].T @ basis)
             measured.append((largest * across, largest, across, int(k)))
         _, *best = max(measured)
-        lesions.append({
-            "volume_ml": round(float(sizes[index]) * voxel_mm3 / 1000.0, 4),
-            "slices": [int(spanned[0]), int(spanned[-1])],
-            "slice": best[2],
-            "largest_diameter_mm": round(best[0], 1),
-            "perpendicular_diameter_mm": round(best[1], 1),
-            "product_mm2": round(best[0] * best[1], 1),
-            "measurable": bool(best[0] >= MEASURABLE_MM and best[1] >= MEASURABLE_MM),
-        })
+        lesions.append(
+            {
+                "volume_ml": round(float(sizes[index]) * voxel_mm3 / 1000.0, 4),
+                "slices": [int(spanned[0]), int(spanned[-1])],
+                "slice": best[2],
+                "largest_diameter_mm": round(best[0], 1),
+                "perpendicular_diameter_mm": round(best[1], 1),
+                "product_mm2": round(best[0] * best[1], 1),
+                "measurable": bool(best[0] >= MEASURABLE_MM and best[1] >= MEASURABLE_MM),
+            }
+        )
     return {
         "volume_ml": round(float(volume.sum()) * voxel_mm3 / 1000.0, 4),
         "components": int(count),
         "lesions": lesions,
         "sum_of_products_mm2": round(sum(x["product_mm2"] for x in lesions if x["measurable"]), 1),
         "method": "diameters between voxel centres on the axial slice with the largest product; perpendicular: "
-                  "extent at right angles to the largest (RANO-style)",
+        "extent at right angles to the largest (RANO-style)",
     }

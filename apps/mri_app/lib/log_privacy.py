@@ -12,8 +12,10 @@ from typing import Dict, List, Optional, Tuple
 #: logger name -> (pattern, replacement; None drops the record); the first match applies.
 RULES: Dict[str, List[Tuple[re.Pattern, Optional[str]]]] = {
     "monailabel.endpoints.datastore": [
-        (re.compile(r"^Image: (.*?); File: .*$", re.S),
-         r"Image: \1; upload received (file name and params not logged)"),
+        (
+            re.compile(r"^Image: (.*?); File: .*$", re.S),
+            r"Image: \1; upload received (file name and params not logged)",
+        ),
         (re.compile(r"^Save Label params: .*$", re.S), None),
         (re.compile(r"^(.*) by .*$", re.S), r"\1"),
     ],
@@ -21,8 +23,10 @@ RULES: Dict[str, List[Tuple[re.Pattern, Optional[str]]]] = {
         (re.compile(r"^Infer Request: .*$", re.S), "Infer Request received (params not logged)"),
     ],
     "monailabel.tasks.infer.basic_infer": [
-        (re.compile(r"^Infer Request \(final\): \{.*?'model': '([^']*)', 'image': '([^']*)'.*$", re.S),
-         r"Infer Request (final): model \1, image \2 (params not logged)"),
+        (
+            re.compile(r"^Infer Request \(final\): \{.*?'model': '([^']*)', 'image': '([^']*)'.*$", re.S),
+            r"Infer Request (final): model \1, image \2 (params not logged)",
+        ),
         (re.compile(r"^Infer Request \(final\): .*$", re.S), "Infer Request (final) (params not logged)"),
     ],
     "monailabel.endpoints.activelearning": [

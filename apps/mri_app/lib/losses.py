@@ -18,7 +18,12 @@ class FocalTverskyLoss(torch.nn.Module):
     """
 
     def __init__(
-        self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 0.75, include_background: bool = False, batch: bool = True
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        gamma: float = 0.75,
+        include_background: bool = False,
+        batch: bool = True,
     ):
         super().__init__()
         for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
@@ -26,8 +31,13 @@ class FocalTverskyLoss(torch.nn.Module):
                 raise ValueError(f"{name} must be > 0, got {value}")
         self.gamma = gamma
         self.tversky = TverskyLoss(
-            include_background=include_background, to_onehot_y=True, softmax=True, alpha=alpha, beta=beta,
-            reduction="none", batch=batch,
+            include_background=include_background,
+            to_onehot_y=True,
+            softmax=True,
+            alpha=alpha,
+            beta=beta,
+            reduction="none",
+            batch=batch,
         )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,9 @@ def mismatches(card: Dict, expected: Dict) -> List[str]:
             continue
         have, want = _plain(card.get(field)), _plain(expected[field])
         if have != want:
-            differences.append(f"{field} is {json.dumps(have)} in model.json but {json.dumps(want)} in this app's config")
+            differences.append(
+                f"{field} is {json.dumps(have)} in model.json but {json.dumps(want)} in this app's config"
+            )
     return differences
 
 
@@ -52,7 +54,9 @@ def check_checkpoint(checkpoint: str, expected: Dict, required: bool, remedy: st
         return None
     differences = mismatches(card, expected)
     if differences:
-        raise ValueError(f"{where} does not fit this app's {expected.get('task')} model: " + "; ".join(differences) + f". {remedy}")
+        raise ValueError(
+            f"{where} does not fit this app's {expected.get('task')} model: " + "; ".join(differences) + f". {remedy}"
+        )
     return card
 
 

@@ -10,7 +10,7 @@ names: ``conv1``, ``bn1``, ``layer1.0.conv1``, ..., ``fc``).
 
 import re
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from monai.networks.nets import ResNet, UNet
@@ -31,7 +31,10 @@ def build_network(spec: Dict) -> torch.nn.Module:
 
 
 def slice_classifier(
-    num_classes: int, widths: Sequence[int], layers: Sequence[int] = (2, 2, 2, 2), bias_downsample: Optional[bool] = None,
+    num_classes: int,
+    widths: Sequence[int],
+    layers: Sequence[int] = (2, 2, 2, 2),
+    bias_downsample: Optional[bool] = None,
     stem_stride: int = 2,
 ) -> Dict:
     """2D ResNet-18 layout with ``widths`` channels per stage; input ``(N, 1, S, S)``, output ``(N, K)`` logits.
@@ -52,7 +55,7 @@ def slice_classifier(
         raise ValueError(f"layers must hold 4 positive block counts, got {list(layers)}")
     if stem_stride not in (1, 2):
         raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
-    spec = {
+    spec: Dict[str, Any] = {
         "name": "ResNet",
         "args": {
             "block": "basic",
@@ -88,7 +91,7 @@ def read_state_dict(path) -> Dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: holds no state dict (a mapping of parameter names to tensors)")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
 def pretrained_layout(state: Dict[str, torch.Tensor], path="the state dict") -> Dict:
@@ -145,7 +148,11 @@ def load_pretrained(network: torch.nn.Module, path) -> Dict:
             dropped.append(f"{key} {tuple(state.pop(key).shape)} (class count differs from {own[key].shape[0]})")
     missing = [k for k in own if k not in state and not k.startswith("fc.")]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state if k in own and state[k].shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in state
+        if k in own and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
         problems = "; ".join(
             f"{what}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"

@@ -67,7 +67,7 @@ def checked_path(path: str) -> Tuple[str, List[str]]:
             if i < n and not (i == n - 1 and segments[i] in ("rendered", "thumbnail")):
                 raise wrong(segments[i])
             i = n
-        elif segment == "bulkdata" and all(re.fullmatch(r"[A-Za-z0-9._-]+", s) for s in segments[i + 1:]):
+        elif segment == "bulkdata" and all(re.fullmatch(r"[A-Za-z0-9._-]+", s) for s in segments[i + 1 :]):
             i = n
         else:
             raise wrong(segment)
@@ -78,8 +78,11 @@ def _upstream(op: str, segments: List[str], query: str) -> str:
     studies = (settings.MONAI_LABEL_STUDIES or "").strip().rstrip("/")
     if not studies.startswith(("http://", "https://")):
         raise bad_input(404, "this server's studies are not a DICOMweb PACS: there is nothing to proxy")
-    prefixes = {"qido": settings.MONAI_LABEL_QIDO_PREFIX, "wado": settings.MONAI_LABEL_WADO_PREFIX,
-                "stow": settings.MONAI_LABEL_STOW_PREFIX}
+    prefixes = {
+        "qido": settings.MONAI_LABEL_QIDO_PREFIX,
+        "wado": settings.MONAI_LABEL_WADO_PREFIX,
+        "stow": settings.MONAI_LABEL_STOW_PREFIX,
+    }
     prefix = prefixes.get(op) or ""
     if op == "qido" and segments[-1] == "metadata":  # some OHIF versions ask metadata through QIDO
         prefix = settings.MONAI_LABEL_WADO_PREFIX or ""
@@ -95,8 +98,9 @@ def _auth():
 
 def _send(method: str, url: str, headers: dict, body: Optional[bytes]) -> Response:
     try:
-        answer = requests.request(method, url, headers=headers, data=body, auth=_auth(), timeout=PACS_TIMEOUT_S,
-                                  allow_redirects=False)
+        answer = requests.request(
+            method, url, headers=headers, data=body, auth=_auth(), timeout=PACS_TIMEOUT_S, allow_redirects=False
+        )
     except requests.Timeout:
         raise bad_input(504, "the PACS did not answer in time") from None
     except requests.RequestException as error:

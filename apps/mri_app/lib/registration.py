@@ -8,7 +8,7 @@ hippocampus model is trained on), so the network sees a whole-head crop the way 
 
 import functools
 import os
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -60,7 +60,8 @@ def register_to_template(image: sitk.Image, template: Optional[sitk.Image] = Non
     initial = sitk.CenteredTransformInitializer(
         fixed, moving, sitk.VersorRigid3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
     )
-    rigid = _register(fixed, moving, initial, seed, shrink=(4, 2), sigmas=(4.0, 2.0))
+    # SimpleITK hands back the derived transform (a VersorRigid3DTransform here); its stubs say Transform
+    rigid = cast(sitk.VersorRigid3DTransform, _register(fixed, moving, initial, seed, shrink=(4, 2), sigmas=(4.0, 2.0)))
     affine = sitk.AffineTransform(3)
     affine.SetMatrix(rigid.GetMatrix())
     affine.SetTranslation(rigid.GetTranslation())
@@ -109,7 +110,9 @@ def _register(fixed, moving, initial, seed, shrink, sigmas) -> sitk.Transform:
     return result.GetNthTransform(0) if isinstance(result, sitk.CompositeTransform) else result
 
 
-def box_grid(center_ras: Sequence[float], size_mm: Sequence[float], spacing_mm: float = 1.0) -> sitk.Image:
+def box_grid(
+    center_ras: Union[Sequence[float], np.ndarray], size_mm: Union[Sequence[float], np.ndarray], spacing_mm: float = 1.0
+) -> sitk.Image:
     """An empty image whose voxel grid covers the box in RAS voxel order (i -> R, j -> A, k -> S).
 
     Args:
@@ -150,7 +153,9 @@ def crop(image: sitk.Image, grid: sitk.Image, transform: Optional[sitk.Transform
     return sitk.GetArrayFromImage(resampled).transpose(2, 1, 0)
 
 
-def paste(labels: np.ndarray, grid: sitk.Image, image: sitk.Image, transform: Optional[sitk.Transform] = None) -> np.ndarray:
+def paste(
+    labels: np.ndarray, grid: sitk.Image, image: sitk.Image, transform: Optional[sitk.Transform] = None
+) -> np.ndarray:
     """A label array on ``grid`` (i, j, k order) resampled (nearest) onto the voxels of ``image``.
     ``transform`` is the one given to :func:`crop`; its inverse maps image points back onto the grid.
     Returns a uint8 array in the image's (i, j, k) order."""

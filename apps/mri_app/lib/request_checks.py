@@ -47,7 +47,7 @@ def json_depth(value: Any) -> int:
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
-            children = item.values()
+            children: Iterable[Any] = item.values()
         elif isinstance(item, (list, tuple)):
             children = item
         else:
@@ -89,8 +89,10 @@ def check_name(value: Any, what: str) -> str:
     """``value`` if it is a plain name (letters, digits, '.', '_', '-'; no '..'; at most :data:`MAX_NAME_LENGTH`)."""
     if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value or len(value) > MAX_NAME_LENGTH:
         shown = value[:80] if isinstance(value, str) else value
-        raise RequestError(f"{what} {shown!r} must be a plain name: letters, digits, '.', '_' and '-', "
-                           f"at most {MAX_NAME_LENGTH} characters, no '..' or path")
+        raise RequestError(
+            f"{what} {shown!r} must be a plain name: letters, digits, '.', '_' and '-', "
+            f"at most {MAX_NAME_LENGTH} characters, no '..' or path"
+        )
     return value
 
 
@@ -139,8 +141,10 @@ def check_infer_params(params: Mapping[str, Any], may_write_labels: bool, from_d
     if "logging" in params and (not isinstance(params["logging"], str) or params["logging"].upper() not in LOG_LEVELS):
         raise RequestError(f"params logging {params['logging']!r} is not a log level; levels: {list(LOG_LEVELS)}")
     if "result_extension" in params and params["result_extension"] not in RESULT_EXTENSIONS:
-        raise RequestError(f"params result_extension {params['result_extension']!r} is not an image format; "
-                           f"formats: {list(RESULT_EXTENSIONS)}")
+        raise RequestError(
+            f"params result_extension {params['result_extension']!r} is not an image format; "
+            f"formats: {list(RESULT_EXTENSIONS)}"
+        )
     if "result_dtype" in params and params["result_dtype"] not in RESULT_DTYPES:
         raise RequestError(f"params result_dtype {params['result_dtype']!r} is not one of {list(RESULT_DTYPES)}")
     for key in ("timeout",):
@@ -151,8 +155,10 @@ def check_infer_params(params: Mapping[str, Any], may_write_labels: bool, from_d
         check_name(params["label_tag"], "params label_tag")
     if _flag(params, "save_label"):
         if not may_write_labels:
-            raise RequestError('params save_label writes a label: role "monailabel-annotator" (or a higher one) '
-                               "is required", status=403)
+            raise RequestError(
+                'params save_label writes a label: role "monailabel-annotator" (or a higher one) is required',
+                status=403,
+            )
         if not from_datastore:
             raise RequestError("params save_label needs a datastore image (image=<id>), not an upload or session")
 
@@ -188,7 +194,9 @@ def check_train_params(params: Mapping[str, Any], defaults: Mapping[str, Any]) -
             if not isinstance(value, bool) and str(value).strip().lower() not in ("true", "false", "1", "0"):
                 raise RequestError(f"params {key} must be true or false, got {value!r}")
         elif isinstance(default, int):
-            if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())):
+            if isinstance(value, bool) or not (
+                isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+            ):
                 raise RequestError(f"params {key} must be an integer, got {value!r}")
         elif isinstance(default, float):
             try:

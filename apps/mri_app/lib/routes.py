@@ -9,7 +9,6 @@ import threading
 from typing import Optional
 
 import torch
-
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from monailabel.config import settings
@@ -77,16 +76,31 @@ async def infer_model(
         except ValueError as error:
             raise bad_input(422, str(error).replace("--conf ", "params ")) from None
         if not wants_map:
-            raise bad_input(422, f"{model} answers in JSON: ask output=json, or params {{\"cam\": true}} for its activation map")
+            raise bad_input(
+                422, f'{model} answers in JSON: ask output=json, or params {{"cam": true}} for its activation map'
+            )
     try:
-        check_infer_params(request, may_write_labels=rank_of(user) >= access.rank(access.ANNOTATOR),
-                           from_datastore=bool(image) and file is None and session is None, gpus=torch.cuda.device_count())
+        check_infer_params(
+            request,
+            may_write_labels=rank_of(user) >= access.rank(access.ANNOTATOR),
+            from_datastore=bool(image) and file is None and session is None,
+            gpus=torch.cuda.device_count(),
+        )
     except RequestError as error:
         raise refused(error) from None
     # Off the event loop, so uploads, class labels and status calls are answered while a model runs; one
     # inference at a time (the networks are shared and reloaded in place when training publishes).
-    return await run_in_threadpool(_infer_one_at_a_time, background_tasks, model, image, session_id if session else "",
-                                   request, file, label, output)
+    return await run_in_threadpool(
+        _infer_one_at_a_time,
+        background_tasks,
+        model,
+        image,
+        session_id if session else "",
+        request,
+        file,
+        label,
+        output,
+    )
 
 
 _infer_lock = threading.Lock()
@@ -214,7 +228,9 @@ async def next_sample(strategy: str, params: Optional[dict] = None, user: User =
     return await run_in_threadpool(sample, strategy, params, user.username)
 
 
-@retrain_router.get("/activelearning/stats", summary="Automatic fine-tuning runs: counters, pending runs and every run's record")
+@retrain_router.get(
+    "/activelearning/stats", summary="Automatic fine-tuning runs: counters, pending runs and every run's record"
+)
 async def retrain_stats(user: User = Depends(RoleRequired(access.USER))):
     scheduler = getattr(app_instance(), "retrain", None)
     if scheduler is None:

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from typing import Callable, Dict, Hashable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -56,7 +56,8 @@ def entry_key(image: str, mask: Optional[str], size: int) -> str:
 
 
 def _resize_stack(volume: torch.Tensor, axis: Optional[int], size: int, mode: str) -> np.ndarray:
-    """``(1, H, W[, D])`` -> ``(D, S, S)`` slices along voxel ``axis`` resized to ``size`` (bilinear as at inference)."""
+    """``(1, H, W[, D])`` -> ``(D, S, S)`` slices along voxel ``axis`` resized to ``size`` (bilinear as at
+    inference)."""
     stack = volume[0].as_subclass(torch.Tensor).float()
     stack = stack[..., None] if axis is None else stack.movedim(axis, -1)
     stack = stack.movedim(-1, 0)[:, None]  # (D, 1, H, W)
@@ -77,7 +78,7 @@ def _atomic_save(path: str, array: np.ndarray) -> None:
         raise
 
 
-def build_entry(folder: str, image: str, mask: Optional[str], size: int) -> Dict[str, Optional[str]]:
+def build_entry(folder: str, image: str, mask: Optional[str], size: int) -> Dict[str, Any]:
     """Read ``image`` (and ``mask``) once and write its slices into ``folder``, unless already there.
 
     Returns:
@@ -98,7 +99,9 @@ def build_entry(folder: str, image: str, mask: Optional[str], size: int) -> Dict
     if mask_path:
         labels = Compose(load(["label"]))({"label": mask})["label"]
         if tuple(labels.shape[1:]) != tuple(volume.shape[1:]):
-            raise ValueError(f"mask {mask} has size {tuple(labels.shape[1:])}, its image {image} {tuple(volume.shape[1:])}")
+            raise ValueError(
+                f"mask {mask} has size {tuple(labels.shape[1:])}, its image {image} {tuple(volume.shape[1:])}"
+            )
         _atomic_save(mask_path, (_resize_stack((labels > 0).float(), axis, size, "nearest") > 0.5).astype(np.uint8))
     _atomic_save(image_path, stack)
     return {"image": image_path, "mask": mask_path, "depth": stack.shape[0]}
@@ -132,7 +135,9 @@ def cache_items(
     for item in items:
         entry = entries[(item["image"], item["label"] if with_mask else None)]
         k = int(item.get("slice", -1))
-        cached = dict(item, image=entry["image"], source_image=item["image"], slice=0 if entry["depth"] == 1 and k < 0 else k)
+        cached = dict(
+            item, image=entry["image"], source_image=item["image"], slice=0 if entry["depth"] == 1 and k < 0 else k
+        )
         if with_mask:
             cached["label"] = entry["mask"]
         out.append(cached)
@@ -158,7 +163,7 @@ class LoadCachedSliced(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.slice_key = slice_key
 
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         index = int(d.get(self.slice_key, -1))
         for key in self.key_iterator(d):
@@ -180,7 +185,7 @@ def train_cached_pre(with_mask: bool, augment: bool, scanner: bool = False) -> l
     """
     keys = ["image", "label"] if with_mask else ["image"]
     modes = ["bilinear", "nearest"] if with_mask else ["bilinear"]
-    chain = [LoadCachedSliced(keys=keys)]
+    chain: List[MapTransform] = [LoadCachedSliced(keys=keys)]
     if augment:
         chain += augment_2d(keys, modes) + (scanner_augment() if scanner else [])
     chain.append(EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False))

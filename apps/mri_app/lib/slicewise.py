@@ -116,8 +116,14 @@ class SliceScoreInferer(Inferer):
     grid (0 on the slices not run), the map the scores come from.
     """
 
-    def __init__(self, size: int, area_fraction: float, axis: int = 2, slices: Optional[Sequence[int]] = None,
-                 batch_size: int = 32):
+    def __init__(
+        self,
+        size: int,
+        area_fraction: float,
+        axis: int = 2,
+        slices: Optional[Sequence[int]] = None,
+        batch_size: int = 32,
+    ):
         super().__init__()
         if not 0.0 < area_fraction <= 1.0:
             raise ValueError(f"area_fraction must be in (0, 1], got {area_fraction}")

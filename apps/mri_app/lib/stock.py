@@ -46,8 +46,13 @@ def restrict_cors(server, origins: Sequence[str]) -> None:
     Relies on MONAI Label adding one ``CORSMiddleware`` to ``server.user_middleware`` and on Starlette building
     the middleware stack from it again when ``server.middleware_stack`` is None.
     """
-    options = dict(allow_origins=list(origins), allow_origin_regex=LOOPBACK_ORIGINS, allow_credentials=True,
-                   allow_methods=["*"], allow_headers=["*"])
+    options = dict(
+        allow_origins=list(origins),
+        allow_origin_regex=LOOPBACK_ORIGINS,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+    )
     found = False
     for middleware in server.user_middleware:
         if middleware.cls is CORSMiddleware:
@@ -94,7 +99,7 @@ def trainer_defaults(instance, task: str) -> Dict:
     return dict(getattr(trainer, "_config", {}) or {})
 
 
-def train_all(params: Optional[dict], run_sync: bool):
+def train_all(params: Optional[dict], run_sync: Optional[bool]):
     """MONAI Label's ``POST /train/`` (every task queued)."""
     from monailabel.endpoints.train import run
 
@@ -156,5 +161,5 @@ def stop_promptly(grace_s: float) -> None:
             else:
                 raise SystemExit(0)
 
-        handler.mri_label_stop = True
+        setattr(handler, "mri_label_stop", True)  # a mark on the function, read back above
         signal.signal(number, handler)

@@ -43,10 +43,14 @@ def _state_dict(data: bytes, model: str) -> dict:
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:  # pickle, zip and torch errors all mean the same to the sender
-        raise bad_input(422, f"the upload for {model} is not a PyTorch checkpoint (torch.save of a state dict)") from None
+        raise bad_input(
+            422, f"the upload for {model} is not a PyTorch checkpoint (torch.save of a state dict)"
+        ) from None
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise bad_input(422, f"the upload for {model} holds no state dict (a dict of tensors, or {{'model': state dict}})")
+        raise bad_input(
+            422, f"the upload for {model} holds no state dict (a dict of tensors, or {{'model': state dict}})"
+        )
     return state
 
 
@@ -58,10 +62,17 @@ async def put_model(model: str, file: UploadFile = File(...), user: User = Depen
         config.network.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first = str(error).split("\n")[1:3]
-        raise bad_input(422, f"the weights do not fit {model}'s network {config.network_spec}: {' '.join(first).strip()}") from None
+        raise bad_input(
+            422, f"the weights do not fit {model}'s network {config.network_spec}: {' '.join(first).strip()}"
+        ) from None
     atomic_write(config.path, lambda f: torch.save({"model": state}, f))
-    card = dict(config.card(), task=model, network=config.network_spec, checkpoint="model.pt",
-                training={"source": "uploaded with PUT /model", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    card = dict(
+        config.card(),
+        task=model,
+        network=config.network_spec,
+        checkpoint="model.pt",
+        training={"source": "uploaded with PUT /model", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+    )
     atomic_write_json(os.path.join(config.task_dir, "model.json"), card, indent=2, default=str)
     return {"checksum": file_checksum(config.path), "modified_time": int(os.stat(config.path).st_mtime)}
 
@@ -71,8 +82,11 @@ async def delete_model(model: str, user: User = Depends(RoleRequired(ADMIN))):
     config = _config(model)
     if not os.path.exists(config.path):
         if config.shipped_path:
-            raise bad_input(409, f"{model} serves its shipped checkpoint, which is part of the app and is not deleted; "
-                                 "start the server with --conf shipped_models none to serve none")
+            raise bad_input(
+                409,
+                f"{model} serves its shipped checkpoint, which is part of the app and is not deleted; "
+                "start the server with --conf shipped_models none to serve none",
+            )
         raise bad_input(404, f"{model} has no trained checkpoint to delete")
     stamp = time.strftime("%Y%m%d_%H%M%S")
     for name in ("model.pt", "model.json"):

@@ -1,14 +1,14 @@
 """Task-config bases: one per kind of task, so each file in ``lib/configs`` only states what is its own."""
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from monailabel.interfaces.config import TaskConfig
 
 from lib.conf import conf_float, conf_int, conf_ints
-from lib.model_card import check_checkpoint
 from lib.infers.classifier import ClassifierInfer
 from lib.infers.segmentation import SliceSegmentationInfer, VolumeSegmentationInfer
+from lib.model_card import check_checkpoint
 from lib.networks import build_network, load_pretrained, pretrained_classifier, residual_unet, slice_classifier
 from lib.trainers.classifier import ClassifierTrainer
 from lib.trainers.segmentation import SliceSegmentationTrainer, VolumeSegmentationTrainer
@@ -56,13 +56,26 @@ class MRITaskConfig(TaskConfig):
     def check_checkpoints(self) -> None:
         """Raise ValueError when the shipped or the trained checkpoint's ``model.json`` does not fit this config
         (a shipped checkpoint must have one)."""
-        expected = {"task": self.name, "labels": self.labels, "network": self.network_spec, "input": self.card().get("input")}
+        expected = {
+            "task": self.name,
+            "labels": self.labels,
+            "network": self.network_spec,
+            "input": self.card().get("input"),
+        }
         if self.shipped_path:
-            check_checkpoint(self.shipped_path, expected, required=True,
-                             remedy="start with --conf shipped_models none to serve no shipped model")
+            check_checkpoint(
+                self.shipped_path,
+                expected,
+                required=True,
+                remedy="start with --conf shipped_models none to serve no shipped model",
+            )
         if os.path.exists(self.path):
-            check_checkpoint(self.path, expected, required=False,
-                             remedy=f"retrain {self.name} with these options or move {self.task_dir} away")
+            check_checkpoint(
+                self.path,
+                expected,
+                required=False,
+                remedy=f"retrain {self.name} with these options or move {self.task_dir} away",
+            )
 
     reads_networks_of: tuple = ()
     """Tasks whose networks this task's infer may read (:meth:`infer_in`); tools that load this task alone load
@@ -97,13 +110,13 @@ class ClassifierConfig(MRITaskConfig):
     kind = "classification"
     classes: tuple = ()
     infer_class = ClassifierInfer
-    mask_task = None
+    mask_task: Optional[Tuple[str, Dict[str, int]]] = None
     image_size = 128
     """Default of ``--conf <task>_image_size`` (pixels)."""
 
-    @property
-    def task_labels(self) -> Dict[str, int]:
-        return {c: i for i, c in enumerate(self.classes)}
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.task_labels = {c: i for i, c in enumerate(cls.classes)}  # the class index of each name, from ``classes``
 
     def init(self, name, model_dir, conf, planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -125,31 +138,52 @@ class ClassifierConfig(MRITaskConfig):
             raise ValueError(f"{option}: no such file {path} (a torchvision or MONAI ResNet state dict)")
         try:
             spec = pretrained_classifier(len(self.classes), path)
+            # MONAI's default: the same network as the plain spec, so a checkpoint fine-tuned from a MONAI encoder
+            # (mri-label pretrain) serves without this option
+            if spec["args"].get("bias_downsample") is True:
+                del spec["args"]["bias_downsample"]
             network = build_network(spec)
             load_pretrained(network, path)
         except ValueError as error:
             raise ValueError(f"{option}: {error}") from None
-        if conf.get(f"{name}_widths") and list(conf_ints(conf, f"{name}_widths", (), length=4)) != spec["args"]["block_inplanes"]:
-            raise ValueError(f"--conf {name}_widths differs from the stage widths {spec['args']['block_inplanes']} of {path}")
+        if (
+            conf.get(f"{name}_widths")
+            and list(conf_ints(conf, f"{name}_widths", (), length=4)) != spec["args"]["block_inplanes"]
+        ):
+            raise ValueError(
+                f"--conf {name}_widths differs from the stage widths {spec['args']['block_inplanes']} of {path}"
+            )
         self.pretrained = path
         return spec, network
 
     def card(self):
-        card = dict(super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION})
+        card = dict(
+            super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION}
+        )
         if self.pretrained:
-            card["pretrained"] = {"path": self.pretrained, "note": "training starts from these weights (see lib.networks.load_pretrained)"}
+            card["pretrained"] = {
+                "path": self.pretrained,
+                "note": "training starts from these weights (see lib.networks.load_pretrained)",
+            }
         return card
 
     def infer_kwargs(self) -> Dict:
         return {}
 
     def infer(self):
-        return self.infer_class(self.serving_paths, self.network, self.labels, self.size, self.description, **self.infer_kwargs())
+        return self.infer_class(
+            self.serving_paths, self.network, self.labels, self.size, self.description, **self.infer_kwargs()
+        )
 
     def trainer(self):
         return ClassifierTrainer(
-            *self._trainer_args(), classes=self.classes, size=self.size, mask_task=self.mask_task,
-            slices_per_volume=self.slices_per_volume, pretrained=self.pretrained, shipped_path=self.shipped_path,
+            *self._trainer_args(),
+            classes=self.classes,
+            size=self.size,
+            mask_task=self.mask_task,
+            slices_per_volume=self.slices_per_volume,
+            pretrained=self.pretrained,
+            shipped_path=self.shipped_path,
         )
 
 
@@ -170,22 +204,29 @@ class SliceSegmentationConfig(MRITaskConfig):
         self.network = build_network(self.network_spec)
 
     def card(self):
-        return dict(super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION})
+        return dict(
+            super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION}
+        )
 
     def infer(self):
-        return SliceSegmentationInfer(self.serving_paths, self.network, self.labels, self.description, size=self.size,
-                                      lesions=self.lesions)
+        return SliceSegmentationInfer(
+            self.serving_paths, self.network, self.labels, self.description, size=self.size, lesions=self.lesions
+        )
 
     def trainer(self):
-        return SliceSegmentationTrainer(*self._trainer_args(), labels=self.labels, size=self.size, shipped_path=self.shipped_path)
+        return SliceSegmentationTrainer(
+            *self._trainer_args(), labels=self.labels, size=self.size, shipped_path=self.shipped_path
+        )
 
 
 class VolumeSegmentationConfig(MRITaskConfig):
     """3D residual U-Net. Options ``--conf <task>_spacing`` (mm, default 1.0), ``<task>_roi`` (voxels,
-    default [48,48,48]) and ``<task>_widths`` (default [16,32,64,128])."""
+    default [48,48,48]) and ``<task>_widths`` (default [16,32,64,128]). ``flip_axes`` (declared by the task):
+    spatial axes mirrored at random in training and averaged over at inference (:mod:`lib.mirroring`)."""
 
     kind = "segmentation"
     infer_class = VolumeSegmentationInfer
+    flip_axes: tuple = ()
 
     def init(self, name, model_dir, conf, planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -202,16 +243,33 @@ class VolumeSegmentationConfig(MRITaskConfig):
     def card(self):
         return dict(
             super().card(),
-            input={"layout": "3D volume", "spacing_mm": list(self.spacing), "roi": list(self.roi), "normalization": NORMALIZATION},
+            input={
+                "layout": "3D volume",
+                "spacing_mm": list(self.spacing),
+                "roi": list(self.roi),
+                "normalization": NORMALIZATION,
+                **({"mirrored_axes": list(self.flip_axes)} if self.flip_axes else {}),
+            },
         )
 
     def infer(self):
         return self.infer_class(
-            self.serving_paths, self.network, self.labels, self.description, spacing=self.spacing, roi=self.roi
+            self.serving_paths,
+            self.network,
+            self.labels,
+            self.description,
+            spacing=self.spacing,
+            roi=self.roi,
+            flip_axes=self.flip_axes,
         )
 
     def trainer(self):
         return VolumeSegmentationTrainer(
-            *self._trainer_args(), labels=self.labels, spacing=self.spacing, roi=self.roi,
-            config={"train_batch_size": 2, "val_batch_size": 1}, shipped_path=self.shipped_path,
+            *self._trainer_args(),
+            labels=self.labels,
+            spacing=self.spacing,
+            roi=self.roi,
+            flip_axes=self.flip_axes,
+            config={"train_batch_size": 2, "val_batch_size": 1},
+            shipped_path=self.shipped_path,
         )

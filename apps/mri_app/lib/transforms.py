@@ -5,30 +5,30 @@ Conventions: images are channel-first MetaTensors, ``(C, H, W)`` for a 2D slice 
 land back in the input grid). 2D models see one axial slice resized to ``(S, S)`` pixels.
 """
 
-from typing import Hashable, Mapping, Sequence
+from typing import Any, Dict, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import (
+    DivisiblePadd,
     EnsureTyped,
     LoadImaged,
     MapTransform,
     NormalizeIntensityd,
-    RandomizableTransform,
     RandAdjustContrastd,
     RandAffined,
     RandBiasFieldd,
     RandCropByPosNegLabeld,
-    RandGaussianSmoothd,
-    RandZoomd,
     RandFlipd,
     RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandomizableTransform,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandZoomd,
     Spacingd,
     SpatialPadd,
-    DivisiblePadd,
 )
 
 from lib.lesion_measures import lesion_measurements
@@ -58,7 +58,7 @@ class ToGrayscaled(MapTransform):
     """
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
+        d: Dict[Hashable, Any] = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
             if img.shape[0] == 1:
@@ -68,7 +68,9 @@ class ToGrayscaled(MapTransform):
                 if torch.equal(rgb[0], rgb[1]) and torch.equal(rgb[1], rgb[2]):
                     d[key] = img[:1]
                 else:
-                    weights = torch.tensor(_LUMA, dtype=img.dtype, device=img.device).reshape(3, *([1] * (img.ndim - 1)))
+                    weights = torch.tensor(_LUMA, dtype=img.dtype, device=img.device).reshape(
+                        3, *([1] * (img.ndim - 1))
+                    )
                     d[key] = (rgb * weights).sum(0, keepdim=True)
             else:
                 d[key] = img[:1]
@@ -94,7 +96,13 @@ def augment_2d(keys: Sequence[str], modes: Sequence[str]) -> list:
     return [
         RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
         RandAffined(
-            keys=keys, prob=0.5, rotate_range=0.15, scale_range=0.1, translate_range=(8, 8), mode=modes, padding_mode="zeros"
+            keys=keys,
+            prob=0.5,
+            rotate_range=0.15,
+            scale_range=0.1,
+            translate_range=(8, 8),
+            mode=modes,
+            padding_mode="zeros",
         ),
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
@@ -114,7 +122,7 @@ class RandQuantized(MapTransform, RandomizableTransform):
         self.levels = levels
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
+        d: Dict[Hashable, Any] = dict(data)
         self.randomize(None)
         if not self._do_transform:
             return d
@@ -145,8 +153,15 @@ def infer_volume_pre(spacing: Sequence[float]) -> list:
     return load(["image"]) + [Spacingd(keys="image", pixdim=spacing, mode="bilinear")] + normalize()
 
 
-def train_volume_pre(spacing: Sequence[float], roi: Sequence[int], augment: bool, samples: int = 2) -> list:
-    """Training chain of 3D segmentation: resample, normalise, then random patches of ``roi`` voxels."""
+def train_volume_pre(
+    spacing: Sequence[float], roi: Sequence[int], augment: bool, samples: int = 2, flip_axes: Sequence[int] = ()
+) -> list:
+    """Training chain of 3D segmentation: resample, normalise, then random patches of ``roi`` voxels.
+
+    Args:
+        flip_axes: spatial axes (0..2) each mirrored with probability 0.5 when ``augment`` (the task's
+            ``flip_axes``; its infer averages over the same mirrors).
+    """
     keys = ["image", "label"]
     chain = load(keys) + [Spacingd(keys=keys, pixdim=spacing, mode=("bilinear", "nearest"))] + normalize()
     chain.append(SpatialPadd(keys=keys, spatial_size=roi))
@@ -157,6 +172,7 @@ def train_volume_pre(spacing: Sequence[float], roi: Sequence[int], augment: bool
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             RandGaussianNoised(keys="image", prob=0.2, std=0.05),
         ]
+        chain += [RandFlipd(keys=keys, prob=0.5, spatial_axis=int(axis)) for axis in flip_axes]
     else:
         chain.append(DivisiblePadd(keys=keys, k=8))
     chain.append(EnsureTyped(keys=keys, dtype=torch.float32))
@@ -205,13 +221,15 @@ class LesionMeasuresd(MapTransform):
         self.label, self.result_key = int(label), result_key
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
+        d: Dict[Hashable, Any] = dict(data)
         for key in self.key_iterator(d):
             label, affine = _label_and_affine(d, key)
             mask = label == self.label
             axis = axial_axis(affine) if affine is not None and mask.ndim == 3 else 2
             result = dict(d.get(self.result_key) or {})
-            result["measurements"] = dict(result.get("measurements") or {}, lesions=lesion_measurements(mask, affine, axis))
+            result["measurements"] = dict(
+                result.get("measurements") or {}, lesions=lesion_measurements(mask, affine, axis)
+            )
             d[self.result_key] = result
         return d
 
@@ -234,7 +252,7 @@ class LabelVolumesd(MapTransform):
         self.sides = sides
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
+        d: Dict[Hashable, Any] = dict(data)
         for key in self.key_iterator(d):
             label, affine = _label_and_affine(d, key)
             dims = label.ndim

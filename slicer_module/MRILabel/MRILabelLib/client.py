@@ -48,7 +48,9 @@ def detail_of(body: bytes) -> str:
     except (ValueError, AttributeError, UnicodeDecodeError):
         return " ".join(body.decode("utf-8", "replace").split())[:300]
     if isinstance(detail, list):
-        messages = [f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg')}" for d in detail if isinstance(d, dict)]
+        messages = [
+            f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg')}" for d in detail if isinstance(d, dict)
+        ]
         return "; ".join(messages)
     return " ".join(str(detail).split())
 
@@ -64,8 +66,14 @@ class ServerClient:
         sleep: the function used to wait (replaceable in tests).
     """
 
-    def __init__(self, base_url: str, timeout_s: float = 30.0, retries: int = 3, backoff_s: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         parsed = urllib.parse.urlparse(str(base_url or "").strip())
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"base_url must be an http(s) address like http://127.0.0.1:8000, got {base_url!r}")
@@ -101,8 +109,12 @@ class ServerClient:
         """
         if not username or not password:
             raise ValueError("this server asks for a user name and a password: enter both, then connect again")
-        answer = self.request("POST", "/auth/token", form={"username": username, "password": password,
-                                                           "grant_type": "password"}, _auth=False).json()
+        answer = self.request(
+            "POST",
+            "/auth/token",
+            form={"username": username, "password": password, "grant_type": "password"},
+            _auth=False,
+        ).json()
         token = answer.get("access_token") if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
             raise UnexpectedAnswerError("the login answer holds no access token")
@@ -112,9 +124,17 @@ class ServerClient:
     def logged_in(self) -> bool:
         return self._token is not None
 
-    def request(self, method: str, path: str, query: Optional[Dict[str, Any]] = None, json_body: Any = None,
-                form: Optional[Dict[str, str]] = None, files: Optional[Dict[str, Tuple[str, bytes]]] = None,
-                timeout_s: Optional[float] = None, _auth: bool = True) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: Optional[Dict[str, Any]] = None,
+        json_body: Any = None,
+        form: Optional[Dict[str, str]] = None,
+        files: Optional[Dict[str, Tuple[str, bytes]]] = None,
+        timeout_s: Optional[float] = None,
+        _auth: bool = True,
+    ) -> Response:
         """Send one request (retrying transient failures) and return the answer.
 
         With a token from :meth:`login`, a 401 (the token expired) logs in again once and resends the request.
@@ -158,7 +178,9 @@ class ServerClient:
                 raise ServerHTTPError(error.code, detail_of(body) or error.reason, method, path) from None
             except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
                 reason = getattr(error, "reason", error)
-                if isinstance(reason, (socket.timeout, TimeoutError)) or isinstance(error, (socket.timeout, TimeoutError)):
+                if isinstance(reason, (socket.timeout, TimeoutError)) or isinstance(
+                    error, (socket.timeout, TimeoutError)
+                ):
                     raise ServerTimeoutError(self.base_url, timeout) from None
                 transient = isinstance(reason, TRANSIENT_ERRORS) or isinstance(error, TRANSIENT_ERRORS)
                 if transient and not last_try:
@@ -168,7 +190,7 @@ class ServerClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, attempt: int) -> None:
-        self._sleep(self.backoff_s * (2 ** attempt))
+        self._sleep(self.backoff_s * (2**attempt))
 
     # --- MONAI Label endpoints -------------------------------------------------------------------------
 
@@ -191,8 +213,9 @@ class ServerClient:
         with open(path, "rb") as handle:
             content = handle.read()
         files = {"file": (os.path.basename(path), content)}
-        return self.request("PUT", "/datastore/image", {"image": image_id}, form={"params": "{}"}, files=files,
-                            timeout_s=timeout_s).json()
+        return self.request(
+            "PUT", "/datastore/image", {"image": image_id}, form={"params": "{}"}, files=files, timeout_s=timeout_s
+        ).json()
 
     def download_image(self, image_id: str, folder: str) -> str:
         """``GET /datastore/image``: save the image into ``folder``; return the file's path."""
@@ -203,8 +226,15 @@ class ServerClient:
             handle.write(answer.body)
         return path
 
-    def infer(self, model: str, image_id: str, params: Optional[Dict] = None, output: str = "all",
-              folder: Optional[str] = None, timeout_s: Optional[float] = None) -> Tuple[Dict, Optional[str]]:
+    def infer(
+        self,
+        model: str,
+        image_id: str,
+        params: Optional[Dict] = None,
+        output: str = "all",
+        folder: Optional[str] = None,
+        timeout_s: Optional[float] = None,
+    ) -> Tuple[Dict, Optional[str]]:
         """``POST /infer/{model}``: the result JSON and the path of the result file (None when there is none).
 
         Args:
@@ -217,8 +247,13 @@ class ServerClient:
         """
         if output not in ("all", "json"):
             raise ValueError(f"output must be 'all' or 'json', got {output!r}")
-        answer = self.request("POST", f"/infer/{urllib.parse.quote(model)}", {"image": image_id, "output": output},
-                              form={"params": json.dumps(params or {})}, timeout_s=timeout_s or max(self.timeout_s, 300))
+        answer = self.request(
+            "POST",
+            f"/infer/{urllib.parse.quote(model)}",
+            {"image": image_id, "output": output},
+            form={"params": json.dumps(params or {})},
+            timeout_s=timeout_s or max(self.timeout_s, 300),
+        )
         if not answer.headers.get("content-type", "").startswith("multipart/"):
             return answer.json(), None
         parts = multipart.decode(answer.body, answer.headers["content-type"])
@@ -236,9 +271,14 @@ class ServerClient:
         """``PUT /datastore/label``: store the label file at ``path`` for ``image_id`` under ``tag``."""
         with open(path, "rb") as handle:
             content = handle.read()
-        return self.request("PUT", "/datastore/label", {"image": image_id, "tag": tag},
-                            form={"params": json.dumps({"label_info": label_info})},
-                            files={"label": (os.path.basename(path), content)}, timeout_s=max(self.timeout_s, 120)).json()
+        return self.request(
+            "PUT",
+            "/datastore/label",
+            {"image": image_id, "tag": tag},
+            form={"params": json.dumps({"label_info": label_info})},
+            files={"label": (os.path.basename(path), content)},
+            timeout_s=max(self.timeout_s, 120),
+        ).json()
 
     def put_class_label(self, task: str, image_id: str, label: str) -> Dict:
         """``PUT /classlabel/{task}``: record the correct class of an image."""

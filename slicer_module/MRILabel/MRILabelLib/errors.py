@@ -151,22 +151,31 @@ def plain_sentence(error: BaseException) -> str:
         One line of plain text ending with a full stop; never a traceback.
     """
     if isinstance(error, ServerUnreachableError):
-        return (f"The MONAI Label server at {error.url} cannot be reached; "
-                "check that it is running and that the address is right.")
+        return (
+            f"The MONAI Label server at {error.url} cannot be reached; "
+            "check that it is running and that the address is right."
+        )
     if isinstance(error, ServerTimeoutError):
-        return (f"The server at {error.url} did not answer within {error.timeout_s:g} seconds; "
-                "it may be busy, so try again in a moment.")
+        return (
+            f"The server at {error.url} did not answer within {error.timeout_s:g} seconds; "
+            "it may be busy, so try again in a moment."
+        )
     if isinstance(error, ServerHTTPError):
         return _http_sentence(error)
     if isinstance(error, ImageTooLargeError):
         return _image_too_large_sentence(error)
     if isinstance(error, TrainingFailedError):
         if error.status == "TIMEOUT":
-            return f"The training of '{error.task}' did not finish in the time allowed; it may still be running on the server."
+            return (
+                f"The training of '{error.task}' did not finish in the time allowed; "
+                "it may still be running on the server."
+            )
         return f"The training of '{error.task}' ended with {error.status}; the server log (GET /logs/) has the details."
     if isinstance(error, UnexpectedAnswerError):
-        return _one_line(f"The server gave an answer this module does not understand ({error.what}); "
-                         "check that the address is an mri-label server")
+        return _one_line(
+            f"The server gave an answer this module does not understand ({error.what}); "
+            "check that the address is an mri-label server"
+        )
     if isinstance(error, (ValueError, TypeError)):
         return _one_line(str(error))
     return _one_line(f"Something unexpected went wrong ({type(error).__name__}: {error})")

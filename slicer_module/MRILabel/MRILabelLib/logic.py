@@ -8,11 +8,17 @@ through a callback ``progress(message: str, fraction: float | None, detail)``, w
 import os
 import tempfile
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Union, cast
 
 from .client import ServerClient
-from .errors import NO_CAM_SENTENCE, ImageTooLargeError, ServerHTTPError, TrainingFailedError, UnexpectedAnswerError
-from .errors import plain_sentence
+from .errors import (
+    NO_CAM_SENTENCE,
+    ImageTooLargeError,
+    ServerHTTPError,
+    TrainingFailedError,
+    UnexpectedAnswerError,
+    plain_sentence,
+)
 from .progress import TrainingProgress, read_progress
 from .results import ClassificationResult, SegmentationResult, label_info_for, parse_classification, parse_segmentation
 
@@ -66,17 +72,26 @@ class ServerLogic:
         work_dir: where downloaded images and result files go (a new temporary folder when None).
     """
 
-    def __init__(self, server_url: Optional[str] = None, client: Optional[ServerClient] = None,
-                 max_upload_mb: float = 512.0, poll_interval_s: float = 1.0, training_timeout_s: float = 3600.0,
-                 work_dir: Optional[str] = None, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        server_url: Optional[str] = None,
+        client: Optional[ServerClient] = None,
+        max_upload_mb: float = 512.0,
+        poll_interval_s: float = 1.0,
+        training_timeout_s: float = 3600.0,
+        work_dir: Optional[str] = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if client is None and not server_url:
             raise ValueError(f"server_url must be given when client is None, got {server_url!r}")
         if not max_upload_mb or max_upload_mb <= 0:
             raise ValueError(f"max_upload_mb must be a positive number, got {max_upload_mb!r}")
         if poll_interval_s <= 0 or training_timeout_s <= 0:
-            raise ValueError(f"poll_interval_s and training_timeout_s must be > 0, "
-                             f"got {poll_interval_s!r} and {training_timeout_s!r}")
-        self.client = client or ServerClient(server_url)
+            raise ValueError(
+                f"poll_interval_s and training_timeout_s must be > 0, "
+                f"got {poll_interval_s!r} and {training_timeout_s!r}"
+            )
+        self.client = client or ServerClient(cast(str, server_url))  # given where client is None (checked above)
         self.max_upload_bytes = float(max_upload_mb) * 1e6
         self.poll_interval_s, self.training_timeout_s = float(poll_interval_s), float(training_timeout_s)
         self.work_dir = work_dir or tempfile.mkdtemp(prefix="mrilabel_")
@@ -126,8 +141,13 @@ class ServerLogic:
         info = self.info(refresh)
         trainers = set(info.get("trainers") or {})
         return [
-            TaskInfo(name, str(m.get("type", "")), {str(k): int(v) for k, v in (m.get("labels") or {}).items()},
-                     str(m.get("description", "")), name in trainers)
+            TaskInfo(
+                name,
+                str(m.get("type", "")),
+                {str(k): int(v) for k, v in (m.get("labels") or {}).items()},
+                str(m.get("description", "")),
+                name in trainers,
+            )
             for name, m in sorted(info["models"].items())
         ]
 
@@ -136,7 +156,9 @@ class ServerLogic:
         for task in self.tasks():
             if task.name == name:
                 return task
-        raise ValueError(f"task {name!r} is not served by {self.client.base_url}; tasks: {[t.name for t in self.tasks()]}")
+        raise ValueError(
+            f"task {name!r} is not served by {self.client.base_url}; tasks: {[t.name for t in self.tasks()]}"
+        )
 
     def strategies(self) -> List[str]:
         """Names of the server's active-learning strategies."""
@@ -150,7 +172,9 @@ class ServerLogic:
             raise ValueError(f"image_id must be a non-empty id, got {image_id!r}")
         return self.client.image_exists(image_id)
 
-    def ensure_image(self, image_id: str, image_path: Optional[str] = None, progress: Optional[ProgressCallback] = None) -> str:
+    def ensure_image(
+        self, image_id: str, image_path: Optional[str] = None, progress: Optional[ProgressCallback] = None
+    ) -> str:
         """Make sure the datastore holds ``image_id``, uploading ``image_path`` when it does not.
 
         Raises:
@@ -160,8 +184,10 @@ class ServerLogic:
         if self.has_image(image_id):
             return image_id
         if not image_path or not os.path.isfile(image_path):
-            raise ValueError(f"image_path must name a file to upload, because the server has no image {image_id!r} "
-                             f"(got {image_path!r})")
+            raise ValueError(
+                f"image_path must name a file to upload, because the server has no image {image_id!r} "
+                f"(got {image_path!r})"
+            )
         size = os.path.getsize(image_path)
         if size > self.max_upload_bytes:
             raise ImageTooLargeError(size, self.max_upload_bytes)
@@ -174,8 +200,14 @@ class ServerLogic:
             raise
         return image_id
 
-    def run_task(self, task: str, image_id: str, image_path: Optional[str] = None, params: Optional[Dict] = None,
-                 progress: Optional[ProgressCallback] = None) -> Union[ClassificationResult, SegmentationResult]:
+    def run_task(
+        self,
+        task: str,
+        image_id: str,
+        image_path: Optional[str] = None,
+        params: Optional[Dict] = None,
+        progress: Optional[ProgressCallback] = None,
+    ) -> Union[ClassificationResult, SegmentationResult]:
         """Run ``task`` on an image (uploaded first when the server does not have it).
 
         Returns:
@@ -193,8 +225,9 @@ class ServerLogic:
             raise UnexpectedAnswerError(f"{task} answered without a mask file")
         return parse_segmentation(result, file_path, task)
 
-    def class_activation_map(self, task: str, image_id: str, image_path: Optional[str] = None,
-                             progress: Optional[ProgressCallback] = None) -> Optional[str]:
+    def class_activation_map(
+        self, task: str, image_id: str, image_path: Optional[str] = None, progress: Optional[ProgressCallback] = None
+    ) -> Optional[str]:
         """Ask a classifier for its class-activation map (``{"cam": true}``).
 
         Returns:
@@ -223,8 +256,9 @@ class ServerLogic:
             raise ValueError(f"label must be a class name, got {label!r}")
         return self.client.put_class_label(task, image_id, label)
 
-    def submit_segmentation(self, task: str, image_id: str, label_path: str, segment_names: List[str],
-                            tag: str = "final") -> Dict:
+    def submit_segmentation(
+        self, task: str, image_id: str, label_path: str, segment_names: List[str], tag: str = "final"
+    ) -> Dict:
         """Save an edited label map as the image's ``tag`` label, naming its values by the task's labels."""
         if not label_path or not os.path.isfile(label_path):
             raise ValueError(f"label_path must be an existing label file, got {label_path!r}")
@@ -255,8 +289,9 @@ class ServerLogic:
         self._best_fraction[run.run_id] = best
         return current._replace(fraction=best)
 
-    def wait_for_training(self, run: TrainingRun, progress: Optional[ProgressCallback] = None,
-                          timeout_s: Optional[float] = None) -> TrainingProgress:
+    def wait_for_training(
+        self, run: TrainingRun, progress: Optional[ProgressCallback] = None, timeout_s: Optional[float] = None
+    ) -> TrainingProgress:
         """Poll the run until it ends, reporting each change; raise TrainingFailedError unless it is DONE."""
         deadline = time.monotonic() + float(timeout_s or self.training_timeout_s)
         last_message = None
@@ -273,8 +308,13 @@ class ServerLogic:
                 raise TrainingFailedError(run.task, "TIMEOUT", state.line)
             self._sleep(self.poll_interval_s)
 
-    def train(self, task: str, max_epochs: Optional[int] = None, params: Optional[Dict] = None,
-              progress: Optional[ProgressCallback] = None) -> TrainingProgress:
+    def train(
+        self,
+        task: str,
+        max_epochs: Optional[int] = None,
+        params: Optional[Dict] = None,
+        progress: Optional[ProgressCallback] = None,
+    ) -> TrainingProgress:
         """Start a training and wait for it to end."""
         return self.wait_for_training(self.start_training(task, max_epochs, params), progress)
 

@@ -3,7 +3,7 @@ the same lines appear in ``GET /logs/``)."""
 
 import json
 import re
-from typing import Iterable, NamedTuple, Optional
+from typing import Any, Dict, Iterable, NamedTuple, Optional
 
 _ITERATION = re.compile(r"Epoch: (\d+)/(\d+), Iter: (\d+)/(\d+) -- \w+: ([-+0-9.eE]+|nan|inf)")
 _RESULT = re.compile(r"Result: (\{.*\})\s*$")
@@ -60,7 +60,7 @@ def read_progress(task: str, run_id: str, status: str, lines: Iterable[str]) -> 
         status: the run's status (SUBMITTED, RUNNING, DONE, ERROR, STOPPED).
         lines: the run's printed lines, oldest first.
     """
-    found = {}
+    found: Dict[str, Any] = {}
     last_line = ""
     for line in lines:
         last_line = line or last_line

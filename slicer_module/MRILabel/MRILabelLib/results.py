@@ -29,11 +29,16 @@ class ClassificationResult(NamedTuple):
         """One line for the panel, e.g. ``Predicted class: T2`` or the gate's decision with its threshold."""
         if self.threshold is None:
             return f"Predicted class: {self.label}"
-        verdict = "tumor" if self.tumor_probability is not None and self.tumor_probability >= self.threshold else "no tumor"
+        verdict = (
+            "tumor" if self.tumor_probability is not None and self.tumor_probability >= self.threshold else "no tumor"
+        )
         relation = "≥" if verdict == "tumor" else "<"
         fired = ", ".join(str(s) for s in self.fired_slices) or "none"
-        return (f"Tumor gate: {verdict} (p(tumor) = {self.tumor_probability:.3f} {relation} threshold {self.threshold:.2f}); "
-                f"slices at or over the threshold: {fired}")
+        return (
+            f"Tumor gate: {verdict} (p(tumor) = {self.tumor_probability:.3f} {relation} threshold "
+            f"{self.threshold:.2f}); "
+            f"slices at or over the threshold: {fired}"
+        )
 
 
 class Measurements(NamedTuple):
@@ -76,9 +81,12 @@ class SegmentationResult(NamedTuple):
         """One line for the panel (the pipeline adds its gate decision, and the tumor type where the gate fired)."""
         if "tumor" in self.raw and "threshold" in self.raw:
             fired = ", ".join(str(s) for s in self.raw.get("fired_slices") or []) or "none"
-            line = (f"Tumor pipeline: gate {'fired' if self.raw['tumor'] else 'did not fire'} "
-                    f"(p(tumor) = {float(self.raw.get('probability', 0)):.3f}, threshold {float(self.raw['threshold']):.2f}); "
-                    f"segmented slices: {fired}")
+            line = (
+                f"Tumor pipeline: gate {'fired' if self.raw['tumor'] else 'did not fire'} "
+                f"(p(tumor) = {float(self.raw.get('probability', 0)):.3f}, threshold "
+                f"{float(self.raw['threshold']):.2f}); "
+                f"segmented slices: {fired}"
+            )
             kind = self.raw.get("tumor_type")
             if isinstance(kind, dict) and kind.get("label") is not None:
                 p = (kind.get("probabilities") or {}).get(kind["label"])
@@ -111,7 +119,7 @@ def parse_classification(result: Dict, task: str = "") -> ClassificationResult:
     if not isinstance(probabilities, dict) or not probabilities:
         raise ValueError(f"result must hold a non-empty 'probabilities' mapping, got {result!r:.200}")
     values = {str(name): _probability(p, name) for name, p in probabilities.items()}
-    label = str(result.get("label") or max(values, key=values.get))
+    label = str(result.get("label") or max(values, key=values.__getitem__))
     rows = [ClassRow(name, p, name == label) for name, p in values.items()]
     total = sum(values.values())
     if abs(total - 1.0) > 1e-3:
@@ -171,8 +179,9 @@ def _lesions_line(lesions) -> Optional[str]:
     except (KeyError, TypeError, ValueError):
         return None
     count = int(lesions.get("components") or len(lesions["lesions"]))
-    return (f"Lesions: {count}; largest {d1:.1f} × {d2:.1f} mm on slice {slice_index}"
-            + ("" if largest.get("measurable") else " (not measurable: a diameter under 10 mm)"))
+    return f"Lesions: {count}; largest {d1:.1f} × {d2:.1f} mm on slice {slice_index}" + (
+        "" if largest.get("measurable") else " (not measurable: a diameter under 10 mm)"
+    )
 
 
 def parse_segmentation(result: Dict, mask_path: Optional[str], task: str = "") -> SegmentationResult:
@@ -202,5 +211,7 @@ def label_info_for(segment_names: Iterable[str], task_labels: Dict[str, int]) ->
     names = list(segment_names)
     unknown = [n for n in names if n not in task_labels]
     if unknown:
-        raise ValueError(f"segment_names {unknown} are not labels of this task; rename them to one of {list(task_labels)}")
+        raise ValueError(
+            f"segment_names {unknown} are not labels of this task; rename them to one of {list(task_labels)}"
+        )
     return [{"name": n, "idx": int(task_labels[n])} for n in sorted(set(names), key=lambda n: task_labels[n])]

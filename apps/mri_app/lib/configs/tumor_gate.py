@@ -38,7 +38,9 @@ class TumorGateConfig(ClassifierConfig):
         self.threshold = conf_float(conf, "tumor_gate_threshold", 0.5, low=0.0, high=1.0)
         self.source = str(conf.get("tumor_gate_source", SOURCES[0])).strip().lower()
         if self.source not in SOURCES:
-            raise ValueError(f"--conf tumor_gate_source must be one of {', '.join(SOURCES)}, got {conf.get('tumor_gate_source')!r}")
+            raise ValueError(
+                f"--conf tumor_gate_source must be one of {', '.join(SOURCES)}, got {conf.get('tumor_gate_source')!r}"
+            )
 
     def card(self):
         return dict(super().card(), threshold=self.threshold)
@@ -50,5 +52,12 @@ class TumorGateConfig(ClassifierConfig):
         segmenter = configs.get(self.reads_networks_of[0])
         if self.source != "segmentation" or segmenter is None or not segmenter.has_checkpoint():
             return self.infer()
-        return SegmentationGateInfer(segmenter.serving_paths, segmenter.network, self.labels, segmenter.size, self.description,
-                                     threshold=self.threshold, area_fraction=self.area_fraction)
+        return SegmentationGateInfer(
+            segmenter.serving_paths,
+            segmenter.network,
+            self.labels,
+            segmenter.size,
+            self.description,
+            threshold=self.threshold,
+            area_fraction=self.area_fraction,
+        )

@@ -17,5 +17,8 @@ def checkpoint_info(path: Optional[str]) -> Optional[Dict]:
     if not path or not os.path.exists(path):
         return None
     modified = os.stat(path).st_mtime
-    return {"name": checkpoint_name(path), "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(modified)),
-            "mtime": modified}
+    return {
+        "name": checkpoint_name(path),
+        "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(modified)),
+        "mtime": modified,
+    }

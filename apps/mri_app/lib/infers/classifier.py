@@ -5,7 +5,6 @@ from typing import Dict, List, Sequence
 
 import nibabel as nib
 import numpy as np
-
 import torch
 from monai.transforms import Activationsd
 from monailabel.interfaces.tasks.infer_v2 import InferType
@@ -13,8 +12,8 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.cam import cam_volume
 from lib.conf import conf_bool
-from lib.datastore import bad_input
 from lib.datalists import CLASS_SLICE_FRACTION, GATE_SLICE_FRACTION
+from lib.datastore import bad_input
 from lib.infers import checkpoint_info
 from lib.slicewise import SliceScoreInferer, SlicewiseInferer
 from lib.transforms import axial_axis, brain_slices, infer_slices_pre
@@ -97,7 +96,9 @@ class ClassifierInfer(BasicInferTask):
         image = data["image"]
         axis = axial_axis(image.affine) if image.ndim == 4 else 2
         network = self._get_network(data.get("device", "cpu"), data)
-        heat = cam_volume(network, image.to(next(network.parameters()).device), axis, data["slices_run"], self.size, class_index)
+        heat = cam_volume(
+            network, image.to(next(network.parameters()).device), axis, data["slices_run"], self.size, class_index
+        )
         return save_like(image, heat.numpy())
 
 

@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -57,7 +57,9 @@ class HippocampusInfer(VolumeSegmentationInfer):
                 file, result = super().__call__(request, callbacks)
                 result.setdefault("measurements", {})
                 result["input"] = "hippocampus crop: segmented as given"
-                result["measurements"]["volume_check"] = self.volume_check({"crop": result["measurements"].get("total_mm3")})
+                result["measurements"]["volume_check"] = self.volume_check(
+                    {"crop": result["measurements"].get("total_mm3")}
+                )
                 return file, result
         return self.whole_head(request, image, boxes)
 
@@ -67,7 +69,11 @@ class HippocampusInfer(VolumeSegmentationInfer):
         if image is None:
             image = _read(request["image"])
         if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-            raise bad_input(422, f"hippocampus needs a 3D grey-level volume, got {image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} component(s)")
+            raise bad_input(
+                422,
+                f"hippocampus needs a 3D grey-level volume, got {image.GetDimension()}D with "
+                f"{image.GetNumberOfComponentsPerPixel()} component(s)",
+            )
         regions = self._regions(image, boxes)
         latency_pre = time.time() - begin
 
@@ -78,7 +84,10 @@ class HippocampusInfer(VolumeSegmentationInfer):
         latency_infer = time.time() - start
 
         start = time.time()
-        pasted = {side: registration.paste(masks[side], grid, image, transform) for side, (_, grid, transform) in regions.items()}
+        pasted = {
+            side: registration.paste(masks[side], grid, image, transform)
+            for side, (_, grid, transform) in regions.items()
+        }
         labels = np.zeros(image.GetSize(), dtype=np.uint8)
         for side_labels in pasted.values():  # template boxes do not overlap; where user boxes do, the right side wins
             labels[side_labels > 0] = side_labels[side_labels > 0]
@@ -94,13 +103,18 @@ class HippocampusInfer(VolumeSegmentationInfer):
         latency_write = time.time() - start
         result = {
             "measurements": measurements,
-            "input": "whole head: hippocampus boxes given in the request" if boxes else
-            "whole head: affine registration to the MNI152 template, a box per hippocampus",
+            "input": "whole head: hippocampus boxes given in the request"
+            if boxes
+            else "whole head: affine registration to the MNI152 template, a box per hippocampus",
             "checkpoint": checkpoint_info(self.get_path()),
             "label_names": self.labels,
             "latencies": {
-                "pre": round(latency_pre, 2), "infer": round(latency_infer, 2), "invert": 0.0,
-                "post": round(latency_post, 2), "write": round(latency_write, 2), "total": round(time.time() - begin, 2),
+                "pre": round(latency_pre, 2),
+                "infer": round(latency_infer, 2),
+                "invert": 0.0,
+                "post": round(latency_post, 2),
+                "write": round(latency_write, 2),
+                "total": round(time.time() - begin, 2),
             },
         }
         return file, result
@@ -111,7 +125,7 @@ class HippocampusInfer(VolumeSegmentationInfer):
         if boxes:
             if not isinstance(boxes, dict) or not boxes or set(boxes) - set(SIDES):
                 raise bad_input(422, f"boxes must map 'left' and/or 'right' to two RAS corners (mm), got {boxes!r}")
-            regions = {}
+            regions: Dict[str, tuple] = {}
             for side, corners in boxes.items():
                 try:
                     center, size = registration.box_from_corners(*corners)
@@ -123,7 +137,11 @@ class HippocampusInfer(VolumeSegmentationInfer):
         try:
             transform = registration.register_to_template(image)
         except RuntimeError as error:  # SimpleITK: the images share too little to register
-            raise bad_input(422, f"could not register the image to the MNI152 template ({str(error).splitlines()[0]}); give boxes instead") from None
+            raise bad_input(
+                422,
+                f"could not register the image to the MNI152 template ({str(error).splitlines()[0]}); "
+                "give boxes instead",
+            ) from None
         regions = {}
         for side in SIDES:
             box = registration.HIPPOCAMPUS_BOXES_MNI[side]
@@ -134,7 +152,10 @@ class HippocampusInfer(VolumeSegmentationInfer):
     def _segment(self, network, crop: np.ndarray, side: str, device) -> np.ndarray:
         """Label map of one crop (RAS voxel order); a left crop runs mirrored (see the module docstring)."""
         array = crop[::-1] if side == "left" else crop
-        tensor = NormalizeIntensity(nonzero=True)(torch.as_tensor(np.ascontiguousarray(array))[None])
+        # a tensor in, a tensor out (MONAI annotates the array union)
+        tensor = cast(
+            torch.Tensor, NormalizeIntensity(nonzero=True)(torch.as_tensor(np.ascontiguousarray(array))[None])
+        )
         with torch.inference_mode():
             logits = self.inferer()(tensor[None].float().to(device), network)
         labels = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
@@ -145,9 +166,16 @@ class HippocampusInfer(VolumeSegmentationInfer):
         (``labels``: both sides; ``sides``: side -> that side's pasted label map)."""
         voxel = float(np.prod(image.GetSpacing()))
         per_label = {name: round(float((labels == value).sum() * voxel), 2) for name, value in self.labels.items()}
-        measured = {"mm3": per_label, "total_mm3": round(sum(per_label.values()), 2), "voxel_mm3": round(voxel, 4)}
+        measured: Dict[str, Any] = {
+            "mm3": per_label,
+            "total_mm3": round(sum(per_label.values()), 2),
+            "voxel_mm3": round(voxel, 4),
+        }
         for side, side_labels in sides.items():
-            side_volumes = {f"{name}_mm3": round(float((side_labels == value).sum() * voxel), 2) for name, value in self.labels.items()}
+            side_volumes = {
+                f"{name}_mm3": round(float((side_labels == value).sum() * voxel), 2)
+                for name, value in self.labels.items()
+            }
             side_volumes["total_mm3"] = round(sum(side_volumes.values()), 2)
             measured[side] = side_volumes
             measured[f"{side}_mm3"] = side_volumes["total_mm3"]
@@ -158,14 +186,19 @@ class HippocampusInfer(VolumeSegmentationInfer):
         """Each hippocampus volume (mm³) against the range of the training labels in ``model.json``."""
         reference = reference_volumes(self.get_path())
         if not reference:
-            return {"status": "not checked", "reason": "model.json beside the checkpoint records no training volume range"}
+            return {
+                "status": "not checked",
+                "reason": "model.json beside the checkpoint records no training volume range",
+            }
         low, high = float(reference["min"]), float(reference["max"])
         outside = {side: v for side, v in volumes.items() if v is None or not low <= float(v) <= high}
         check = {"range_mm3": [low, high], "range_from": reference.get("source", "training labels")}
         if not outside:
             return dict(check, status="ok")
-        reasons = [f"{side + ' ' if side in SIDES else ''}hippocampus {v} mm³ is outside {low:.0f}-{high:.0f} mm³"
-                   for side, v in outside.items()]
+        reasons = [
+            f"{side + ' ' if side in SIDES else ''}hippocampus {v} mm³ is outside {low:.0f}-{high:.0f} mm³"
+            for side, v in outside.items()
+        ]
         return dict(check, status="check the segmentation", reason="; ".join(reasons))
 
 
@@ -182,7 +215,9 @@ def _read(path: str) -> sitk.Image:
     try:
         return registration.read_image(path)
     except (RuntimeError, ValueError) as error:
-        raise bad_input(415, f"cannot read the image {os.path.basename(path)!r}: {str(error).splitlines()[0]}") from None
+        raise bad_input(
+            415, f"cannot read the image {os.path.basename(path)!r}: {str(error).splitlines()[0]}"
+        ) from None
 
 
 def _geometry(path: str) -> Optional[tuple]:

@@ -7,13 +7,13 @@ total, and left/right volumes for 3D input.
 
 from typing import Dict, Optional, Sequence
 
-from monai.inferers import SlidingWindowInferer
 from monai.transforms import Activationsd, AsDiscreted, SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.transform.post import Restored
 
 from lib.infers import checkpoint_info
+from lib.mirroring import volume_inferer
 from lib.slicewise import SlicewiseInferer
 from lib.transforms import LabelVolumesd, LesionMeasuresd, axial_axis, infer_slices_pre, infer_volume_pre
 
@@ -76,16 +76,17 @@ class SliceSegmentationInfer(_SegmentationInfer):
 
 
 class VolumeSegmentationInfer(_SegmentationInfer):
-    """3D network, sliding window at ``spacing`` mm over patches of ``roi`` voxels; 2D input is refused."""
+    """3D network, sliding window at ``spacing`` mm over patches of ``roi`` voxels, averaged over the mirrors along
+    ``flip_axes`` (:class:`lib.mirroring.MirrorAveragingInferer`); 2D input is refused."""
 
     volume_only = True
 
-    def __init__(self, *args, spacing: Sequence[float], roi: Sequence[int], **kwargs):
+    def __init__(self, *args, spacing: Sequence[float], roi: Sequence[int], flip_axes: Sequence[int] = (), **kwargs):
         super().__init__(*args, **kwargs)
-        self.spacing, self.roi = tuple(spacing), tuple(roi)
+        self.spacing, self.roi, self.flip_axes = tuple(spacing), tuple(roi), tuple(flip_axes)
 
     def pre_transforms(self, data=None) -> Sequence:
         return infer_volume_pre(self.spacing)
 
     def inferer(self, data=None):
-        return SlidingWindowInferer(roi_size=self.roi, sw_batch_size=4, overlap=0.25, mode="gaussian")
+        return volume_inferer(self.roi, self.flip_axes)

@@ -31,7 +31,11 @@ class TumorPipelineInfer(InferTask):
     """
 
     def __init__(
-        self, gate: TumorGateInfer, segmentation: SliceSegmentationInfer, description: str, tumor_type: Optional[ClassifierInfer] = None
+        self,
+        gate: TumorGateInfer,
+        segmentation: SliceSegmentationInfer,
+        description: str,
+        tumor_type: Optional[ClassifierInfer] = None,
     ):
         super().__init__(
             type=InferType.SEGMENTATION,
@@ -52,7 +56,11 @@ class TumorPipelineInfer(InferTask):
     def __call__(self, request, callbacks=None):
         started = time.time()
         shared, shared_s, shared_transforms = self._shared_pre(request)
-        run = (lambda stage, r: stage(r)) if shared is None else (lambda stage, r: _preprocessed(stage)(dict(r, **shared)))
+        run = (
+            (lambda stage, r: stage(r))
+            if shared is None
+            else (lambda stage, r: _preprocessed(stage)(dict(r, **shared)))
+        )
         _, gate = run(self.gate, dict(request, cam=False))
         fired = gate["fired_slices"]
         label_file, seg = run(self.segmentation, dict(request, slices=fired))
@@ -102,7 +110,11 @@ class TumorPipelineInfer(InferTask):
         started = time.time()
         data = run_transforms({"image": path, "image_path": path}, chains[0], log_prefix="PRE")
         seconds = time.time() - started
-        return {"image": data["image"], "image_path": path}, seconds, dict((data.get("latencies") or {}).get("pre") or {})
+        return (
+            {"image": data["image"], "image_path": path},
+            seconds,
+            dict((data.get("latencies") or {}).get("pre") or {}),
+        )
 
 
 def _preprocessed(stage):
@@ -118,9 +130,11 @@ _SIMPLE = (bool, int, float, str, type(None), torch.dtype, type)
 
 def _settings(obj, depth: int = 1):
     """Type and plain settings of a transform (and, one level down, of the transforms it holds)."""
-    out = [type(obj).__qualname__]
+    out: list = [type(obj).__qualname__]
     for name, value in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else []:
-        if isinstance(value, _SIMPLE) or (isinstance(value, (tuple, list)) and all(isinstance(v, _SIMPLE) for v in value)):
+        if isinstance(value, _SIMPLE) or (
+            isinstance(value, (tuple, list)) and all(isinstance(v, _SIMPLE) for v in value)
+        ):
             out.append((name, repr(value)))
         elif depth > 0 and hasattr(value, "__dict__") and callable(value):
             out.append((name, _settings(value, depth - 1)))

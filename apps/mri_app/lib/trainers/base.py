@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from abc import abstractmethod
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from ignite.engine import Events
@@ -18,17 +18,16 @@ from monai.utils import set_determinism
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import Context
 
-from mri_label.splits import ensure_split, split_of
-
-from lib.datalists import split_by_subject
-from lib.conf import conf_bool
-from lib.networks import build_network
 from lib.atomic import atomic_write_json
-from lib.trainers.checkpoints import load_resume_state, resume_path, save_resume_state
+from lib.conf import conf_bool
+from lib.datalists import split_by_subject
 from lib.learning_curve import CURVE_FILE, LearningCurveHandler, publish_curve
+from lib.networks import build_network
 from lib.slice_cache import cache_folder, cache_items
 from lib.slicewise import channels_last_on_cpu
+from lib.trainers.checkpoints import load_resume_state, resume_path, save_resume_state
 from lib.trainers.distributed import DistributedTrainTask
+from mri_label.splits import ensure_split, split_of
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +49,15 @@ class MRITrainTask(DistributedTrainTask):
     """
 
     def __init__(
-        self, model_dir: str, task: str, network_spec: Dict, card: Dict, publish_path: str, description: str,
-        config: Dict = None, shipped_path: str = None,
+        self,
+        model_dir: str,
+        task: str,
+        network_spec: Dict,
+        card: Dict,
+        publish_path: str,
+        description: str,
+        config: Optional[Dict] = None,
+        shipped_path: Optional[str] = None,
     ):
         defaults = {
             "max_epochs": 30,
@@ -76,10 +82,12 @@ class MRITrainTask(DistributedTrainTask):
             load_strict=True,
         )
         self.task, self.network_spec, self.card = task, network_spec, card
-        self._split = None
+        self._split: Optional[Dict] = None
         self.shipped_path = shipped_path
-        self._finetune_from = None  # the served checkpoint a fine-tune run starts from (see ``train``)
-        self._baseline = None  # the served checkpoint's validation metric, measured before a fine-tune run
+        self._finetune_from: Optional[str] = None  # the served checkpoint a fine-tune run starts from (see ``train``)
+        self._baseline: Optional[Dict] = (
+            None  # the served checkpoint's validation metric, measured before a fine-tune run
+        )
         self._resume = False  # continue the interrupted run of the same name from its resume.pt
         self._finetuning = False  # this run fine-tunes (publishes a candidate)
 
@@ -149,7 +157,8 @@ class MRITrainTask(DistributedTrainTask):
     def lr_scheduler_handler(self, context: Context):
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(context.optimizer, T_max=max(1, int(context.max_epochs)))
         context.lr_schedule = schedule  # saved in / restored from resume.pt
-        return LrScheduleHandler(schedule, print_lr=True, epoch_level=True)
+        # MONAI annotates torch's old _LRScheduler name; CosineAnnealingLR derives from its successor LRScheduler
+        return LrScheduleHandler(schedule, print_lr=True, epoch_level=True)  # type: ignore[arg-type]
 
     def val_inferer(self, context: Context):
         return SimpleInferer()
@@ -169,12 +178,16 @@ class MRITrainTask(DistributedTrainTask):
         if context.local_rank == 0:
             context.trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: save_resume_state(context, state_path))
             # after MONAI Label's ValidationHandler: the epoch's validation metrics are there
-            LearningCurveHandler(self._curve_path(context), context.evaluator, context.optimizer).attach(context.trainer)
+            LearningCurveHandler(self._curve_path(context), context.evaluator, context.optimizer).attach(
+                context.trainer
+            )
             if not self._finetuning:  # a fine-tune run publishes a candidate, described only once promoted
                 context.trainer.on_publish = lambda stats: self.write_card(context, stats, finished=False)
         if self._finetune_from and context.evaluator:  # on every rank: the metric is reduced over all of them
             self._baseline = self.evaluate_checkpoint(context, self._finetune_from)
-            logger.info(f"{self.task}: served checkpoint scores {self._baseline} on the validation items before fine-tuning")
+            logger.info(
+                f"{self.task}: served checkpoint scores {self._baseline} on the validation items before fine-tuning"
+            )
 
     def _curve_path(self, context: Context) -> str:
         return os.path.join(self._model_dir, context.request["name"], CURVE_FILE)
@@ -219,7 +232,10 @@ class MRITrainTask(DistributedTrainTask):
             self._publish_path = candidate_path(served)
             self._baseline = None
             # every rank removes them before it decides what to load, so all ranks decide alike
-            for stale in (self._publish_path, os.path.join(self._model_dir, request["name"], self._key_metric_filename)):
+            for stale in (
+                self._publish_path,
+                os.path.join(self._model_dir, request["name"], self._key_metric_filename),
+            ):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(stale)
         started = time.time()
@@ -323,7 +339,9 @@ class MRITrainTask(DistributedTrainTask):
         )
         folder = os.path.dirname(self._publish_path)
         if context is not None and finished:  # metric vs epoch beside the checkpoint, chosen on validation only
-            card["training"]["learning_curve"] = publish_curve(self._curve_path(context), folder, evaluation.get("key_metric_name"))
+            card["training"]["learning_curve"] = publish_curve(
+                self._curve_path(context), folder, evaluation.get("key_metric_name")
+            )
         _write_json(os.path.join(folder, "model.json"), card)
 
 
@@ -347,10 +365,17 @@ def promote_candidate(candidate: str, served: str, before, after, had_served: bo
         return True, "no checkpoint was served yet"
     if before is None or after is None:
         os.remove(candidate)
-        return False, "no validation metric on the fixed split to compare with (no validation items); served checkpoint kept"
+        return (
+            False,
+            "no validation metric on the fixed split to compare with (no validation items); served checkpoint kept",
+        )
     if float(after) < float(before):
         os.remove(candidate)
-        return False, f"validation metric {float(after):.4f} is worse than the served checkpoint's {float(before):.4f}; served checkpoint kept"
+        return (
+            False,
+            f"validation metric {float(after):.4f} is worse than the served checkpoint's {float(before):.4f}; "
+            "served checkpoint kept",
+        )
     os.replace(candidate, served)
     return True, f"validation metric {float(after):.4f} >= served checkpoint's {float(before):.4f}"
 

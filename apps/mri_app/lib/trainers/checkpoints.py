@@ -39,7 +39,9 @@ class AtomicPublisher(PublishStatsAndModel):
         best = self.evaluator is None or self.evaluator.state.best_metric_epoch == self.evaluator.state.epoch
         final_model = os.path.join(self.output_dir, self._key_metric_filename)
         if best and self._publish_path and os.path.exists(final_model):
-            if not os.path.exists(self._publish_path) or not filecmp.cmp(self._publish_path, final_model, shallow=False):
+            if not os.path.exists(self._publish_path) or not filecmp.cmp(
+                self._publish_path, final_model, shallow=False
+            ):
                 atomic_copy(final_model, self._publish_path)
                 logger.info(f"New Model published: {final_model} => {self._publish_path}")  # MONAI Label's wording
                 on_publish = getattr(self.trainer, "on_publish", None)
@@ -91,7 +93,9 @@ def load_resume_state(context, path: str) -> int:
     state = torch.load(path, map_location=context.device, weights_only=True)
     epoch = int(state["epoch"])
     if epoch >= context.max_epochs:
-        raise ValueError(f"max_epochs must exceed the {epoch} epochs the interrupted run completed, got {context.max_epochs}")
+        raise ValueError(
+            f"max_epochs must exceed the {epoch} epochs the interrupted run completed, got {context.max_epochs}"
+        )
     _network(context).load_state_dict(state["model"])
     context.optimizer.load_state_dict(state["optimizer"])
     if state["lr_schedule"] and getattr(context, "lr_schedule", None):

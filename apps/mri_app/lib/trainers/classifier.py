@@ -12,8 +12,8 @@ from monailabel.tasks.train.basic_train import Context
 
 from lib.datalists import classification_items, final_label, label_task
 from lib.networks import load_pretrained
-from lib.trainers.base import MRITrainTask
 from lib.slice_cache import train_cached_pre
+from lib.trainers.base import MRITrainTask
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,14 @@ class ClassifierTrainer(MRITrainTask):
     """
 
     def __init__(
-        self, *args, classes: Sequence[str], size: int, mask_task: Optional[tuple] = None, slices_per_volume: int = 8,
-        pretrained: Optional[str] = None, **kwargs
+        self,
+        *args,
+        classes: Sequence[str],
+        size: int,
+        mask_task: Optional[tuple] = None,
+        slices_per_volume: int = 8,
+        pretrained: Optional[str] = None,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.classes, self.size, self.mask_task = list(classes), size, mask_task
@@ -56,8 +62,10 @@ class ClassifierTrainer(MRITrainTask):
         network = super().network(context)
         if self.pretrained:
             report = load_pretrained(network, self.pretrained)
-            logger.info(f"{self.task}: training starts from {report['path']} ({report['loaded']} tensors; "
-                        f"adapted {report['adapted'] or 'none'}; left out {report['dropped'] or 'none'})")
+            logger.info(
+                f"{self.task}: training starts from {report['path']} ({report['loaded']} tensors; "
+                f"adapted {report['adapted'] or 'none'}; left out {report['dropped'] or 'none'})"
+            )
         return network
 
     def items(self, datastore: Datastore) -> List[Dict]:
@@ -69,7 +77,9 @@ class ClassifierTrainer(MRITrainTask):
                 path, info = final_label(datastore, image_id)
                 return path if path and label_task(info, {task: labels}) == task else None
 
-        items = classification_items(datastore, self.task, self.classes, mask_labels=masks, slices_per_volume=self.slices_per_volume)
+        items = classification_items(
+            datastore, self.task, self.classes, mask_labels=masks, slices_per_volume=self.slices_per_volume
+        )
         return self.cache_slices(items, datastore, self.size, with_mask=False)
 
     def loss_function(self, context: Context):

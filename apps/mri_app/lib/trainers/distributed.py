@@ -37,9 +37,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.distributed as dist
 from ignite.engine import Events
+from monai.data import partition_dataset
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from monailabel.utils.others.generic import name_to_device
-from monai.data import partition_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,12 @@ def check_processes(value) -> Optional[int]:
     """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit() or int(value) < 1:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, str))
+        or not str(value).strip().isdigit()
+        or int(value) < 1
+    ):
         raise ValueError(f"processes must be an integer >= 1, got {value!r}")
     return int(value)
 
@@ -266,7 +271,9 @@ class DistributedTrainTask(BasicTrainTask):
             return super()._create_network_and_optimizer(context)
         network, optimizer = super()._create_network_and_optimizer(_single_process(context))
         # MONAI Label passes device_ids=[device.index], which DDP rejects for a module on the CPU
-        network = torch.nn.parallel.DistributedDataParallel(network, find_unused_parameters=self._find_unused_parameters)
+        network = torch.nn.parallel.DistributedDataParallel(
+            network, find_unused_parameters=self._find_unused_parameters
+        )
         return network, optimizer
 
     def _load_checkpoint(self, context: Context, train_handlers):
@@ -292,5 +299,7 @@ class DistributedTrainTask(BasicTrainTask):
         finally:
             context.network = wrapped
         if evaluator:
-            evaluator.add_event_handler(Events.STARTED, partial(_broadcast_buffers, getattr(wrapped, "module", wrapped)))
+            evaluator.add_event_handler(
+                Events.STARTED, partial(_broadcast_buffers, getattr(wrapped, "module", wrapped))
+            )
         return evaluator

@@ -5,7 +5,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import SimpleITK as sitk
 from monai.handlers import IgniteMetricHandler, from_engine
-from monai.inferers import SliceInferer, SlidingWindowInferer
+from monai.inferers import SliceInferer
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
 from monai.transforms import Activationsd, AsDiscreted
@@ -14,6 +14,7 @@ from monailabel.tasks.train.basic_train import Context
 
 from lib.datalists import segmentation_items
 from lib.losses import FocalTverskyCELoss
+from lib.mirroring import volume_inferer
 from lib.slice_cache import train_cached_pre, volume_items
 from lib.trainers.base import MRITrainTask
 from lib.transforms import train_volume_pre
@@ -76,28 +77,30 @@ class SliceSegmentationTrainer(_SegmentationTrainer):
 
 
 class VolumeSegmentationTrainer(_SegmentationTrainer):
-    """3D U-Net on random patches of ``roi`` voxels at ``spacing`` mm, Dice + cross-entropy loss."""
+    """3D U-Net on random patches of ``roi`` voxels at ``spacing`` mm, Dice + cross-entropy loss; random mirrors
+    along ``flip_axes``, validated with the served inferer (mirror-averaged likewise)."""
 
     slicewise = False
 
-    def __init__(self, *args, spacing: Sequence[float], roi: Sequence[int], **kwargs):
+    def __init__(self, *args, spacing: Sequence[float], roi: Sequence[int], flip_axes: Sequence[int] = (), **kwargs):
         super().__init__(*args, **kwargs)
-        self.spacing, self.roi = tuple(spacing), tuple(roi)
+        self.spacing, self.roi, self.flip_axes = tuple(spacing), tuple(roi), tuple(flip_axes)
 
     def loss_function(self, context: Context):
         return DiceCELoss(to_onehot_y=True, softmax=True)
 
     def train_pre_transforms(self, context: Context):
-        return train_volume_pre(self.spacing, self.roi, augment=True)
+        return train_volume_pre(self.spacing, self.roi, augment=True, flip_axes=self.flip_axes)
 
     def val_pre_transforms(self, context: Context):
         return train_volume_pre(self.spacing, self.roi, augment=False)
 
     def val_inferer(self, context: Context):
-        return SlidingWindowInferer(roi_size=self.roi, sw_batch_size=4, overlap=0.25)
+        return volume_inferer(self.roi, self.flip_axes)
 
     def training_card(self, context: Context) -> Dict:
-        """``reference_volume_mm3``: range of the foreground volume of the training labels (the infer's sanity check)."""
+        """``reference_volume_mm3``: range of the foreground volume of the training labels (the infer's sanity
+        check)."""
         items = (context.train_datalist or []) if context else []
         return {"reference_volume_mm3": label_volume_range([i["label"] for i in items])} if items else {}
 
