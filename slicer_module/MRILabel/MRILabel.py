@@ -1,24 +1,42 @@
 """MRI Label: a 3D Slicer panel for the mri-label MONAI Label server.
 
-The widget only draws controls and calls :class:`MRILabelLogic`; the logic converts Slicer nodes to files
-and arrays and delegates everything else to the Slicer-free package ``MRILabelLib``.
+Built on Slicer's scripted-module template: the panel is ``Resources/UI/MRILabel.ui`` (Qt Designer), its state a
+``@parameterNodeWrapper`` parameter node (saved with the scene), its handlers wrapped in
+``slicer.util.tryWithErrorDisplay``. The widget only shows things and calls :class:`MRILabelLogic`; the logic
+converts Slicer nodes to files and arrays and never touches a widget; everything else is in the Slicer-free
+package ``MRILabelLib``.
+
+Every action is a :class:`MRILabelLib.jobs.Plan`: the logic prepares files on the GUI thread, the server calls
+run in a worker thread (never touching Qt or MRML), the answer becomes nodes on the GUI thread again, after the
+panel's ``qt.QTimer`` saw the job end. While an action runs every action button is disabled and Cancel is shown.
 """
 
+import importlib
+import logging
 import os
+import shutil
+import tempfile
+from typing import Annotated
 
-import ctk
+import ctk  # noqa: F401  (Slicer module convention)
+import numpy as np
 import qt
 import slicer
-import vtk  # noqa: F401  (Slicer module convention)
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.util import VTKObservationMixin
 
 from MRILabelLib import NO_CAM_SENTENCE, ServerLogic, plain_sentence
-from MRILabelLib.errors import TrainingFailedError
+from MRILabelLib.errors import Cancelled, TrainingFailedError
+from MRILabelLib.geometry import geometry, is_single_slice, scalar_for_upload, world_to_local
+from MRILabelLib.jobs import JobRunner, Plan, run_plan
 from MRILabelLib.overlay import (
     cam_display_values,
     check_aligned,
@@ -27,13 +45,37 @@ from MRILabelLib.overlay import (
     safe_image_id,
     volume_fingerprint,
 )
-from MRILabelLib.results import label_info_for, parse_classification, parse_measurements
+from MRILabelLib.results import SegmentationResult, label_info_for, parse_classification, parse_measurements
 
 IMAGE_ID_ATTRIBUTE = "MRILabel.ImageId"
 TASK_ATTRIBUTE = "MRILabel.Task"
+#: On a segmentation the panel made: the node ID of the volume it was made for (row 1 of issue 18).
+SOURCE_VOLUME_ATTRIBUTE = "MRILabel.SourceVolumeID"
+#: The same as a node reference (node references follow ID changes when a scene is imported).
+SOURCE_VOLUME_REFERENCE = "MRILabelSourceVolume"
+#: On a fetched sample: the fingerprint it had when fetched (a changed volume is sent as a new image).
+FINGERPRINT_ATTRIBUTE = "MRILabel.Fingerprint"
+#: On a class-activation map or uncertainty volume: hides it from the panel's volume selector.
+ROLE_ATTRIBUTE = "MRILabel.Role"
+OVERLAY_ROLE = "overlay"
 SETTINGS_URL_KEY = "MRILabel/serverUrl"
-SETTINGS_USER_KEY = "MRILabel/username"  # the password is never stored
+SETTINGS_USER_KEY = "MRILabel/username"  # the password is never stored (neither in the settings nor in the scene)
 DEFAULT_URL = "http://127.0.0.1:8000"
+WINDOW_TITLE = "MRI Label"
+#: MRILabelLib's modules, each after the ones it imports: Reload reloads them in this order, then the package.
+LIB_MODULES = (
+    "errors",
+    "multipart",
+    "progress",
+    "results",
+    "geometry",
+    "overlay",
+    "client",
+    "jobs",
+    "logic",
+)
+JOB_POLL_MS = 100
+TRAINING_POLL_MS = 1000
 
 
 class MRILabel(ScriptedLoadableModule):
@@ -54,276 +96,462 @@ class MRILabel(ScriptedLoadableModule):
         self.parent.acknowledgementText = "Built on MONAI Label and 3D Slicer."
 
 
-class MRILabelWidget(ScriptedLoadableModuleWidget):
-    """The panel: controls wired to :class:`MRILabelLogic`, nothing else."""
+@parameterNodeWrapper
+class MRILabelParameterNode:
+    """The panel's state, saved with the scene (the password is not part of it)."""
+
+    serverUrl: str = ""
+    maxUploadMB: Annotated[float, WithinRange(1.0, 100000.0)] = 512.0
+    inputVolume: vtkMRMLScalarVolumeNode
+    task: str = ""
+    segmentation: vtkMRMLSegmentationNode
+    trainTask: str = ""
+    epochs: Annotated[int, WithinRange(1, 1000)] = 10
+    strategy: str = ""
+
+
+class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: shows things and calls :class:`MRILabelLogic`, nothing else."""
 
     def __init__(self, parent=None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
+        # Everything setup() uses or sets exists before the base __init__, which itself runs setup() when the widget
+        # has no parent; nothing is reset after it.
         self.logic = None
+        self.ui = None
+        self.jobs = JobRunner()  # the actions: one at a time
+        self.trainingJobs = JobRunner()  # training progress polls, beside the actions
         self.trainingRun = None
         self.trainingTimer = None
+        self.jobTimer = None
         self.lastResult = None
+        self._plan = None
+        self._then = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._updatingGUI = False
+        VTKObservationMixin.__init__(self)
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
-    # --- layout ----------------------------------------------------------------------------------------
+    # --- layout ------------------------------------------------------------------------------------------------
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MRILabel.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        # the .ui connects the top-level widget's mrmlSceneChanged signal to every MRML widget's setMRMLScene
+        uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MRILabelLogic()
-        self._buildServerSection()
-        self._buildTaskSection()
-        self._buildCorrectionSection()
-        self._buildTrainingSection()
-        self._buildNextSampleSection()
-        self.statusLabel = qt.QLabel("Not connected.")
-        self.statusLabel.wordWrap = True
-        self.layout.addWidget(self.statusLabel)
-        self.layout.addStretch(1)
+
+        self.ui.usernameEdit.text = qt.QSettings().value(SETTINGS_USER_KEY, "")
+        buttons = {
+            "connectButton": self.onConnect,
+            "runButton": self.onRunTask,
+            "camButton": self.onShowCam,
+            "submitClassButton": self.onSubmitClass,
+            "submitSegmentationButton": self.onSubmitSegmentation,
+            "trainButton": self.onStartTraining,
+            "nextSampleButton": self.onNextSample,
+            "cancelButton": self.onCancel,
+        }
+        for name, handler in buttons.items():
+            getattr(self.ui, name).clicked.connect(handler)
+        # task and strategy lists come from the server, so these combo boxes are kept in the parameter node here
+        # (the wrapper binds a QComboBox only to a fixed list of choices)
+        self.ui.taskCombo.currentTextChanged.connect(lambda text: self._remember("task", text))
+        self.ui.trainTaskCombo.currentTextChanged.connect(lambda text: self._remember("trainTask", text))
+        self.ui.strategyCombo.currentTextChanged.connect(lambda text: self._remember("strategy", text))
+
+        self.jobTimer = qt.QTimer()
+        self.jobTimer.setInterval(JOB_POLL_MS)
+        self.jobTimer.timeout.connect(self.onJobTimer)
         self.trainingTimer = qt.QTimer()
-        self.trainingTimer.setInterval(1000)
+        self.trainingTimer.setInterval(TRAINING_POLL_MS)
         self.trainingTimer.timeout.connect(self.onTrainingTimer)
 
-    def _section(self, title):
-        section = ctk.ctkCollapsibleButton()
-        section.text = title
-        self.layout.addWidget(section)
-        return qt.QFormLayout(section)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onNodeAdded)
 
-    def _button(self, text, handler):
-        button = qt.QPushButton(text)
-        button.clicked.connect(handler)
-        return button
+        self.initializeParameterNode()
+        self._setBusy(False)
 
-    def _buildServerSection(self):
-        form = self._section("Server")
-        self.serverUrlEdit = qt.QLineEdit()
-        self.serverUrlEdit.text = qt.QSettings().value(SETTINGS_URL_KEY, DEFAULT_URL)
-        self.maxUploadSpin = qt.QDoubleSpinBox()
-        self.maxUploadSpin.setRange(1, 100000)
-        self.maxUploadSpin.value = 512
-        self.maxUploadSpin.suffix = " MB"
-        self.usernameEdit = qt.QLineEdit()
-        self.usernameEdit.text = qt.QSettings().value(SETTINGS_USER_KEY, "")
-        self.usernameEdit.placeholderText = "only where the server asks for a login"
-        self.passwordEdit = qt.QLineEdit()
-        self.passwordEdit.echoMode = qt.QLineEdit.Password
-        self.connectButton = self._button("Connect", self.onConnect)
-        form.addRow("Server URL:", self.serverUrlEdit)
-        form.addRow("User name:", self.usernameEdit)
-        form.addRow("Password:", self.passwordEdit)
-        form.addRow("Upload limit:", self.maxUploadSpin)
-        form.addRow(self.connectButton)
+    def cleanup(self):
+        """Called when the application closes or the module is reloaded."""
+        self._abortJob(None)
+        self.trainingJobs.cancel()
+        for timer in (self.jobTimer, self.trainingTimer):
+            if timer is not None:
+                timer.stop()
+        self.removeObservers()
+        if self.logic is not None:
+            self.logic.cleanTemporaryFiles(removeFolder=True)
 
-    def _buildTaskSection(self):
-        form = self._section("Run a task")
-        self.volumeSelector = slicer.qMRMLNodeComboBox()
-        self.volumeSelector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
-        self.volumeSelector.addEnabled = False
-        self.volumeSelector.removeEnabled = False
-        self.volumeSelector.setMRMLScene(slicer.mrmlScene)
-        self.taskCombo = qt.QComboBox()
-        self.runButton = self._button("Run", self.onRunTask)
-        self.camButton = self._button("Show class-activation map", self.onShowCam)
-        self.resultSummaryLabel = qt.QLabel("")
-        self.resultSummaryLabel.wordWrap = True
-        self.resultTable = qt.QTableWidget()
-        self.resultTable.setColumnCount(3)
-        self.resultTable.setHorizontalHeaderLabels(["Class", "Probability", "Predicted"])
-        self.measurementsLabel = qt.QLabel("")
-        self.measurementsLabel.wordWrap = True
-        form.addRow("Volume:", self.volumeSelector)
-        form.addRow("Task:", self.taskCombo)
-        form.addRow(self.runButton)
-        form.addRow(self.camButton)
-        form.addRow(self.resultSummaryLabel)
-        form.addRow(self.resultTable)
-        form.addRow("Measurements:", self.measurementsLabel)
+    def onReload(self):
+        """Reload MRILabelLib's modules (each after those it imports), then this module, as Slicer's modules with
+        a Lib package do: otherwise Reload would re-run MRILabel.py against the old package."""
+        for name in LIB_MODULES:
+            module = importlib.import_module(f"MRILabelLib.{name}")
+            importlib.reload(module)
+        importlib.reload(importlib.import_module("MRILabelLib"))
+        ScriptedLoadableModuleWidget.onReload(self)
 
-    def _buildCorrectionSection(self):
-        form = self._section("Corrections")
-        self.classCombo = qt.QComboBox()
-        self.submitClassButton = self._button("Submit class", self.onSubmitClass)
-        self.segmentationSelector = slicer.qMRMLNodeComboBox()
-        self.segmentationSelector.nodeTypes = ["vtkMRMLSegmentationNode"]
-        self.segmentationSelector.addEnabled = False
-        self.segmentationSelector.removeEnabled = False
-        self.segmentationSelector.setMRMLScene(slicer.mrmlScene)
-        self.submitSegmentationButton = self._button("Submit segmentation as final", self.onSubmitSegmentation)
-        form.addRow("Correct class:", self.classCombo)
-        form.addRow(self.submitClassButton)
-        form.addRow("Edited segmentation:", self.segmentationSelector)
-        form.addRow(self.submitSegmentationButton)
+    # --- parameter node ----------------------------------------------------------------------------------------
 
-    def _buildTrainingSection(self):
-        form = self._section("Training")
-        self.trainTaskCombo = qt.QComboBox()
-        self.epochsSpin = qt.QSpinBox()
-        self.epochsSpin.setRange(1, 1000)
-        self.epochsSpin.value = 10
-        self.trainButton = self._button("Start training", self.onStartTraining)
-        self.trainingProgressBar = qt.QProgressBar()
-        self.trainingProgressBar.setRange(0, 100)
-        self.trainingLabel = qt.QLabel("")
-        self.trainingLabel.wordWrap = True
-        form.addRow("Task:", self.trainTaskCombo)
-        form.addRow("Epochs:", self.epochsSpin)
-        form.addRow(self.trainButton)
-        form.addRow(self.trainingProgressBar)
-        form.addRow(self.trainingLabel)
+    def enter(self):
+        self.initializeParameterNode()
 
-    def _buildNextSampleSection(self):
-        form = self._section("Next sample")
-        self.strategyCombo = qt.QComboBox()
-        self.nextSampleButton = self._button("Fetch next sample", self.onNextSample)
-        form.addRow("Strategy:", self.strategyCombo)
-        form.addRow(self.nextSampleButton)
+    def exit(self):
+        if self._parameterNode is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
 
-    # --- feedback --------------------------------------------------------------------------------------
+    def onSceneStartClose(self, caller, event):
+        """The scene closes: cancel the running action (its nodes are going), empty the work folder, and drop the
+        parameter node (it is reset with the scene)."""
+        self._abortJob(None)
+        self.logic.cleanTemporaryFiles()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.serverUrl:
+            self._parameterNode.serverUrl = str(qt.QSettings().value(SETTINGS_URL_KEY, DEFAULT_URL) or DEFAULT_URL)
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode is not None:
+            # widgets with a SlicerParameterName property in the .ui (URL, upload limit, volume, segmentation,
+            # epochs) follow the parameter node both ways
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None):
+        """Select the stored task, training task and strategy where the lists (from the server) hold them."""
+        if self._parameterNode is None or self._updatingGUI:
+            return
+        self._updatingGUI = True
+        try:
+            for combo, name in (
+                (self.ui.taskCombo, "task"),
+                (self.ui.trainTaskCombo, "trainTask"),
+                (self.ui.strategyCombo, "strategy"),
+            ):
+                self._select(combo, getattr(self._parameterNode, name))
+        finally:
+            self._updatingGUI = False
+
+    def _remember(self, name, value):
+        if self._parameterNode is not None and not self._updatingGUI and value:
+            setattr(self._parameterNode, name, value)
+
+    @staticmethod
+    def _select(combo, value):
+        if not value:
+            return
+        index = combo.findText(value)
+        if isinstance(index, int) and index >= 0:
+            combo.setCurrentIndex(index)
+
+    def _fillCombo(self, combo, names, current=None):
+        self._updatingGUI = True
+        try:
+            combo.clear()
+            for name in names:
+                combo.addItem(name)
+            if current in names:
+                combo.setCurrentIndex(list(names).index(current))
+        finally:
+            self._updatingGUI = False
+
+    # --- feedback ----------------------------------------------------------------------------------------------
 
     def _showStatus(self, text):
-        self.statusLabel.setText(text)
+        self.ui.statusLabel.setText(text)
 
     def _showError(self, error):
         sentence = self.logic.describeError(error)
         self._showStatus(sentence)
-        slicer.util.errorDisplay(sentence, windowTitle="MRI Label")
-
-    def _progress(self, message, fraction=None, detail=None):
-        self._showStatus(message)
-        slicer.app.processEvents()
+        slicer.util.errorDisplay(sentence, windowTitle=WINDOW_TITLE)
 
     def _guarded(self, action, *args):
-        """Run ``action``; show any failure as one plain sentence. Returns the action's value or None."""
-        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        """Run a GUI-thread step (preparing files, loading results) under slicer.util.tryWithErrorDisplay with the
+        wait cursor, which restores the cursor before the error box opens; a failure becomes one plain sentence
+        in the status line and the box. Returns the step's value, or None after a failure."""
         try:
-            return action(*args)
+            with slicer.util.tryWithErrorDisplay(show=False, waitCursor=True):
+                return action(*args)
         except Exception as error:  # every failure becomes a sentence, never a traceback
+            logging.debug("MRI Label: %s failed", getattr(action, "__name__", action), exc_info=True)
             self._showError(error)
             return None
+
+    def _actionButtons(self):
+        return [
+            self.ui.connectButton,
+            self.ui.runButton,
+            self.ui.camButton,
+            self.ui.submitClassButton,
+            self.ui.submitSegmentationButton,
+            self.ui.trainButton,
+            self.ui.nextSampleButton,
+        ]
+
+    def _setBusy(self, busy):
+        for button in self._actionButtons():
+            button.enabled = not busy
+        self.ui.cancelButton.enabled = busy
+        self.ui.cancelButton.visible = busy
+        self.ui.jobProgressBar.visible = busy
+
+    # --- running actions ---------------------------------------------------------------------------------------
+
+    def _start(self, plan, then=None):
+        """Run a plan's server work in the worker; ``then(value)`` shows what its finish step returned."""
+        if plan is None:
+            return
+        if self.jobs.busy:  # a click that reached us while a run is active starts nothing
+            plan.cleanup()
+            return
+        self._plan, self._then = plan, then
+        self.jobs.start(plan.title, plan.work)
+        self._setBusy(True)
+        self.ui.jobProgressBar.setRange(0, 0)  # busy indicator until the work reports a fraction
+        self._showStatus(f"{plan.title} ...")
+        self.jobTimer.start()
+
+    def _launch(self, build, *args, then=None):
+        """Build a plan on the GUI thread (the logic prepares files there) and run it, unless an action runs."""
+        if self.jobs.busy:
+            return
+        self._start(self._guarded(build, *args), then)
+
+    def onJobTimer(self):
+        """Show the running job's progress; once it ended, load its answer (GUI thread) and show it."""
+        running = self.jobs.job
+        if running is not None and not running.done:
+            message, fraction = running.snapshot()
+            self._showStatus(message)
+            if fraction is not None:
+                self.ui.jobProgressBar.setRange(0, 100)
+                self.ui.jobProgressBar.setValue(int(round(100 * fraction)))
+            return
+        job = self.jobs.poll()
+        if self.jobTimer is not None:
+            self.jobTimer.stop()
+        plan, then, self._plan, self._then = self._plan, self._then, None, None
+        if job is None or plan is None:
+            return
+        try:
+            if job.error is not None:
+                self._showError(job.error)
+                return
+            value = self._guarded(plan.finish, job.result)
+            if value is not None and then is not None:
+                then(value)
         finally:
-            qt.QApplication.restoreOverrideCursor()
+            plan.cleanup()
+            self._setBusy(False)
+            self.refreshHiddenVolumes()
 
-    @staticmethod
-    def _fillCombo(combo, names, current=None):
-        combo.clear()
-        for name in names:
-            combo.addItem(name)
-        if current in names:
-            combo.setCurrentIndex(list(names).index(current))
+    def _abortJob(self, message):
+        """Cancel and detach the running job (its late answer is dropped), clean its files, free the buttons."""
+        job = self.jobs.cancel()
+        plan, self._plan, self._then = self._plan, None, None
+        if self.jobTimer is not None:
+            self.jobTimer.stop()
+        if plan is not None:
+            plan.cleanup()
+        if self.ui is not None:
+            self._setBusy(False)
+            if job is not None and message is not None:
+                self._showStatus(message)
+        return job
 
-    # --- handlers --------------------------------------------------------------------------------------
+    def onCancel(self):
+        job = self.jobs.job
+        if job is not None:
+            self._abortJob(plain_sentence(Cancelled(job.title)))
+
+    def onNodeAdded(self, caller=None, event=None):
+        self.refreshHiddenVolumes()
+
+    def refreshHiddenVolumes(self):
+        """Keep class-activation maps and other overlays out of the volume selector (label maps are hidden by
+        type in the .ui)."""
+        if self.ui is None or self.logic is None:
+            return
+        self.ui.volumeSelector.sortFilterProxyModel().hiddenNodeIDs = self.logic.overlayNodeIDs()
+
+    # --- handlers ----------------------------------------------------------------------------------------------
 
     def onConnect(self):
-        url, username = self.serverUrlEdit.text.strip(), self.usernameEdit.text.strip()
-        tasks = self._guarded(
-            self.logic.connect, url, float(self.maxUploadSpin.value), username, self.passwordEdit.text
-        )
-        if tasks is None:
-            return
-        qt.QSettings().setValue(SETTINGS_URL_KEY, url)
-        qt.QSettings().setValue(SETTINGS_USER_KEY, username)
-        self._fillCombo(self.taskCombo, [t.name for t in tasks])
-        self._fillCombo(self.trainTaskCombo, [t.name for t in tasks if t.trainable])
-        self._fillCombo(self.strategyCombo, self.logic.strategies())
-        self._showStatus(f"Connected to {url}: {len(tasks)} tasks.")
+        url, username = self.ui.serverUrlEdit.text.strip(), self.ui.usernameEdit.text.strip()
+        password = self.ui.passwordEdit.text
+
+        def connected(tasks):
+            qt.QSettings().setValue(SETTINGS_URL_KEY, url)
+            qt.QSettings().setValue(SETTINGS_USER_KEY, username)
+            stored = self._parameterNode
+            self._fillCombo(self.ui.taskCombo, [t.name for t in tasks], stored.task if stored else None)
+            trainable = [t.name for t in tasks if t.trainable]
+            self._fillCombo(self.ui.trainTaskCombo, trainable, stored.trainTask if stored else None)
+            self._fillCombo(self.ui.strategyCombo, self.logic.strategies(), stored.strategy if stored else None)
+            self._showStatus(f"Connected to {url}: {len(tasks)} tasks.")
+
+        self._launch(self.logic.connect, url, float(self.ui.maxUploadSpin.value), username, password, then=connected)
 
     def onRunTask(self):
-        task, volume = self.taskCombo.currentText, self.volumeSelector.currentNode()
-        answer = self._guarded(self.logic.runTask, task, volume, self._progress)
-        if answer is None:
-            return
-        result, segmentationNode = answer
-        self.lastResult = result
-        self.resultSummaryLabel.setText(result.summary())
-        rows = getattr(result, "rows", [])
-        self.resultTable.setRowCount(len(rows))
-        for index, row in enumerate(rows):
-            self.resultTable.setItem(index, 0, qt.QTableWidgetItem(row.name))
-            self.resultTable.setItem(index, 1, qt.QTableWidgetItem(f"{row.probability:.3f}"))
-            self.resultTable.setItem(index, 2, qt.QTableWidgetItem("yes" if row.predicted else ""))
-        measurements = getattr(result, "measurements", None)
-        self.measurementsLabel.setText(measurements.text() if measurements else "")
-        if rows:
-            self._fillCombo(self.classCombo, self.logic.classesOf(task), current=result.label)
-        if segmentationNode is not None:
-            self.segmentationSelector.setCurrentNode(segmentationNode)
-        self._showStatus(f"{task} finished.")
+        task, volume = self.ui.taskCombo.currentText, self.ui.volumeSelector.currentNode()
+
+        def show(answer):
+            result, segmentationNode = answer
+            self.lastResult = result
+            self.ui.resultSummaryLabel.setText(result.summary())
+            rows = getattr(result, "rows", [])
+            self.ui.resultTable.setRowCount(len(rows))
+            for index, row in enumerate(rows):
+                self.ui.resultTable.setItem(index, 0, qt.QTableWidgetItem(row.name))
+                self.ui.resultTable.setItem(index, 1, qt.QTableWidgetItem(f"{row.probability:.3f}"))
+                self.ui.resultTable.setItem(index, 2, qt.QTableWidgetItem("yes" if row.predicted else ""))
+            measurements = getattr(result, "measurements", None)
+            self.ui.measurementsLabel.setText(measurements.text() if measurements else "")
+            if rows:
+                self._fillCombo(self.ui.classCombo, self.logic.classesOf(task), current=result.label)
+            if segmentationNode is not None:
+                self.ui.segmentationSelector.setCurrentNode(segmentationNode)
+            self._showStatus(f"{task} finished.")
+
+        self._launch(self.logic.runTask, task, volume, then=show)
 
     def onShowCam(self):
-        task, volume = self.taskCombo.currentText, self.volumeSelector.currentNode()
-        answer = self._guarded(self.logic.loadClassActivationMap, task, volume, self._progress)
-        if answer is not None:
-            self._showStatus(answer[1])
+        task, volume = self.ui.taskCombo.currentText, self.ui.volumeSelector.currentNode()
+        self._launch(self.logic.loadClassActivationMap, task, volume, then=lambda answer: self._showStatus(answer[1]))
 
     def onSubmitClass(self):
-        task, volume, label = self.taskCombo.currentText, self.volumeSelector.currentNode(), self.classCombo.currentText
-        if self._guarded(self.logic.submitClass, task, volume, label) is not None:
-            self._showStatus(f"Recorded class {label} for {task}.")
+        task, volume = self.ui.taskCombo.currentText, self.ui.volumeSelector.currentNode()
+        label = self.ui.classCombo.currentText
+        self._launch(
+            self.logic.submitClass,
+            task,
+            volume,
+            label,
+            then=lambda answer: self._showStatus(f"Recorded class {label} for {task}."),
+        )
 
     def onSubmitSegmentation(self):
-        task, volume = self.taskCombo.currentText, self.volumeSelector.currentNode()
-        segmentation = self.segmentationSelector.currentNode()
-        if self._guarded(self.logic.submitSegmentation, task, segmentation, volume) is not None:
-            self._showStatus("Segmentation saved on the server as the final label.")
+        task, segmentation = self.ui.taskCombo.currentText, self.ui.segmentationSelector.currentNode()
+        self._launch(
+            self.logic.submitSegmentation,
+            task,
+            segmentation,
+            then=lambda answer: self._showStatus("Segmentation saved on the server as the final label."),
+        )
 
     def onStartTraining(self):
-        task, epochs = self.trainTaskCombo.currentText, int(self.epochsSpin.value)
-        run = self._guarded(self.logic.startTraining, task, epochs)
-        if run is None:
-            return
-        self.trainingRun = run
-        self.trainingProgressBar.setValue(0)
-        self.trainingLabel.setText(f"{task}: training submitted.")
-        self.trainingTimer.start()
+        task, epochs = self.ui.trainTaskCombo.currentText, int(self.ui.epochsSpin.value)
+
+        def started(run):
+            self.trainingRun = run
+            self.ui.trainingProgressBar.setValue(0)
+            self.ui.trainingLabel.setText(f"{task}: training submitted.")
+            self.trainingTimer.start()
+
+        self._launch(self.logic.startTraining, task, epochs, then=started)
 
     def onTrainingTimer(self):
+        """Each tick: show the last progress answer, then ask for the next one in the worker (one at a time)."""
+        finished = self.trainingJobs.poll()
+        if finished is not None:
+            if finished.error is not None:
+                self.trainingTimer.stop()
+                self.trainingRun = None
+                self._showError(finished.error)
+                return
+            state = finished.result
+            self.ui.trainingProgressBar.setValue(int(round(100 * state.fraction)))
+            self.ui.trainingLabel.setText(state.message())
+            if state.finished:
+                self.trainingTimer.stop()
+                self.trainingRun = None
+                if state.status != "DONE":
+                    self._showError(self.logic.trainingFailure(state))
+                return
         if self.trainingRun is None:
             self.trainingTimer.stop()
             return
-        try:
-            state = self.logic.trainingProgress(self.trainingRun)
-        except Exception as error:
-            self.trainingTimer.stop()
-            self.trainingRun = None
-            self._showError(error)
-            return
-        self.trainingProgressBar.setValue(int(round(100 * state.fraction)))
-        self.trainingLabel.setText(state.message())
-        if state.finished:
-            self.trainingTimer.stop()
-            self.trainingRun = None
-            if state.status != "DONE":
-                self._showError(self.logic.trainingFailure(state))
+        if not self.trainingJobs.busy:
+            try:
+                plan = self.logic.trainingProgress(self.trainingRun)
+            except Exception as error:
+                self.trainingTimer.stop()
+                self.trainingRun = None
+                self._showError(error)
+                return
+            self.trainingJobs.start(plan.title, plan.work)
 
     def onNextSample(self):
-        node = self._guarded(self.logic.nextSample, self.strategyCombo.currentText, self._progress)
-        if node is False:
-            self._showStatus("The strategy found no image left to label.")
-        elif node is not None:
-            self.volumeSelector.setCurrentNode(node)
+        def show(node):
+            if node is False:
+                self._showStatus("The strategy found no image left to label.")
+                return
+            self.ui.volumeSelector.setCurrentNode(node)
             self._showStatus(f"Loaded next sample {node.GetName()}.")
 
-    def cleanup(self):
-        if self.trainingTimer is not None:
-            self.trainingTimer.stop()
+        self._launch(self.logic.nextSample, self.ui.strategyCombo.currentText, then=show)
 
 
 class MRILabelLogic(ScriptedLoadableModuleLogic):
-    """Converts Slicer nodes to files and arrays, and delegates to :class:`MRILabelLib.ServerLogic`."""
+    """Converts Slicer nodes to files and arrays, and delegates to :class:`MRILabelLib.ServerLogic`.
+
+    Every action returns a :class:`~MRILabelLib.jobs.Plan`. Building it runs on the GUI thread (nodes are read,
+    files written); ``plan.work`` only talks to the server (no Qt, no MRML); ``plan.finish`` loads the answer into
+    nodes on the GUI thread; ``plan.cleanup`` removes the action's temporary files. ``run_plan(plan)`` runs the three
+    in turn (scripts, the self-test).
+    """
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self.server = None
         self.camOpacity = 0.5
         self.camThreshold = 0.2
+        self._workDir = None
+        self._onServer = set()  # image ids the server was seen holding (uploaded or fetched) this session
+        self._lost = set()  # image ids it was expected to hold but did not: sent again next time
 
-    # --- server ----------------------------------------------------------------------------------------
+    def getParameterNode(self):
+        return MRILabelParameterNode(super().getParameterNode())
+
+    # --- server ------------------------------------------------------------------------------------------------
 
     def connect(self, serverUrl, maxUploadMB=512.0, username="", password=""):
-        """Point the module at ``serverUrl``, log in where the server asks for it; return the server's tasks."""
-        server = ServerLogic(serverUrl, max_upload_mb=maxUploadMB)
-        server.sign_in(username, password)
-        self.server = server
-        return self.server.tasks(refresh=True)
+        """A plan: point the module at ``serverUrl``, log in where the server asks for it; its value is the tasks."""
+        folder = self.temporaryFolder()
+
+        def work(progress):
+            progress(f"Connecting to {serverUrl}")
+            server = ServerLogic(serverUrl, max_upload_mb=maxUploadMB, work_dir=folder)
+            server.sign_in(username, password)
+            return server, server.tasks(refresh=True)
+
+        def finish(answer):
+            self.server, tasks = answer
+            self._onServer.clear()
+            self._lost.clear()
+            return tasks
+
+        return Plan(f"Connecting to {serverUrl}", work, finish)
 
     def _server(self):
         if self.server is None:
@@ -341,7 +569,43 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
         """The one plain sentence shown for ``error``."""
         return plain_sentence(error)
 
-    # --- nodes <-> server images -----------------------------------------------------------------------
+    # --- temporary files ---------------------------------------------------------------------------------------
+
+    def temporaryFolder(self):
+        """The module's work folder (created when missing); each action works in a subfolder it removes after."""
+        if not self._workDir or not os.path.isdir(self._workDir):
+            self._workDir = tempfile.mkdtemp(prefix="mrilabel_")
+            if self.server is not None:
+                self.server.work_dir = self._workDir
+        return self._workDir
+
+    def _actionFolder(self):
+        return tempfile.mkdtemp(prefix="action_", dir=self.temporaryFolder())
+
+    def cleanTemporaryFiles(self, removeFolder=False):
+        """Empty the work folder (scene close), or remove it (module cleanup)."""
+        folder = self._workDir
+        if not folder or not os.path.isdir(folder):
+            return
+        if removeFolder:
+            shutil.rmtree(folder, ignore_errors=True)
+            self._workDir = None
+            return
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _removeFolder(folder):
+        return lambda: shutil.rmtree(folder, ignore_errors=True)
+
+    # --- geometry ----------------------------------------------------------------------------------------------
 
     @staticmethod
     def _requireNode(node, what):
@@ -349,45 +613,209 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
             raise ValueError(f"{what} must be selected first.")
         return node
 
+    @staticmethod
+    def _ijkToRas(volumeNode):
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        return slicer.util.arrayFromVTKMatrix(matrix)
+
+    @staticmethod
+    def _voxelShape(volumeNode):
+        """The voxel array's shape (K, J, I), components of a vector volume left out."""
+        return tuple(reversed(volumeNode.GetImageData().GetDimensions()))
+
+    def _geometry(self, volumeNode):
+        return geometry(self._voxelShape(volumeNode), self._ijkToRas(volumeNode))
+
+    @staticmethod
+    def _parentToWorld(node):
+        """The node's parent transform as a matrix to world, a text for a non-linear one, or None without one."""
+        parent = node.GetParentTransformNode()
+        if parent is None:
+            return None
+        if not parent.IsTransformToWorldLinear():
+            return f"non-linear:{parent.GetID()}:{parent.GetMTime()}"
+        matrix = vtk.vtkMatrix4x4()
+        parent.GetMatrixTransformToWorld(matrix)
+        return slicer.util.arrayFromVTKMatrix(matrix)
+
+    def placeLikeSource(self, resultNode, sourceNode):
+        """Put a result loaded from the server where its source volume is.
+
+        A one-slice input (PNG/JPG, which Slicer loads with IJK->RAS diag(-1, -1, 1)) comes back with the identity
+        the server writes: the result takes the source's IJK->RAS. A volume input was sent in world coordinates
+        (hardened), so its result is converted back into the source's own coordinates. Either way the result goes
+        under the source's parent transform, so it follows the volume. (Under a non-linear transform the upload was
+        resampled in world space: the result stays in world coordinates, under no transform.)
+
+        Returns:
+            True when the result is now in the source's own coordinates (so the grids can be compared).
+        """
+        parentToWorld = self._parentToWorld(sourceNode)
+        sourceShape = self._voxelShape(sourceNode)
+        if is_single_slice(sourceShape) and self._voxelShape(resultNode) == sourceShape:
+            resultNode.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(self._ijkToRas(sourceNode)))
+        elif isinstance(parentToWorld, str):
+            return False
+        elif parentToWorld is not None:
+            local = world_to_local(self._ijkToRas(resultNode), parentToWorld)
+            resultNode.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(local))
+        if parentToWorld is not None:
+            resultNode.SetAndObserveTransformNodeID(sourceNode.GetTransformNodeID())
+        return True
+
+    @staticmethod
+    def _detachFromFile(node):
+        """Forget the temporary file a node was loaded from (it is deleted): a saved scene writes the node's data
+        instead of referring to a file that no longer exists."""
+        storage = node.GetStorageNode()
+        if storage is not None:
+            slicer.mrmlScene.RemoveNode(storage)
+
+    @staticmethod
+    def _removeWithHelpers(node):
+        """Remove a temporary node and its storage and display nodes."""
+        if node is None:
+            return
+        helpers = [node.GetStorageNode(), node.GetDisplayNode()]
+        slicer.mrmlScene.RemoveNode(node)
+        for helper in helpers:
+            if helper is not None and slicer.mrmlScene.IsNodePresent(helper):
+                slicer.mrmlScene.RemoveNode(helper)
+
+    # --- nodes <-> server images -------------------------------------------------------------------------------
+
+    def volumeFingerprint(self, volumeNode):
+        """Voxels, spacing, IJK->RAS (origin and axis directions) and the parent transform's place, hashed."""
+        return volume_fingerprint(
+            slicer.util.arrayFromVolume(volumeNode),
+            volumeNode.GetSpacing(),
+            self._ijkToRas(volumeNode),
+            self._parentToWorld(volumeNode),
+        )
+
     def imageIdForVolume(self, volumeNode):
-        """The datastore id of a volume: the id it was fetched with, else ``slicer_<content fingerprint>``. Not the
-        volume's name: names loaded from DICOM often carry the patient's name, and ids are stored and logged."""
+        """The datastore id of a volume: the id it was fetched with (while it is unchanged), else
+        ``slicer_<fingerprint>``. Not the volume's name: names loaded from DICOM often carry the patient's name,
+        and ids are stored and logged. The fingerprint covers where the voxels are, so a volume whose transform was
+        hardened is a new image for the server."""
         known = volumeNode.GetAttribute(IMAGE_ID_ATTRIBUTE)
-        if known:
+        stored = volumeNode.GetAttribute(FINGERPRINT_ATTRIBUTE)
+        if known and not stored:
             return known
-        fingerprint = volume_fingerprint(slicer.util.arrayFromVolume(volumeNode), volumeNode.GetSpacing())
+        fingerprint = self.volumeFingerprint(volumeNode)
+        if known and stored == fingerprint:
+            return known
         return safe_image_id("slicer", fingerprint)
 
-    def _ensureOnServer(self, volumeNode, progress=None):
-        """Upload the volume (saved to a temporary NIfTI) unless the server has it; return its image id."""
+    def exportForUpload(self, volumeNode, folder, imageId):
+        """Write the volume as a NIfTI in world coordinates (``slicer.util.exportNode(world=True)``: the user's node
+        and its storage node stay as they are). A vector volume is sent as a scalar copy (RGB: luminance)."""
+        path = os.path.join(folder, f"{imageId}.nii.gz")
+        imageData = volumeNode.GetImageData()
+        if imageData is None:
+            raise ValueError(f"The volume {volumeNode.GetName()!r} holds no image.")
+        vector = volumeNode.IsA("vtkMRMLVectorVolumeNode") or imageData.GetNumberOfScalarComponents() > 1
+        source, scalarCopy = volumeNode, None
+        if vector:
+            voxels = scalar_for_upload(slicer.util.arrayFromVolume(volumeNode), vector=True)
+            scalarCopy = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{imageId} (sent)")
+            scalarCopy.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(self._ijkToRas(volumeNode)))
+            slicer.util.updateVolumeFromArray(scalarCopy, np.ascontiguousarray(voxels))
+            scalarCopy.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+            source = scalarCopy
+        try:
+            self._exportNode(source, path)
+        finally:
+            self._removeWithHelpers(scalarCopy)
+        return path
+
+    def _exportNode(self, node, path):
+        exportNode = getattr(slicer.util, "exportNode", None)
+        if callable(exportNode):  # exportNode(node, filename, properties={}, world=False) in Base/Python/slicer/util.py
+            written = exportNode(node, path, {}, world=True)
+        else:  # a Slicer without exportNode: save a hardened clone, never the user's node
+            clone = slicer.modules.volumes.logic().CloneVolume(slicer.mrmlScene, node, f"{node.GetName()} (export)")
+            try:
+                clone.SetAndObserveTransformNodeID(node.GetTransformNodeID())
+                if clone.GetParentTransformNode() is not None:
+                    slicer.vtkSlicerTransformLogic().hardenTransform(clone)
+                written = slicer.util.saveNode(clone, path)
+            finally:
+                self._removeWithHelpers(clone)
+        if not written or not os.path.isfile(path):
+            raise ValueError(f"The volume {node.GetName()!r} could not be written to a temporary file for sending.")
+
+    def _prepareUpload(self, volumeNode, folder):
+        """(GUI thread) The volume's image id and, unless the server is known to hold it, the file to send."""
+        imageId = self.imageIdForVolume(volumeNode)
+        known = imageId in self._onServer or imageId == volumeNode.GetAttribute(IMAGE_ID_ATTRIBUTE)
+        if known and imageId not in self._lost:
+            return imageId, None
+        return imageId, self.exportForUpload(volumeNode, folder, imageId)
+
+    def _ensureOnServer(self, server, imageId, path, progress):
+        """(worker) Send the file unless the server holds the image; with no file, check that it does."""
+        if path is None:
+            if not server.has_image(imageId):
+                self._lost.add(imageId)
+                raise ValueError(
+                    f"The server does not hold the image {imageId!r} this volume stands for; press the button again "
+                    "to send the volume itself"
+                )
+        else:
+            server.ensure_image(imageId, path, progress)
+            self._lost.discard(imageId)
+        self._onServer.add(imageId)
+
+    def _nodeById(self, nodeId, what):
+        node = slicer.mrmlScene.GetNodeByID(nodeId)
+        if node is None:
+            raise ValueError(f"The {what} was removed from the scene while the server was working.")
+        return node
+
+    # --- actions -----------------------------------------------------------------------------------------------
+
+    def runTask(self, task, volumeNode):
+        """A plan: run ``task`` on the volume; its value is ``(result, segmentation node or None)``."""
         server = self._server()
         volumeNode = self._requireNode(volumeNode, "A volume")
-        imageId = self.imageIdForVolume(volumeNode)
-        if not server.has_image(imageId):
-            path = os.path.join(server.work_dir, f"{imageId}.nii.gz")
-            if not slicer.util.saveNode(volumeNode, path):
-                raise ValueError(f"volume {volumeNode.GetName()!r} could not be saved to {path}")
-            server.ensure_image(imageId, path, progress)
-        return imageId
+        folder = self._actionFolder()
+        try:
+            imageId, path = self._prepareUpload(volumeNode, folder)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        volumeId = volumeNode.GetID()
 
-    # --- actions ---------------------------------------------------------------------------------------
+        def work(progress):
+            self._ensureOnServer(server, imageId, path, progress)
+            return server.run_task(task, imageId, progress=progress, folder=folder)
 
-    def runTask(self, task, volumeNode, progress=None):
-        """Run ``task`` on the volume; return ``(result, segmentation node or None)``."""
-        imageId = self._ensureOnServer(volumeNode, progress)
-        result = self._server().run_task(task, imageId, progress=progress)
-        if not hasattr(result, "mask_path"):
-            return result, None
-        return result, self._loadMaskAsSegmentation(result, volumeNode, imageId)
+        def finish(result):
+            if not isinstance(result, SegmentationResult) or not result.mask_path:
+                return result, None
+            source = self._nodeById(volumeId, "volume")
+            return result, self.loadMaskAsSegmentation(result, source, imageId)
 
-    def _loadMaskAsSegmentation(self, result, volumeNode, imageId):
-        labelNode = slicer.util.loadLabelVolume(result.mask_path, {"show": False})
-        segmentationNode = slicer.mrmlScene.AddNewNodeByClass(
-            "vtkMRMLSegmentationNode", f"{volumeNode.GetName()} {result.task}"
-        )
-        segmentationNode.CreateDefaultDisplayNodes()
-        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-        slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, segmentationNode)
+        return Plan(f"Running {task}", work, finish, self._removeFolder(folder))
+
+    def loadMaskAsSegmentation(self, result, volumeNode, imageId):
+        """Import a server mask as a segmentation made for ``volumeNode`` (its image id, task and node ID recorded
+        on it, placed under the volume's parent transform)."""
+        labelNode = slicer.util.loadLabelVolume(result.mask_path, {"show": False, "singleFile": True})
+        try:
+            if self.placeLikeSource(labelNode, volumeNode):
+                check_aligned(self._geometry(labelNode), self._geometry(volumeNode), what="The mask")
+            segmentationNode = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", f"{volumeNode.GetName()} {result.task}"
+            )
+            segmentationNode.CreateDefaultDisplayNodes()
+            segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+            slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, segmentationNode)
+        finally:
+            self._removeWithHelpers(labelNode)
         namesByValue = {value: name for name, value in result.label_names.items()}
         segmentation = segmentationNode.GetSegmentation()
         for index in range(segmentation.GetNumberOfSegments()):
@@ -395,18 +823,47 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
             segment.SetName(namesByValue.get(segment.GetLabelValue(), segment.GetName()))
         segmentationNode.SetAttribute(TASK_ATTRIBUTE, result.task)
         segmentationNode.SetAttribute(IMAGE_ID_ATTRIBUTE, imageId)
-        slicer.mrmlScene.RemoveNode(labelNode)
+        segmentationNode.SetAttribute(SOURCE_VOLUME_ATTRIBUTE, volumeNode.GetID())
+        segmentationNode.SetNodeReferenceID(SOURCE_VOLUME_REFERENCE, volumeNode.GetID())
         return segmentationNode
 
-    def loadClassActivationMap(self, task, volumeNode, progress=None):
-        """Show the classifier's class-activation map over the volume; return ``(node or None, message)``."""
-        imageId = self._ensureOnServer(volumeNode, progress)
-        path = self._server().class_activation_map(task, imageId, progress=progress)
-        if path is None:
-            return None, NO_CAM_SENTENCE
-        camNode = slicer.util.loadVolume(path, {"name": f"{volumeNode.GetName()} {task} CAM", "show": False})
+    def loadClassActivationMap(self, task, volumeNode):
+        """A plan: show the classifier's class-activation map over the volume; its value is
+        ``(node or None, message)``."""
+        server = self._server()
+        volumeNode = self._requireNode(volumeNode, "A volume")
+        folder = self._actionFolder()
+        try:
+            imageId, path = self._prepareUpload(volumeNode, folder)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        volumeId = volumeNode.GetID()
+
+        def work(progress):
+            self._ensureOnServer(server, imageId, path, progress)
+            return server.class_activation_map(task, imageId, progress=progress, folder=folder)
+
+        def finish(mapPath):
+            if mapPath is None:
+                return None, NO_CAM_SENTENCE
+            return self.showClassActivationMap(mapPath, self._nodeById(volumeId, "volume"), task)
+
+        return Plan(f"Asking {task} for its class-activation map", work, finish, self._removeFolder(folder))
+
+    def showClassActivationMap(self, path, volumeNode, task):
+        """Load a map file, put it on the volume's grid, check that it lines up, and overlay it in the views."""
+        name = f"{volumeNode.GetName()} {task} CAM"
+        camNode = slicer.util.loadVolume(path, {"name": name, "show": False, "singleFile": True})
+        try:
+            if self.placeLikeSource(camNode, volumeNode):
+                check_aligned(self._geometry(camNode), self._geometry(volumeNode), what="The class-activation map")
+        except Exception:
+            self._removeWithHelpers(camNode)
+            raise
+        self._detachFromFile(camNode)
+        camNode.SetAttribute(ROLE_ATTRIBUTE, OVERLAY_ROLE)
         values = slicer.util.arrayFromVolume(camNode)
-        check_aligned(values.shape, slicer.util.arrayFromVolume(volumeNode).shape)
         slicer.util.updateVolumeFromArray(camNode, cam_display_values(values, self.camThreshold))
         camNode.CreateDefaultDisplayNodes()
         display = camNode.GetDisplayNode()
@@ -415,6 +872,14 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
         display.SetWindowLevelMinMax(0.0, 1.0)
         slicer.util.setSliceViewerLayers(background=volumeNode, foreground=camNode, foregroundOpacity=self.camOpacity)
         return camNode, f"Class-activation map of {task} shown over {volumeNode.GetName()}."
+
+    def overlayNodeIDs(self):
+        """IDs of the volumes that are overlays (class-activation maps, uncertainty), not images."""
+        return [
+            node.GetID()
+            for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            if node.GetAttribute(ROLE_ATTRIBUTE) == OVERLAY_ROLE
+        ]
 
     def _heatColorNode(self):
         name = "MRILabelHeat"
@@ -430,67 +895,175 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
         return colorNode
 
     def submitClass(self, task, volumeNode, label):
-        """Record ``label`` as the correct class of the volume for ``task``."""
-        imageId = self._ensureOnServer(volumeNode)
-        return self._server().submit_class(task, imageId, label)
+        """A plan: record ``label`` as the correct class of the volume for ``task``."""
+        server = self._server()
+        volumeNode = self._requireNode(volumeNode, "A volume")
+        folder = self._actionFolder()
+        try:
+            imageId, path = self._prepareUpload(volumeNode, folder)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
-    def submitSegmentation(self, task, segmentationNode, volumeNode):
-        """Save the edited segmentation as the volume's ``final`` label (segment names = task labels)."""
-        segmentationNode = self._requireNode(segmentationNode, "A segmentation")
-        task = segmentationNode.GetAttribute(TASK_ATTRIBUTE) or task
-        imageId = self._ensureOnServer(volumeNode)
-        labels = self._server().task(task).labels
+        def work(progress):
+            self._ensureOnServer(server, imageId, path, progress)
+            return server.submit_class(task, imageId, label)
+
+        return Plan(f"Recording class {label}", work, cleanup=self._removeFolder(folder))
+
+    def sourceVolumeOf(self, segmentationNode):
+        """The volume a segmentation belongs to: the one the panel made it for, else its reference geometry volume
+        (the source volume Segment Editor used)."""
+        candidates = [
+            segmentationNode.GetNodeReference(SOURCE_VOLUME_REFERENCE),
+            slicer.mrmlScene.GetNodeByID(segmentationNode.GetAttribute(SOURCE_VOLUME_ATTRIBUTE) or ""),
+            segmentationNode.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()),
+        ]
+        for node in candidates:
+            if node is not None:
+                return node
+        raise ValueError(
+            f"The segmentation {segmentationNode.GetName()!r} has no source volume; select its volume as the "
+            "source volume in Segment Editor, then submit again"
+        )
+
+    def writeFinalLabel(self, segmentationNode, referenceNode, labels, path):
+        """Merge the segments into one label map on the reference volume's grid and write it (world coordinates,
+        like the image that was sent); returns the segment names."""
         segmentation = segmentationNode.GetSegmentation()
         masks = {}
         for index in range(segmentation.GetNumberOfSegments()):
             segmentId = segmentation.GetNthSegmentID(index)
             name = segmentation.GetNthSegment(index).GetName()
-            masks[name] = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
+            masks[name] = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceNode)
         label_info_for(masks, labels)  # plain ValueError before any work when a segment is misnamed
         labelNode = slicer.modules.volumes.logic().CreateAndAddLabelVolume(
-            slicer.mrmlScene, volumeNode, "MRILabel final"
+            slicer.mrmlScene, referenceNode, "MRILabel final"
         )
         try:
+            labelNode.SetAndObserveTransformNodeID(referenceNode.GetTransformNodeID())
             slicer.util.updateVolumeFromArray(labelNode, merge_segments(masks, labels))
-            path = os.path.join(self._server().work_dir, f"{imageId}_final.nii.gz")
-            if not slicer.util.saveNode(labelNode, path):
-                raise ValueError(f"the label map could not be saved to {path}")
+            self._exportNode(labelNode, path)
         finally:
-            slicer.mrmlScene.RemoveNode(labelNode)
-        return self._server().submit_segmentation(task, imageId, path, list(masks))
+            self._removeWithHelpers(labelNode)
+        return list(masks)
+
+    def submitSegmentation(self, task, segmentationNode):
+        """A plan: save the edited segmentation as its own image's ``final`` label (segment names = task labels).
+
+        The image and the grid come from the segmentation, not from the volume selector: a segmentation the panel
+        made carries its image id and source volume; one made in Segment Editor uses its reference geometry volume.
+        """
+        server = self._server()
+        segmentationNode = self._requireNode(segmentationNode, "A segmentation")
+        task = segmentationNode.GetAttribute(TASK_ATTRIBUTE) or task
+        reference = self.sourceVolumeOf(segmentationNode)
+        labels = server.task(task).labels
+        folder = self._actionFolder()
+        try:
+            knownId = segmentationNode.GetAttribute(IMAGE_ID_ATTRIBUTE)
+            if knownId and knownId not in self._lost:
+                imageId, imagePath = knownId, None  # the image the mask was computed on
+            else:
+                imageId, imagePath = self._prepareUpload(reference, folder)
+            labelPath = os.path.join(folder, f"{imageId}_final.nii.gz")
+            names = self.writeFinalLabel(segmentationNode, reference, labels, labelPath)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+        def work(progress):
+            self._ensureOnServer(server, imageId, imagePath, progress)
+            progress(f"Saving the segmentation of {imageId} as its final label")
+            return server.submit_segmentation(task, imageId, labelPath, names)
+
+        return Plan("Saving the segmentation", work, cleanup=self._removeFolder(folder))
 
     def startTraining(self, task, epochs):
-        return self._server().start_training(task, max_epochs=int(epochs))
+        server = self._server()
+        return Plan(
+            f"Starting training of {task}", lambda progress: server.start_training(task, max_epochs=int(epochs))
+        )
 
     def trainingProgress(self, run):
-        return self._server().training_progress(run)
+        server = self._server()
+        return Plan(f"Training of {run.task}", lambda progress: server.training_progress(run))
 
     @staticmethod
     def trainingFailure(state):
         """The error describing a training that ended without DONE."""
         return TrainingFailedError(state.task, state.status, state.line)
 
-    def nextSample(self, strategy, progress=None):
-        """Load the next image picked by ``strategy``; False when the strategy found none."""
-        sample = self._server().next_sample(strategy, progress)
-        if sample is None:
-            return False
-        node = slicer.util.loadVolume(sample.path, {"name": sample.image_id})
+    def nextSample(self, strategy):
+        """A plan: fetch the image ``strategy`` picks; its value is the loaded volume, or False when none is left."""
+        server = self._server()
+        folder = self._actionFolder()
+
+        def work(progress):
+            return server.next_sample(strategy, progress, folder=folder)
+
+        def finish(sample):
+            if sample is None:
+                return False
+            return self.loadSample(sample)
+
+        return Plan(f"Fetching the next sample ({strategy})", work, finish, self._removeFolder(folder))
+
+    def loadSample(self, sample):
+        """Load a downloaded sample as one file (not a series of numbered files beside it), mark it with its id and
+        fingerprint, and show it."""
+        node = slicer.util.loadVolume(sample.path, {"name": sample.image_id, "singleFile": True})
+        self._detachFromFile(node)
         node.SetAttribute(IMAGE_ID_ATTRIBUTE, sample.image_id)
+        node.SetAttribute(FINGERPRINT_ATTRIBUTE, self.volumeFingerprint(node))
+        self._onServer.add(sample.image_id)
         slicer.util.setSliceViewerLayers(background=node, fit=True)
         return node
 
 
 class MRILabelTest(ScriptedLoadableModuleTest):
-    """Runs in Slicer (Reload and Test). The server round trip runs when MRILABEL_TEST_SERVER_URL is set."""
+    """Runs in Slicer (Reload and Test), without a server: mask import into a segmentation, export of a corrected
+    segment, class-activation maps over a volume and over a one-slice picture, and the geometry checks. It leaves
+    nothing behind (scene cleared, temporary files removed). With MRILABEL_TEST_SERVER_URL set it also connects and
+    lists the server's tasks (nothing is sent)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
+        self.logic = MRILabelLogic()
+
+    def tearDown(self):
+        slicer.mrmlScene.Clear()
+        self.logic.cleanTemporaryFiles(removeFolder=True)
 
     def runTest(self):
-        self.setUp()
-        self.test_results_and_overlay()
-        self.test_server_round_trip()
+        for test in (
+            self.test_results_and_overlay,
+            self.test_mask_import_and_export,
+            self.test_cam_overlays,
+            self.test_geometry_checks,
+            self.test_server_connection,
+        ):
+            self.setUp()
+            try:
+                test()
+            finally:
+                self.tearDown()
+
+    # helpers: volumes made in memory, "server files" written with the same exporter the uploads use
+
+    def _volume(self, name, array, ijkToRas=None, className="vtkMRMLScalarVolumeNode"):
+        node = slicer.mrmlScene.AddNewNodeByClass(className, name)
+        node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(np.eye(4) if ijkToRas is None else ijkToRas))
+        slicer.util.updateVolumeFromArray(node, array)
+        return node
+
+    def _serverFile(self, name, array, ijkToRas, className="vtkMRMLScalarVolumeNode"):
+        """Write ``array`` as the server would answer it; the node used for writing is removed again."""
+        node = self._volume(name, array, ijkToRas, className)
+        path = os.path.join(self.logic.temporaryFolder(), f"{name}.nii.gz")
+        self.logic._exportNode(node, path)
+        self.logic._removeWithHelpers(node)
+        return path
 
     def test_results_and_overlay(self):
         result = parse_classification({"label": "T2", "probabilities": {"T1": 0.25, "T2": 0.75}})
@@ -500,18 +1073,74 @@ class MRILabelTest(ScriptedLoadableModuleTest):
         self.assertEqual(safe_image_id("My volume 1"), "My_volume_1")
         self.delayDisplay("Results and overlay arithmetic passed")
 
-    def test_server_round_trip(self):
+    def test_mask_import_and_export(self):
+        ijkToRas = np.diag([0.9, 0.9, 3.0, 1.0])
+        ijkToRas[:3, 3] = (-40.0, 12.0, 5.0)
+        volume = self._volume("MRILabel self-test volume", np.random.default_rng(0).normal(size=(8, 24, 32)), ijkToRas)
+        mask = np.zeros((8, 24, 32), np.uint8)
+        mask[3:5, 8:14, 10:20] = 1
+        maskPath = self._serverFile("MRILabel self-test mask", mask, ijkToRas, "vtkMRMLLabelMapVolumeNode")
+        result = SegmentationResult("selftest", maskPath, {"tumor": 1}, None, {})
+        segmentationNode = self.logic.loadMaskAsSegmentation(result, volume, "selftest_image")
+        segmentation = segmentationNode.GetSegmentation()
+        self.assertEqual(segmentation.GetNumberOfSegments(), 1)
+        self.assertEqual(segmentation.GetNthSegment(0).GetName(), "tumor")
+        self.assertIs(self.logic.sourceVolumeOf(segmentationNode), volume)
+        segmentId = segmentation.GetNthSegmentID(0)
+        imported = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volume)
+        np.testing.assert_array_equal(imported > 0, mask > 0)
+        self.delayDisplay("Mask imported into a segmentation on the volume's grid")
+
+        corrected = mask.copy()
+        corrected[3:5, 8:14, 20:24] = 1  # the "correction": the tumor grows by a few voxels
+        slicer.util.updateSegmentBinaryLabelmapFromArray(corrected, segmentationNode, segmentId, volume)
+        finalPath = os.path.join(self.logic.temporaryFolder(), "final.nii.gz")
+        names = self.logic.writeFinalLabel(segmentationNode, volume, {"tumor": 1}, finalPath)
+        self.assertEqual(names, ["tumor"])
+        final = slicer.util.loadLabelVolume(finalPath, {"show": False, "singleFile": True})
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(final), corrected)
+        check_aligned(self.logic._geometry(final), self.logic._geometry(volume), what="The exported label map")
+        self.delayDisplay("Corrected segment exported as a label map on the volume's grid")
+
+    def test_cam_overlays(self):
+        ijkToRas = np.diag([1.0, 1.0, 2.0, 1.0])
+        volume = self._volume("MRILabel self-test head", np.zeros((6, 16, 16), np.float32), ijkToRas)
+        camPath = self._serverFile("MRILabel self-test cam", np.full((6, 16, 16), 0.6, np.float32), ijkToRas)
+        camNode, _ = self.logic.showClassActivationMap(camPath, volume, "selftest")
+        self.assertEqual(camNode.GetAttribute(ROLE_ATTRIBUTE), OVERLAY_ROLE)
+        self.assertIn(camNode.GetID(), self.logic.overlayNodeIDs())
+        self.assertIsNone(camNode.GetStorageNode())
+        self.delayDisplay("Class-activation map shown over a volume")
+
+        pictureIjkToRas = np.diag([-1.0, -1.0, 1.0, 1.0])  # how Slicer loads a PNG or JPG
+        picture = self._volume("MRILabel self-test picture", np.zeros((1, 12, 20), np.float32), pictureIjkToRas)
+        flatPath = self._serverFile("MRILabel self-test 2D cam", np.full((1, 12, 20), 0.6, np.float32), np.eye(4))
+        flatNode, _ = self.logic.showClassActivationMap(flatPath, picture, "selftest")
+        np.testing.assert_allclose(self.logic._ijkToRas(flatNode), pictureIjkToRas)
+        self.delayDisplay("Class-activation map of a 2D picture lands on the picture")
+
+    def test_geometry_checks(self):
+        volume = self._volume("MRILabel self-test grid", np.zeros((4, 8, 8), np.float32), np.diag([1.0, 1.0, 3.0, 1]))
+        wrongPath = self._serverFile("MRILabel self-test wrong", np.zeros((4, 8, 8), np.float32), np.eye(4))
+        with self.assertRaises(ValueError) as caught:
+            self.logic.showClassActivationMap(wrongPath, volume, "selftest")
+        self.assertIn("its voxel size is", str(caught.exception))
+        self.assertEqual(self.logic.overlayNodeIDs(), [])  # the refused map is not left in the scene
+        rgb = np.zeros((1, 4, 6, 3), np.uint8)
+        rgb[..., 1] = 100
+        photo = self._volume(
+            "MRILabel self-test photo", rgb, np.diag([-1.0, -1.0, 1.0, 1.0]), "vtkMRMLVectorVolumeNode"
+        )
+        sentPath = self.logic.exportForUpload(photo, self.logic.temporaryFolder(), "selftest_photo")
+        sent = slicer.util.loadVolume(sentPath, {"show": False, "singleFile": True})
+        np.testing.assert_allclose(slicer.util.arrayFromVolume(sent), 0.587 * 100, rtol=1e-4)
+        self.delayDisplay("Geometry checks and RGB conversion passed")
+
+    def test_server_connection(self):
         url = os.environ.get("MRILABEL_TEST_SERVER_URL")
         if not url:
-            self.delayDisplay("MRILABEL_TEST_SERVER_URL not set: server round trip skipped")
+            self.delayDisplay("MRILABEL_TEST_SERVER_URL not set: server connection skipped")
             return
-        import numpy as np
-
-        logic = MRILabelLogic()
-        tasks = logic.connect(url)
+        tasks = run_plan(self.logic.connect(url))
         self.assertTrue(tasks)
-        volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "MRILabel test volume")
-        slicer.util.updateVolumeFromArray(volume, np.random.default_rng(0).normal(size=(16, 96, 96)).astype("float32"))
-        logic._ensureOnServer(volume)
-        self.assertTrue(logic.server.has_image(logic.imageIdForVolume(volume)))
-        self.delayDisplay("Server round trip passed")
+        self.delayDisplay("Server connection passed")

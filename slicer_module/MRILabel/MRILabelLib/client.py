@@ -6,9 +6,13 @@ times with exponential backoff. Failures are raised as the errors of :mod:`MRILa
 On a server with MONAI Label auth on, :meth:`ServerClient.login` swaps a user name and password for a token
 (``POST /auth/token``), sent with every later call; when the token expires (Keycloak's tokens last 5 minutes by
 default) the next call that gets a 401 logs in again once and is sent again.
+
+Servers on this machine or at a private (LAN) address are reached directly, never through the system proxy
+(:func:`direct_connection`; ``MRILABEL_NO_PROXY=1`` makes every server direct).
 """
 
 import http.client
+import ipaddress
 import json
 import os
 import socket
@@ -17,11 +21,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from . import multipart
 from .errors import ServerHTTPError, ServerTimeoutError, ServerUnreachableError, UnexpectedAnswerError
 
+#: Set to 1 (or true/yes) to reach every server directly, never through the system proxy.
+NO_PROXY_ENV = "MRILABEL_NO_PROXY"
 RETRY_STATUSES = (502, 503, 504)
 #: Connection failures worth another try (``http.client.RemoteDisconnected`` is a ConnectionResetError).
 TRANSIENT_ERRORS = (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
@@ -39,6 +45,28 @@ class Response(NamedTuple):
             return json.loads(self.body.decode("utf-8"))
         except ValueError:
             raise UnexpectedAnswerError(f"expected JSON, got {self.body[:60]!r}") from None
+
+
+def direct_connection(base_url: str, environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether calls to ``base_url`` bypass the system proxy: always for this machine (``localhost``, loopback) and
+    for private, link-local and other non-public addresses (a LAN server a hospital proxy cannot reach), and for any
+    address when the environment variable ``MRILABEL_NO_PROXY`` is 1/true/yes. Host names are not resolved.
+
+    Args:
+        base_url: the server's address.
+        environ: the environment to read (``os.environ`` when None).
+    """
+    environ = os.environ if environ is None else environ
+    if str(environ.get(NO_PROXY_ENV, "")).strip().lower() in ("1", "true", "yes"):
+        return True
+    host = (urllib.parse.urlparse(str(base_url)).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def detail_of(body: bytes) -> str:
@@ -87,6 +115,9 @@ class ServerClient:
         self.timeout_s, self.retries, self.backoff_s, self._sleep = float(timeout_s), retries, float(backoff_s), sleep
         self._token: Optional[str] = None
         self._credentials: Optional[Tuple[str, str]] = None
+        # loopback and LAN servers are reached directly: a system proxy would refuse them or see the patient data
+        direct = direct_connection(self.base_url)
+        self._opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if direct else []))
 
     # --- authentication --------------------------------------------------------------------------------
 
@@ -168,7 +199,7 @@ class ServerClient:
             last_try = attempt == self.retries
             try:
                 request = urllib.request.Request(url, data=data, headers=headers, method=method)
-                with urllib.request.urlopen(request, timeout=timeout) as answer:
+                with self._opener.open(request, timeout=timeout) as answer:
                     return Response(answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read())
             except urllib.error.HTTPError as error:
                 body = error.read() or b""

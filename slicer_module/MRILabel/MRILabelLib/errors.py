@@ -96,6 +96,30 @@ class UnexpectedAnswerError(MRILabelError):
         self.what = what
 
 
+class Cancelled(MRILabelError):
+    """The user cancelled an action (or the scene was closed while it ran).
+
+    Args:
+        title: the action, as the panel names it (e.g. ``Running sequence``).
+    """
+
+    def __init__(self, title: str):
+        super().__init__(f"{title} was cancelled")
+        self.title = title
+
+
+class BusyError(MRILabelError):
+    """An action was started while another one still runs (the panel runs one at a time).
+
+    Args:
+        title: the action that is still running.
+    """
+
+    def __init__(self, title: str):
+        super().__init__(f"{title} is still running")
+        self.title = title
+
+
 def _one_line(text: str) -> str:
     """Collapse whitespace and make sure the text ends with a full stop."""
     text = " ".join(str(text).split()).rstrip()
@@ -171,6 +195,10 @@ def plain_sentence(error: BaseException) -> str:
                 "it may still be running on the server."
             )
         return f"The training of '{error.task}' ended with {error.status}; the server log (GET /logs/) has the details."
+    if isinstance(error, Cancelled):
+        return f"{error.title} was cancelled."
+    if isinstance(error, BusyError):
+        return f"{error.title} is still running; wait for it or press Cancel."
     if isinstance(error, UnexpectedAnswerError):
         return _one_line(
             f"The server gave an answer this module does not understand ({error.what}); "

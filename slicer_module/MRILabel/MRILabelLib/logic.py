@@ -207,18 +207,24 @@ class ServerLogic:
         image_path: Optional[str] = None,
         params: Optional[Dict] = None,
         progress: Optional[ProgressCallback] = None,
+        folder: Optional[str] = None,
     ) -> Union[ClassificationResult, SegmentationResult]:
         """Run ``task`` on an image (uploaded first when the server does not have it).
 
+        Args:
+            folder: where the mask file goes (``work_dir`` when None).
+
         Returns:
             :class:`ClassificationResult` for a classifier (the answer has ``probabilities``), else
-            :class:`SegmentationResult` with the mask file written under ``work_dir``.
+            :class:`SegmentationResult` with the mask file written under ``folder``.
         """
         if not task:
             raise ValueError(f"task must be a task name, got {task!r}")
         self.ensure_image(image_id, image_path, progress)
         _report(progress, f"Running {task} on {image_id}")
-        result, file_path = self.client.infer(task, image_id, params or {}, output="all", folder=self.work_dir)
+        result, file_path = self.client.infer(
+            task, image_id, params or {}, output="all", folder=folder or self.work_dir
+        )
         if isinstance(result, dict) and "probabilities" in result:
             return parse_classification(result, task)
         if file_path is None:
@@ -226,9 +232,15 @@ class ServerLogic:
         return parse_segmentation(result, file_path, task)
 
     def class_activation_map(
-        self, task: str, image_id: str, image_path: Optional[str] = None, progress: Optional[ProgressCallback] = None
+        self,
+        task: str,
+        image_id: str,
+        image_path: Optional[str] = None,
+        progress: Optional[ProgressCallback] = None,
+        folder: Optional[str] = None,
     ) -> Optional[str]:
-        """Ask a classifier for its class-activation map (``{"cam": true}``).
+        """Ask a classifier for its class-activation map (``{"cam": true}``), written into ``folder`` (``work_dir``
+        when None).
 
         Returns:
             The path of the map (a NIfTI float volume aligned with the image, values 0..1), or None when the
@@ -241,7 +253,9 @@ class ServerLogic:
             raise ValueError(f"task must be a classifier to give a class-activation map, got {task!r}")
         self.ensure_image(image_id, image_path, progress)
         _report(progress, f"Asking {task} for its class-activation map on {image_id}")
-        result, file_path = self.client.infer(task, image_id, {"cam": True}, output="all", folder=self.work_dir)
+        result, file_path = self.client.infer(
+            task, image_id, {"cam": True}, output="all", folder=folder or self.work_dir
+        )
         if "probabilities" not in result:
             raise UnexpectedAnswerError(f"{task} answered without class probabilities")
         if file_path is None:
@@ -326,8 +340,11 @@ class ServerLogic:
 
     # --- active learning -------------------------------------------------------------------------------
 
-    def next_sample(self, strategy: str, progress: Optional[ProgressCallback] = None) -> Optional[NextSample]:
-        """The next image picked by ``strategy``, downloaded into ``work_dir``; None when none is left."""
+    def next_sample(
+        self, strategy: str, progress: Optional[ProgressCallback] = None, folder: Optional[str] = None
+    ) -> Optional[NextSample]:
+        """The next image picked by ``strategy``, downloaded into ``folder`` (``work_dir`` when None); None when
+        none is left."""
         if strategy not in self.strategies():
             raise ValueError(f"strategy {strategy!r} is not offered by this server; strategies: {self.strategies()}")
         picked = self.client.next_sample(strategy)
@@ -335,4 +352,4 @@ class ServerLogic:
             return None
         image_id = str(picked["id"])
         _report(progress, f"Downloading {image_id}")
-        return NextSample(image_id, self.client.download_image(image_id, self.work_dir), picked)
+        return NextSample(image_id, self.client.download_image(image_id, folder or self.work_dir), picked)

@@ -3,9 +3,11 @@ label volumes, and merging edited segments into one label map."""
 
 import hashlib
 import re
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from .geometry import Geometry, differences, matrix_token
 
 #: Colour stops of the heat colour map (value, red, green, blue): transparent-blue, cyan, yellow, red.
 HEAT_STOPS = ((0.0, 0.0, 0.0, 1.0), (0.35, 0.0, 1.0, 1.0), (0.65, 1.0, 1.0, 0.0), (1.0, 1.0, 0.0, 0.0))
@@ -27,10 +29,29 @@ def cam_display_values(cam: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     return values
 
 
-def check_aligned(overlay_shape: Sequence[int], image_shape: Sequence[int]) -> None:
-    """Raise ValueError unless an overlay has its image's voxel grid shape."""
-    if tuple(overlay_shape) != tuple(image_shape):
-        raise ValueError(f"overlay_shape {tuple(overlay_shape)} differs from image_shape {tuple(image_shape)}")
+def check_aligned(
+    overlay: Union[Geometry, Sequence[int]], image: Union[Geometry, Sequence[int]], what: str = "The overlay"
+) -> None:
+    """Raise ValueError unless an overlay lies on its image's voxel grid.
+
+    Args:
+        overlay: the overlay's :class:`~MRILabelLib.geometry.Geometry` (shape, spacing, origin and axis directions
+            are compared, with the tolerances of :mod:`MRILabelLib.geometry`), or only its array shape.
+        image: the image's, of the same kind.
+        what: the overlay as the sentence names it, e.g. ``The class-activation map``.
+
+    Raises:
+        ValueError: one plain sentence naming what differs, e.g. "The class-activation map does not line up with
+            the image: its voxel size is 1 × 1 × 2 mm but the image's is 1 × 1 × 3 mm." (shapes only: the
+            technical ``overlay_shape ... differs from image_shape ...``).
+    """
+    if isinstance(overlay, Geometry) and isinstance(image, Geometry):
+        found = differences(overlay, image)
+        if found:
+            raise ValueError(f"{what} does not line up with the image: {'; '.join(found)}")
+        return
+    if tuple(overlay) != tuple(image):
+        raise ValueError(f"overlay_shape {tuple(overlay)} differs from image_shape {tuple(image)}")
 
 
 def heat_colors(values: np.ndarray) -> np.ndarray:
@@ -114,10 +135,28 @@ def merge_segments(masks: Mapping[str, np.ndarray], labels: Mapping[str, int]) -
     return merged
 
 
-def volume_fingerprint(array: np.ndarray, spacing: Sequence[float]) -> str:
-    """Ten hex digits identifying a volume's voxels and spacing (same content -> same fingerprint)."""
+def volume_fingerprint(
+    array: np.ndarray,
+    spacing: Sequence[float],
+    ijk_to_ras: Optional[np.ndarray] = None,
+    parent_to_world: Union[np.ndarray, str, None] = None,
+) -> str:
+    """Ten hex digits identifying a volume's voxels and where they are (same content and place -> same fingerprint).
+
+    Args:
+        array: the voxels.
+        spacing: voxel size in mm.
+        ijk_to_ras: the volume's IJK->RAS matrix (origin and axis directions; rounded to 6 decimals).
+        parent_to_world: the parent transform's matrix to world (identity = none), or a text standing for a
+            non-linear transform; None when the volume has no parent transform.
+    """
     array = np.ascontiguousarray(array)
-    digest = hashlib.sha256(str((array.shape, str(array.dtype), [round(float(s), 6) for s in spacing])).encode())
+    header: Tuple = (array.shape, str(array.dtype), [round(float(s), 6) for s in spacing])
+    place = matrix_token(ijk_to_ras)
+    world = parent_to_world if isinstance(parent_to_world, str) else matrix_token(parent_to_world)
+    if place is not None or world is not None:
+        header += (place, world)
+    digest = hashlib.sha256(str(header).encode())
     digest.update(array.tobytes())
     return digest.hexdigest()[:10]
 

@@ -169,3 +169,17 @@ def test_multipart_round_trip_is_byte_exact():
 def test_multipart_without_boundary_is_refused():
     with pytest.raises(ValueError, match="content_type"):
         multipart.decode(b"", "multipart/form-data")
+
+
+@pytest.mark.parametrize("listener", [[(200, {"models": {}})]], indirect=True)
+def test_loopback_calls_do_not_go_through_the_system_proxy(listener, monkeypatch):
+    """Issue 18 row 12: a system proxy (here one that does not exist) is not used for a server on this machine."""
+    import urllib.request
+
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
+    for name in ("no_proxy", "NO_PROXY", "MRILABEL_NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen's shared opener reads the proxy settings anew
+    client, _ = _client(listener.url, retries=0)
+    assert client.info() == {"models": {}}

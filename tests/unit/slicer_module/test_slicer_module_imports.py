@@ -2,19 +2,18 @@
 the logic layer, and the plain package imports nothing from Slicer. (No Slicer is needed to run these.)"""
 
 import ast
-import importlib.util
 import re
-import sys
-import types
 import unittest
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fake_slicer import FakeCombo, FakeNode, FakeSelector
 
 from MRILabelLib import NO_CAM_SENTENCE, TaskInfo, TrainingRun, plain_sentence
 from MRILabelLib.errors import ServerHTTPError
+from MRILabelLib.jobs import Plan, run_plan
 from MRILabelLib.progress import TrainingProgress
 from MRILabelLib.results import parse_classification, parse_segmentation
 
@@ -24,114 +23,16 @@ SLICER_NAMES = {"slicer", "vtk", "qt", "ctk"}
 HTTP_NAMES = {"urllib", "http", "json", "requests", "socket", "MRILabelLib.client", "MRILabelLib.multipart"}
 
 
-class Recorder:
-    """Stand-in for any Qt/Slicer object: attributes are Recorders (one per name), calls are recorded."""
-
-    def __init__(self, name="stub"):
-        object.__setattr__(self, "_name", name)
-        object.__setattr__(self, "_children", {})
-        object.__setattr__(self, "calls", [])
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        children = object.__getattribute__(self, "_children")
-        if name not in children:
-            children[name] = Recorder(f"{self._name}.{name}")
-        return children[name]
-
-    def __call__(self, *args, **kwargs):
-        self.calls.append((args, kwargs))
-        return Recorder(f"{self._name}()")
-
-
-class FakeCombo:
-    def __init__(self, current=""):
-        self.currentText, self.items = current, []
-
-    def clear(self):
-        self.items = []
-
-    def addItem(self, name):
-        self.items.append(name)
-
-    def setCurrentIndex(self, index):
-        self.currentText = self.items[index]
-
-
-class FakeNode:
-    def __init__(self, name, attributes=None):
-        self.name, self.attributes = name, dict(attributes or {})
-
-    def GetName(self):
-        return self.name
-
-    def GetAttribute(self, key):
-        return self.attributes.get(key)
-
-    def SetAttribute(self, key, value):
-        self.attributes[key] = value
-
-    def GetSpacing(self):
-        return (1.0, 1.0, 2.0)
-
-
-def _stub_modules():
-    slicer_pkg = Recorder("slicer")
-    loadable = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class ScriptedLoadableModule:
-        def __init__(self, parent):
-            self.parent = parent
-
-    class ScriptedLoadableModuleWidget:
-        def __init__(self, parent=None):
-            self.parent, self.layout = parent, Recorder("layout")
-
-        def setup(self):
-            pass
-
-    class ScriptedLoadableModuleLogic:
-        def __init__(self, parent=None):
-            pass
-
-    class ScriptedLoadableModuleTest(unittest.TestCase):
-        def delayDisplay(self, message, msec=0):
-            pass
-
-    for cls in (
-        ScriptedLoadableModule,
-        ScriptedLoadableModuleWidget,
-        ScriptedLoadableModuleLogic,
-        ScriptedLoadableModuleTest,
-    ):
-        setattr(loadable, cls.__name__, cls)
-    object.__setattr__(slicer_pkg, "ScriptedLoadableModule", loadable)
-    return {
-        "slicer": slicer_pkg,
-        "slicer.ScriptedLoadableModule": loadable,
-        "qt": Recorder("qt"),
-        "vtk": Recorder("vtk"),
-        "ctk": Recorder("ctk"),
-    }
-
-
-@pytest.fixture
-def module(monkeypatch):
-    """MRILabel.py loaded with the stub modules (removed again afterwards)."""
-    stubs = _stub_modules()
-    for name, stub in stubs.items():
-        monkeypatch.setitem(sys.modules, name, stub)
-    spec = importlib.util.spec_from_file_location("MRILabel", MODULE_DIR / "MRILabel.py")
-    loaded = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "MRILabel", loaded)
-    spec.loader.exec_module(loaded)
-    loaded.stubs = stubs
-    return loaded
+def settle(widget):
+    """Let the running job (if any) end, then deliver it as the panel's timer would."""
+    if widget.jobs.job is not None:
+        assert widget.jobs.job.wait(10)
+    widget.onJobTimer()
 
 
 class FakeLogic:
-    """Records every call the widget makes and answers with canned values."""
+    """Records every call the widget makes and answers with canned values (as plans, like the real logic: the
+    server part runs in the worker, the rest on the GUI thread)."""
 
     def __init__(self, fail=None):
         self.calls, self.fail = [], fail
@@ -142,56 +43,71 @@ class FakeLogic:
         if self.fail and name == self.fail[0]:
             raise self.fail[1]
 
+    @staticmethod
+    def _plan(title, answer):
+        return Plan(title, lambda progress: answer)
+
     def connect(self, url, max_mb, username, password):
         self._record("connect", url, max_mb, username, password)
-        return [
-            TaskInfo("sequence", "classification", {"T1": 0, "T2": 1}, "", True),
-            TaskInfo("tumor_pipeline", "segmentation", {"tumor": 1}, "", False),
-        ]
+        return self._plan(
+            "Connecting",
+            [
+                TaskInfo("sequence", "classification", {"T1": 0, "T2": 1}, "", True),
+                TaskInfo("tumor_pipeline", "segmentation", {"tumor": 1}, "", False),
+            ],
+        )
 
     def strategies(self):
         self._record("strategies")
         return ["first", "random"]
 
-    def runTask(self, task, volume, progress):
+    def runTask(self, task, volume):
         self._record("runTask", task, volume)
         if task == "sequence":
-            return parse_classification({"label": "T2", "probabilities": {"T1": 0.25, "T2": 0.75}}), None
-        segmentation = FakeNode("seg")
-        return parse_segmentation(
-            {"label_names": {"tumor": 1}, "measurements": {"mm3": {"tumor": 6.0}}}, "m.nii.gz", task
-        ), segmentation
+            answer = parse_classification({"label": "T2", "probabilities": {"T1": 0.25, "T2": 0.75}}), None
+        else:
+            answer = (
+                parse_segmentation({"label_names": {"tumor": 1}, "measurements": {"mm3": {"tumor": 6.0}}}, "m", task),
+                FakeNode("seg"),
+            )
+        return self._plan(f"Running {task}", answer)
 
     def classesOf(self, task):
         self._record("classesOf", task)
         return ["T1", "T2"]
 
-    def loadClassActivationMap(self, task, volume, progress):
+    def loadClassActivationMap(self, task, volume):
         self._record("loadClassActivationMap", task, volume)
-        return None, NO_CAM_SENTENCE
+        return self._plan("CAM", (None, NO_CAM_SENTENCE))
 
     def submitClass(self, task, volume, label):
         self._record("submitClass", task, volume, label)
-        return {"label": label}
+        return self._plan("Class", {"label": label})
 
-    def submitSegmentation(self, task, segmentation, volume):
-        self._record("submitSegmentation", task, segmentation, volume)
-        return {"label": "x"}
+    def submitSegmentation(self, task, segmentation):
+        self._record("submitSegmentation", task, segmentation)
+        return self._plan("Segmentation", {"label": "x"})
 
     def startTraining(self, task, epochs):
         self._record("startTraining", task, epochs)
-        return TrainingRun(task, "run-1")
+        return self._plan("Training", TrainingRun(task, "run-1"))
 
     def trainingProgress(self, run):
         self._record("trainingProgress", run)
-        return TrainingProgress(run.task, run.run_id, "DONE", 1, 1, 5, 5, 0.3, None, 1.0)
+        return self._plan("Progress", TrainingProgress(run.task, run.run_id, "DONE", 1, 1, 5, 5, 0.3, None, 1.0))
 
     def trainingFailure(self, state):
         return RuntimeError(state.status)
 
-    def nextSample(self, strategy, progress):
+    def nextSample(self, strategy):
         self._record("nextSample", strategy)
-        return FakeNode("synth01_t1")
+        return self._plan("Next sample", FakeNode("synth01_t1"))
+
+    def overlayNodeIDs(self):
+        return []
+
+    def cleanTemporaryFiles(self, removeFolder=False):
+        pass
 
     def describeError(self, error):
         return plain_sentence(error)
@@ -228,8 +144,7 @@ def test_plain_package_imports_nothing_from_slicer(path):
 
 
 def test_buttons_are_wired_to_their_handlers(module):
-    widget = module.MRILabelWidget()
-    widget.setup()
+    widget = module.MRILabelWidget()  # parentless: setup() runs inside __init__, as in Slicer
     wiring = {
         "connectButton": widget.onConnect,
         "runButton": widget.onRunTask,
@@ -238,47 +153,50 @@ def test_buttons_are_wired_to_their_handlers(module):
         "submitSegmentationButton": widget.onSubmitSegmentation,
         "trainButton": widget.onStartTraining,
         "nextSampleButton": widget.onNextSample,
+        "cancelButton": widget.onCancel,
     }
     for attribute, handler in wiring.items():
-        assert getattr(widget, attribute).clicked.connect.calls == [((handler,), {})], attribute
+        assert getattr(widget.ui, attribute).clicked.connect.calls == [((handler,), {})], attribute
     assert widget.trainingTimer.timeout.connect.calls == [((widget.onTrainingTimer,), {})]
+    assert widget.jobTimer.timeout.connect.calls == [((widget.onJobTimer,), {})]
     assert isinstance(widget.logic, module.MRILabelLogic)
 
 
 @pytest.fixture
 def widget(module):
     widget = module.MRILabelWidget()
-    widget.setup()
     widget.logic = FakeLogic()
-    widget.serverUrlEdit = SimpleNamespace(text=" http://127.0.0.1:8000 ")
-    widget.usernameEdit, widget.passwordEdit = SimpleNamespace(text=" ann.annotator "), SimpleNamespace(text=" pw ")
-    widget.maxUploadSpin = SimpleNamespace(value=256.0)
-    widget.taskCombo, widget.trainTaskCombo = FakeCombo("sequence"), FakeCombo("tumor_gate")
-    widget.classCombo, widget.strategyCombo = FakeCombo("T1"), FakeCombo("random")
-    widget.epochsSpin = SimpleNamespace(value=3)
-    widget.volumeSelector = SimpleNamespace(currentNode=lambda: widget.logic.volume, setCurrentNode=lambda n: None)
+    ui = widget.ui
+    ui.serverUrlEdit = SimpleNamespace(text=" http://127.0.0.1:8000 ")
+    ui.usernameEdit, ui.passwordEdit = SimpleNamespace(text=" ann.annotator "), SimpleNamespace(text=" pw ")
+    ui.maxUploadSpin = SimpleNamespace(value=256.0)
+    ui.taskCombo, ui.trainTaskCombo = FakeCombo("sequence"), FakeCombo("tumor_gate")
+    ui.classCombo, ui.strategyCombo = FakeCombo("T1"), FakeCombo("random")
+    ui.epochsSpin = SimpleNamespace(value=3)
+    ui.volumeSelector = FakeSelector(widget.logic.volume)
     widget.segmentationNode = FakeNode("seg")
-    widget.segmentationSelector = SimpleNamespace(
-        currentNode=lambda: widget.segmentationNode, setCurrentNode=lambda n: None
-    )
+    ui.segmentationSelector = FakeSelector(widget.segmentationNode)
     return widget
 
 
 def _status(widget):
-    return widget.statusLabel.setText.calls[-1][0][0]
+    return widget.ui.statusLabel.setText.calls[-1][0][0]
 
 
 def test_handlers_call_only_logic_methods(widget):
     volume = widget.logic.volume
-    widget.onConnect()
-    widget.onRunTask()
-    widget.onShowCam()
-    widget.classCombo.currentText = "T1"
-    widget.onSubmitClass()
-    widget.onSubmitSegmentation()
-    widget.onStartTraining()
-    widget.onTrainingTimer()
+    for handler in (widget.onConnect, widget.onRunTask, widget.onShowCam):
+        handler()
+        settle(widget)
+    widget.ui.classCombo.currentText = "T1"
+    for handler in (widget.onSubmitClass, widget.onSubmitSegmentation, widget.onStartTraining):
+        handler()
+        settle(widget)
+    widget.onTrainingTimer()  # asks for the progress in the worker ...
+    assert widget.trainingJobs.job.wait(10)
+    widget.onTrainingTimer()  # ... and shows it at the next tick
     widget.onNextSample()
+    settle(widget)
     assert widget.logic.calls == [
         ("connect", ("http://127.0.0.1:8000", 256.0, "ann.annotator", " pw ")),  # a password is sent as typed
         ("strategies", ()),
@@ -286,7 +204,8 @@ def test_handlers_call_only_logic_methods(widget):
         ("classesOf", ("sequence",)),
         ("loadClassActivationMap", ("sequence", volume)),
         ("submitClass", ("sequence", volume, "T1")),
-        ("submitSegmentation", ("sequence", widget.segmentationNode, volume)),
+        # issue 18 row 1: the segmentation carries its own image and reference volume, the volume selector is unused
+        ("submitSegmentation", ("sequence", widget.segmentationNode)),
         ("startTraining", ("tumor_gate", 3)),
         ("trainingProgress", (TrainingRun("tumor_gate", "run-1"),)),
         ("nextSample", ("random",)),
@@ -295,24 +214,32 @@ def test_handlers_call_only_logic_methods(widget):
 
 def test_results_reach_the_table_and_labels(widget):
     widget.onConnect()
-    assert widget.taskCombo.items == ["sequence", "tumor_pipeline"] and widget.trainTaskCombo.items == ["sequence"]
-    assert widget.strategyCombo.items == ["first", "random"]
+    settle(widget)
+    ui = widget.ui
+    assert ui.taskCombo.items == ["sequence", "tumor_pipeline"] and ui.trainTaskCombo.items == ["sequence"]
+    assert ui.strategyCombo.items == ["first", "random"]
     widget.onRunTask()
-    assert widget.resultTable.setRowCount.calls == [((2,), {})]
-    assert widget.resultSummaryLabel.setText.calls[-1][0][0] == "Predicted class: T2"
-    assert widget.classCombo.currentText == "T2"  # the prediction is preselected for correction
-    widget.taskCombo.currentText = "tumor_pipeline"
+    settle(widget)
+    assert ui.resultTable.setRowCount.calls == [((2,), {})]
+    assert ui.resultSummaryLabel.setText.calls[-1][0][0] == "Predicted class: T2"
+    assert ui.classCombo.currentText == "T2"  # the prediction is preselected for correction
+    ui.taskCombo.currentText = "tumor_pipeline"
     widget.onRunTask()
-    assert widget.measurementsLabel.setText.calls[-1][0][0] == "tumor: 6.0 mm³\nTotal: 6.0 mm³"
+    settle(widget)
+    assert ui.measurementsLabel.setText.calls[-1][0][0] == "tumor: 6.0 mm³\nTotal: 6.0 mm³"
     widget.onShowCam()
+    settle(widget)
     assert _status(widget) == NO_CAM_SENTENCE
 
 
 def test_training_progress_reaches_the_bar(widget):
     widget.onStartTraining()
+    settle(widget)
     widget.onTrainingTimer()
-    assert widget.trainingProgressBar.setValue.calls[-1][0][0] == 100
-    assert widget.trainingLabel.setText.calls[-1][0][0].startswith("tumor_gate: DONE, epoch 1/1")
+    assert widget.trainingJobs.job.wait(10)
+    widget.onTrainingTimer()
+    assert widget.ui.trainingProgressBar.setValue.calls[-1][0][0] == 100
+    assert widget.ui.trainingLabel.setText.calls[-1][0][0].startswith("tumor_gate: DONE, epoch 1/1")
     assert widget.trainingRun is None and widget.trainingTimer.stop.calls
 
 
@@ -325,7 +252,21 @@ def test_failures_are_shown_as_one_sentence(widget, module):
     sentence = plain_sentence(error)
     assert _status(widget) == sentence
     assert module.stubs["slicer"].util.errorDisplay.calls[-1] == ((sentence,), {"windowTitle": "MRI Label"})
-    assert widget.resultTable.setRowCount.calls == []
+    assert widget.ui.resultTable.setRowCount.calls == []
+
+
+def test_failures_in_the_worker_are_shown_as_one_sentence(widget, module):
+    error = ServerHTTPError(503, "busy")
+
+    def failing(progress):
+        raise error
+
+    widget.logic.runTask = lambda task, volume: Plan("Running", failing)
+    widget.onRunTask()
+    settle(widget)
+    sentence = plain_sentence(error)
+    assert _status(widget) == sentence
+    assert module.stubs["slicer"].util.errorDisplay.calls[-1] == ((sentence,), {"windowTitle": "MRI Label"})
 
 
 def test_logic_uses_the_fetched_image_id_or_a_fingerprint(module):
@@ -345,7 +286,7 @@ def test_logic_reports_a_missing_map_without_loading_anything(module):
     logic = module.MRILabelLogic()
     logic.server = SimpleNamespace(has_image=lambda image_id: True, class_activation_map=lambda *a, **k: None)
     node = FakeNode("head", {module.IMAGE_ID_ATTRIBUTE: "synth01_flair"})
-    assert logic.loadClassActivationMap("tumor_gate", node) == (None, NO_CAM_SENTENCE)
+    assert run_plan(logic.loadClassActivationMap("tumor_gate", node)) == (None, NO_CAM_SENTENCE)
     assert module.stubs["slicer"].util.loadVolume.calls == []
 
 
@@ -354,6 +295,7 @@ def test_cmake_lists_every_package_file_and_the_icon():
     for path in (MODULE_DIR / "MRILabelLib").glob("*.py"):
         assert f"${{MODULE_NAME}}Lib/{path.name}" in cmake
     assert "Resources/Icons/${MODULE_NAME}.png" in cmake
+    assert "Resources/UI/${MODULE_NAME}.ui" in cmake  # the panel's Designer file travels with the module
     assert (MODULE_DIR / "Resources" / "Icons" / "MRILabel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "add_subdirectory(MRILabel)" in (MODULE_DIR.parent / "CMakeLists.txt").read_text(encoding="utf-8")
 

@@ -10,6 +10,9 @@ from lib.task_config import RECIPE, VolumeSegmentationConfig
 
 class HippocampusConfig(VolumeSegmentationConfig):
     task_labels = {"anterior": 1, "posterior": 2}
-    description = "Hippocampus segmentation (T1 crop or whole head, 3D U-Net): anterior/posterior mask, left/right volumes in mm³"
+    description = (
+        "Hippocampus segmentation (T1 crop or whole head, 3D U-Net): anterior/posterior mask, left/right volumes in mm³"
+    )
     infer_class = HippocampusInfer
-    recipe = dict(RECIPE, max_epochs=40, train_batch_size=4, learning_rate=1e-3)
+    recipe = dict(RECIPE, max_epochs=70, train_batch_size=4, learning_rate=1e-3, early_stop_patience=20)
+    flip_axes = (0,)  # left-right mirrors in training, averaged over at inference (lib.mirroring)
