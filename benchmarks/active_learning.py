@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from mri_label.splits import ensure_split, split_of
+    from mri_label.core.splits import ensure_split, split_of
 
     started = time.time()
     studies = args.studies

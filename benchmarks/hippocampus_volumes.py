@@ -3,7 +3,8 @@ the MNI152 template bundled with nilearn and, where ``../shared/data`` is presen
 
     .venv/bin/python benchmarks/hippocampus_volumes.py [--data ../shared/data]
 
-Prints one row per T1: left and right anterior / posterior / total mm³, the volume check, and seconds.
+Prints one row per T1: left and right mm³ per label of the hippocampus config (in its order) / total, the volume
+check, and seconds.
 """
 
 import argparse
@@ -24,7 +25,7 @@ def main() -> int:
 
     from lib.task_config import SHIPPED_DIR
     from main import discover_configs
-    from mri_label.templates import template_path
+    from mri_label.core.templates import template_path
 
     config = discover_configs()["hippocampus"]()
     config.init("hippocampus", tempfile.mkdtemp(prefix="hippocampus_volumes_"), {"shipped_models": SHIPPED_DIR}, None)
@@ -37,10 +38,7 @@ def main() -> int:
         file, result = infer({"image": image, "device": "cpu"})
         os.remove(file)
         m = result["measurements"]
-        sides = [
-            f"{m[s]['anterior_mm3']:.0f} / {m[s]['posterior_mm3']:.0f} / {m[s]['total_mm3']:.0f}"
-            for s in ("left", "right")
-        ]
+        sides = [" / ".join(f"{m[s][f'{n}_mm3']:.0f}" for n in [*config.labels, "total"]) for s in ("left", "right")]
         name = os.path.basename(image).replace(".nii.gz", "")
         print(
             f"| {name} | {sides[0]} | {sides[1]} | {m['volume_check']['status']} | "

@@ -10,10 +10,11 @@ What it does, in one run on one machine:
 1. Writes a datastore: the synthetic sample data (``mri_label.sample_data``) plus the benchmark inputs, generated
    with numpy/nibabel/Pillow before any server starts:
 
-   * ``bench_slice_256``: a 256x256 8-bit PNG axial FLAIR slice (an LGG tumor slice's FLAIR channel where
+   * ``bench_slice_256``: a 256x256 8-bit PNG axial flair slice (an LGG tumor slice's flair channel where
      ``<data>/lgg_kaggle_3m`` is present, else a synthetic head slice);
-   * ``bench_flair_256x256x30``: a 256x256x30 FLAIR of 1 x 1 x 5 mm, axial (a BraTS FLAIR averaged into 5 mm slabs
-     and padded to 256x256 where ``<data>/brats2018`` is present, else a synthetic head with a tumor);
+   * ``bench_flair_256x256x30``: a 256x256x30 flair volume of 1 x 1 x 5 mm, axial (a BraTS ``_flair`` volume averaged
+     into 5 mm slabs and padded to 256x256 where ``<data>/brats2018`` is present, else a synthetic head with a
+     tumor);
    * ``bench_t1_182x218x182``: a real T1 of 182x218x182 at 1 mm: the MNI152 template bundled with nilearn resampled
      onto the standard MNI grid (brain-extracted; the hippocampus task registers it like any whole head);
    * ``bench_hippo_crop``: a Decathlon Task04 hippocampus crop (about 35x51x35, 1 mm) copied from
@@ -29,7 +30,7 @@ What it does, in one run on one machine:
    write, and ``other`` = client wall time minus the server's ``total`` (HTTP, the app's checks, sending the file).
 
 3. Starts a second server on another port with ``benchmarks/reference_app`` (a faithful copy of MONAI Label 0.8.5's
-   radiology ``segmentation_spleen`` infer, random initial weights) and times it on the 256x256x30 FLAIR, the
+   radiology ``segmentation_spleen`` infer, random initial weights) and times it on the 256x256x30 flair, the
    182x218x182 T1 and the hippocampus crop (``--reference-calls`` warm calls each; it is slow on a CPU).
 
 4. Samples the RSS of each server process and its children every 0.25 s (psutil) and reads the server process's
@@ -243,12 +244,13 @@ def _smooth_field(x, y, z, rng, waves: int = 6, shortest_mm: float = 12.0, longe
     return field / waves
 
 
-#: relative intensity per tissue (background, scalp, skull, CSF, GM, WM, tumor, oedema) per contrast
+#: relative intensity per tissue (background, scalp, skull, CSF, GM, WM, tumor, oedema) per contrast, by series id
+#: (the sequence config's ``series_classes`` names each one's sequence class)
 _TISSUES = ("background", "scalp", "skull", "csf", "gm", "wm", "tumor", "oedema")
 _CONTRAST = {
-    "T1": (0.0, 0.85, 0.08, 0.18, 0.55, 0.80, 0.42, 0.50),
-    "T2": (0.0, 0.40, 0.05, 1.00, 0.55, 0.35, 0.85, 0.90),
-    "FLAIR": (0.0, 0.45, 0.06, 0.07, 0.62, 0.48, 1.00, 0.85),
+    "t1": (0.0, 0.85, 0.08, 0.18, 0.55, 0.80, 0.42, 0.50),
+    "t2": (0.0, 0.40, 0.05, 1.00, 0.55, 0.35, 0.85, 0.90),
+    "flair": (0.0, 0.45, 0.06, 0.07, 0.62, 0.48, 1.00, 0.85),
 }
 
 
@@ -257,7 +259,7 @@ def _mni_t1_on_fsl_grid(path: Path) -> None:
     MNI grid (RAS, corner voxel at (-90, -126, -72) mm), as int16."""
     import SimpleITK as sitk
 
-    from mri_label.templates import template_path
+    from mri_label.core.templates import template_path
 
     grid = sitk.Image([182, 218, 182], sitk.sitkInt16)
     grid.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
@@ -283,8 +285,9 @@ def synthetic_head(
     Scalp, skull, a folded cortex, white matter, ventricles, two hippocampi (left at about (-28, -18, -20) mm),
     optionally a tumor with oedema (right hemisphere), a smooth bias field and noise. Not a phantom for accuracy,
     only realistic content (edges, texture, background) for timing. ``shape`` may be 2D-thin (``(H, W, 1)``).
-    With ``with_labels`` returns ``(image, tumor_mask, hippocampus_labels)`` (uint8: tumor + oedema = 1;
-    hippocampus 1 anterior, 2 posterior).
+    ``contrast``: a series id of :data:`_CONTRAST` (``t1``, ``t2``, ``flair``; any case). With ``with_labels`` returns
+    ``(image, tumor_mask, hippocampus_labels)`` (uint8: tumor + oedema = 1; hippocampus 1 = the front half, 2 = the
+    back half, as the hippocampus task's labels).
     """
     import numpy as np
 
@@ -313,7 +316,7 @@ def synthetic_head(
         lesion = ell((38, 15, 22), (16, 19, 15)) + 0.15 * fold
         tissue[brain & (lesion <= 1.9)] = 7
         tissue[brain & (lesion <= 1)] = 6
-    image = np.asarray(_CONTRAST[contrast], np.float32)[tissue] * 1000.0
+    image = np.asarray(_CONTRAST[contrast.lower()], np.float32)[tissue] * 1000.0
     texture = 1.0 + 0.05 * _smooth_field(x, y, z, rng, waves=6, shortest_mm=4.0, longest_mm=10.0)
     bias = 1.0 + 0.12 * _smooth_field(x, y, z, rng, waves=3, shortest_mm=150.0, longest_mm=300.0)
     image = image * texture * bias
@@ -351,7 +354,7 @@ def _to_uint8(image):
 
 
 def _lgg_slice(data: Path):
-    """FLAIR channel (uint8, 256x256) of the first LGG slice with a tumor, and its name; None if absent."""
+    """The flair channel (uint8, 256x256) of the first LGG slice with a tumor, and its name; None if absent."""
     import numpy as np
     from PIL import Image
 
@@ -369,7 +372,7 @@ def _lgg_slice(data: Path):
 
 
 def _brats_flair_slabs(data: Path):
-    """A BraTS FLAIR averaged into 5 mm slabs and padded to 256x256x30 (int16), its affine and its name."""
+    """A BraTS ``_flair`` volume averaged into 5 mm slabs and padded to 256x256x30 (int16), its affine and its name."""
     import nibabel as nib
     import numpy as np
     from nibabel.spatialimages import SpatialImage
@@ -402,7 +405,7 @@ def _decathlon_crop(data: Path):
 #: input key -> datastore image id, what it is
 INPUTS = {
     "slice": ("bench_slice_256", "256x256 PNG slice"),
-    "flair30": ("bench_flair_256x256x30", "256x256x30 FLAIR 1x1x5mm"),
+    "flair30": ("bench_flair_256x256x30", "256x256x30 flair 1x1x5mm"),
     "t1": ("bench_t1_182x218x182", "182x218x182 T1 1mm"),
     "hippo_crop": ("bench_hippo_crop", "hippocampus crop 1mm"),
 }
@@ -425,9 +428,9 @@ def write_inputs(dest: Path, data: Optional[Path], seed: int = 0) -> Dict[str, D
 
     real = _lgg_slice(data) if data else None
     if real is not None:
-        slice_, source = real[0], f"LGG {real[1]} (FLAIR channel)"
+        slice_, source = real[0], f"LGG {real[1]} (flair channel)"
     else:
-        head = synthetic_head((256, 256, 1), (0.9, 0.9, 1.0), "FLAIR", seed, z_offset_mm=20.0)[:, :, 0]
+        head = synthetic_head((256, 256, 1), (0.9, 0.9, 1.0), "flair", seed, z_offset_mm=20.0)[:, :, 0]
         slice_, source = _to_uint8(head.T[::-1]), "synthetic"
     path = dest / "bench_slice_256.png"
     Image.fromarray(slice_, "L").save(path)
@@ -440,7 +443,7 @@ def write_inputs(dest: Path, data: Optional[Path], seed: int = 0) -> Dict[str, D
     else:
         shape, spacing = (256, 256, 30), (1.0, 1.0, 5.0)
         volume, affine, source = (
-            np.round(synthetic_head(shape, spacing, "FLAIR", seed + 1)).astype(np.int16),
+            np.round(synthetic_head(shape, spacing, "flair", seed + 1)).astype(np.int16),
             _affine(shape, spacing),
             "synthetic",
         )

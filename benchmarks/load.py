@@ -69,14 +69,14 @@ INFERS = (
     ("tumor_pipeline", "synth02_flair", "all"),
     ("sequence", "synth04_t2", "json"),
 )
-#: images that get ``final`` segmentation labels (the FLAIR tumor masks the tumor_gate/tumor_seg trainings read,
-#: hippocampus masks, 2D slice masks) and the segment names of each (label values 1, 2, ...)
-TUMOR, HIPPOCAMPUS = ("tumor",), ("anterior", "posterior")
-UPLOAD_TARGETS = tuple((f"synth0{i}_flair", TUMOR) for i in range(1, 7)) + (
-    ("synth_hippo03_t1", HIPPOCAMPUS),
-    ("synth_hippo04_t1", HIPPOCAMPUS),
-    ("synth_slice02", TUMOR),
-    ("synth_slice04", TUMOR),
+#: images that get ``final`` segmentation labels (the tumor masks the tumor_gate/tumor_seg trainings read,
+#: hippocampus masks, 2D slice masks) and the task of each: its segment names (label values 1, 2, ...) are the
+#: task's labels as the server's ``GET /info/`` gives them (:func:`describe_targets`)
+UPLOAD_TARGETS = tuple((f"synth0{i}_flair", "tumor_seg") for i in range(1, 7)) + (
+    ("synth_hippo03_t1", "hippocampus"),
+    ("synth_hippo04_t1", "hippocampus"),
+    ("synth_slice02", "tumor_seg"),
+    ("synth_slice04", "tumor_seg"),
 )
 #: (task, image) of the class-label corrections (images the infers also record predictions on)
 CLASS_TARGETS = (
@@ -351,9 +351,9 @@ class Client(threading.Thread):
         )
 
     def _upload(self, session):
-        image, segments = UPLOAD_TARGETS[(3 * self.index + self.uploads) % len(UPLOAD_TARGETS)]
+        image, task = UPLOAD_TARGETS[(3 * self.index + self.uploads) % len(UPLOAD_TARGETS)]
         self.uploads += 1
-        target = self.targets["images"][image]
+        target, segments = self.targets["images"][image], self.targets["segments"][task]
         serial = self.recorder.next_serial()
         data = label_file_bytes(label_mask(target["shape"], serial, len(segments), self.seed), target["affine"])
         name = "label.png" if target["ext"] == ".png" else "label.nii.gz"
@@ -490,8 +490,9 @@ class TrainMonitor(threading.Thread):
 
 
 def describe_targets(studies: Path, info: Dict) -> Dict:
-    """Shape, affine and file extension of every upload target image (read from the datastore folder) and the
-    class names of every class-label task (from ``GET /info/``)."""
+    """Shape, affine and file extension of every upload target image (read from the datastore folder), the label
+    names of every upload target's task in label-value order and the class names of every class-label task (both from
+    ``GET /info/``)."""
     import nibabel as nib
     import numpy as np
     from nibabel.spatialimages import SpatialImage
@@ -507,11 +508,13 @@ def describe_targets(studies: Path, info: Dict) -> Dict:
         else:
             img = cast(SpatialImage, nib.load(str(found[0])))  # NIfTI (load() is annotated with the base class)
             images[image] = {"shape": img.shape[:3], "affine": img.affine, "ext": ".nii.gz"}
-    classes = {}
-    for task, _ in CLASS_TARGETS:
+
+    def names(task: str) -> List[str]:
         labels = info["models"][task]["labels"]
-        classes[task] = sorted(labels, key=labels.__getitem__) if isinstance(labels, dict) else list(labels)
-    return {"images": images, "classes": classes}
+        return sorted(labels, key=labels.__getitem__) if isinstance(labels, dict) else list(labels)
+
+    segments = {task: names(task) for _, task in UPLOAD_TARGETS}
+    return {"images": images, "segments": segments, "classes": {task: names(task) for task, _ in CLASS_TARGETS}}
 
 
 def start_training(url: str, task: str, epochs: int, timeout: float, wait_s: float = 120.0) -> Dict:

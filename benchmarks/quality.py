@@ -92,8 +92,8 @@ SHIPPED = "apps/mri_app/shipped"
 
 def build(task: str, data: Path, work: Path) -> Path:
     """The task's datastore under ``work`` (imported once, then reused)."""
+    from mri_label.core.splits import ensure_split
     from mri_label.importers import import_dataset
-    from mri_label.splits import ensure_split
 
     store = work / task / "datastore"
     if not (store / "datastore_v2.json").exists():
@@ -107,7 +107,7 @@ def image_level_copy(store: Path, dest: Path) -> Path:
     """A copy of the datastore ``store`` at ``dest`` (rebuilt) whose images are their own subjects
     (``info["subject"]`` = image id; the near-duplicate ``group`` is kept), so that its ``split.json``, which the
     trainers use, is a random image-level split. The source's split files are not copied."""
-    from mri_label.splits import ensure_split
+    from mri_label.core.splits import ensure_split
 
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(store, dest, ignore=shutil.ignore_patterns("split*.json", "*.lock"))
@@ -122,9 +122,9 @@ def image_level_copy(store: Path, dest: Path) -> Path:
 
 def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grouped") -> dict:
     from main import MRIApp
+    from mri_label.core.splits import ensure_split
     from mri_label.evaluate import evaluate
     from mri_label.recipes import recipe_of, train_request
-    from mri_label.splits import ensure_split
     from mri_label.train import run_record, update_card
 
     imports, label = PLAN[task]

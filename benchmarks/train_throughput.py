@@ -36,11 +36,14 @@ each run is printed beside it (above about half a core per core the times are up
 Data (``--source generated``, the default, realistic sizes; the subject split is the datastore's ``split.json``,
 70/15/15, so about 70 % of the items are trained on):
 
-* ``--images`` (default 48) 256x256 8-bit PNG slices of synthetic heads in T1/T2/FLAIR, half with a tumor, with
-  class labels for every classifier and tumor masks for ``tumor_seg`` on the FLAIR slices with a tumor;
-* ``--images // 8`` FLAIR volumes of 256x256x30 (1 x 1 x 5 mm) with tumor masks (``tumor_gate`` learns per slice
-  from them, ``tumor_seg`` trains on their tumor slices and as many healthy ones);
-* ``--images // 3`` hippocampus crops of 35x51x35 at 1 mm (Decathlon size) with anterior/posterior labels.
+* ``--images`` (default 48) 256x256 8-bit PNG slices of synthetic heads in the contrasts t1, t2 and flair (series
+  ids; their sequence classes are the sequence config's), half with a tumor, with class labels for every classifier
+  and tumor masks for ``tumor_seg`` on the slices with a tumor of the series it reads (its ``input_series``);
+* ``--images // 8`` volumes of that series, 256x256x30 (1 x 1 x 5 mm), with tumor masks (``tumor_gate`` learns per
+  slice from them, ``tumor_seg`` trains on their tumor slices and as many healthy ones);
+* ``--images // 3`` hippocampus crops of 35x51x35 at 1 mm (Decathlon size) with the hippocampus task's labels.
+
+Every class name and label comes from the task configs (:mod:`mri_label.tasks`).
 
 ``--source sample`` uses the small synthetic sample datastore (``mri-label sample-data``) instead.
 
@@ -71,8 +74,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency import MemorySampler, _affine, _save_nifti, _to_uint8, format_table, synthetic_head  # noqa: E402
 
 TASKS = ("sequence", "dementia_stage", "tumor_gate", "tumor_type", "tumor_seg", "hippocampus")
-DEMENTIA = ("NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented")
-TYPES = ("glioma", "meningioma", "pituitary")
+#: the series ids of the generated slices' contrasts (:func:`latency.synthetic_head`), in turn
+CONTRASTS = ("t1", "t2", "flair")
 
 
 def parse_tasks(value: str, known=TASKS) -> List[str]:
@@ -95,16 +98,15 @@ def write_generated(dest: Path, images: int, seed: int = 0) -> Dict[str, int]:
     from PIL import Image
 
     sys.path.insert(0, str(ROOT))
+    from mri_label import tasks as registry
     from mri_label.sample_data import EXTENSIONS
 
     dest.mkdir(parents=True, exist_ok=True)
     store = LocalDatastore(str(dest), extensions=EXTENSIONS, auto_reload=False)
-    tumor_info = {"task": "tumor_seg", "label_info": [{"name": "tumor", "idx": 1}], "synthetic": True}
-    hippo_info = {
-        "task": "hippocampus",
-        "label_info": [{"name": "anterior", "idx": 1}, {"name": "posterior", "idx": 2}],
-        "synthetic": True,
-    }
+    tumor_info = {**registry.label_info("tumor_seg"), "synthetic": True}
+    hippo_info = {**registry.label_info("hippocampus"), "synthetic": True}
+    tumor_series, hippo_series = registry.series_read_by("tumor_seg"), registry.series_read_by("hippocampus")
+    stages, types = registry.classes("dementia_stage"), registry.positive_classes("tumor_type")
     counts = {"slices": 0, "volumes": 0, "crops": 0}
 
     def labels(**tasks):
@@ -113,12 +115,12 @@ def write_generated(dest: Path, images: int, seed: int = 0) -> Dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for i in range(images):
-            contrast = ("T1", "T2", "FLAIR")[i % 3]
+            series = CONTRASTS[i % 3]
             tumor = (i // 3) % 2 == 0
             image, mask, _ = synthetic_head(
                 (256, 256, 1),
                 (0.9, 0.9, 1.0),
-                contrast,
+                series,
                 seed + 1000 + i,
                 tumor=tumor,
                 z_offset_mm=float(10 + (i * 7) % 25),
@@ -126,26 +128,26 @@ def write_generated(dest: Path, images: int, seed: int = 0) -> Dict[str, int]:
             )
             path = tmp / "slice.png"
             Image.fromarray(_to_uint8(image[:, :, 0].T[::-1]), "L").save(path)
-            kind = TYPES[i % 3] if tumor else "no_tumor"
+            kind = types[i % len(types)] if tumor else registry.negative_class("tumor_type")
             info = {
                 "subject": f"s{i:03d}",
                 "synthetic": True,
                 "class_labels": labels(
-                    sequence=contrast,
-                    dementia_stage=DEMENTIA[i % 4],
-                    tumor_gate="tumor" if tumor else "no_tumor",
+                    sequence=registry.series_class(series),
+                    dementia_stage=stages[i % len(stages)],
+                    tumor_gate=registry.finding_class("tumor_gate", tumor),
                     tumor_type=kind,
                 ),
             }
             image_id = f"slice{i:03d}"
             store.add_image(image_id, str(path), info)
-            if tumor and contrast == "FLAIR" and mask.any():
+            if tumor and series == tumor_series and mask.any():
                 Image.fromarray(mask[:, :, 0].T[::-1].copy(), "L").save(tmp / "mask.png")
                 store.save_label(image_id, str(tmp / "mask.png"), "final", dict(tumor_info))
             counts["slices"] += 1
         shape, spacing = (256, 256, 30), (1.0, 1.0, 5.0)
         for i in range(max(2, images // 8)):
-            image, mask, _ = synthetic_head(shape, spacing, "FLAIR", seed + 2000 + i, tumor=True, with_labels=True)
+            image, mask, _ = synthetic_head(shape, spacing, tumor_series, seed + 2000 + i, tumor=True, with_labels=True)
             _save_nifti(np.round(image).astype(np.int16), _affine(shape, spacing), tmp / "vol.nii.gz")
             _save_nifti(mask, _affine(shape, spacing), tmp / "volmask.nii.gz")
             image_id = f"flair{i:02d}"
@@ -155,7 +157,11 @@ def write_generated(dest: Path, images: int, seed: int = 0) -> Dict[str, int]:
                 {
                     "subject": f"v{i:02d}",
                     "synthetic": True,
-                    "class_labels": labels(sequence="FLAIR", tumor_gate="tumor", tumor_type=TYPES[i % 3]),
+                    "class_labels": labels(
+                        sequence=registry.series_class(tumor_series),
+                        tumor_gate=registry.finding_class("tumor_gate", True),
+                        tumor_type=types[i % len(types)],
+                    ),
                 },
             )
             store.save_label(image_id, str(tmp / "volmask.nii.gz"), "final", dict(tumor_info))
@@ -165,7 +171,7 @@ def write_generated(dest: Path, images: int, seed: int = 0) -> Dict[str, int]:
         for i in range(max(2, images // 3)):
             centre = (-28 + rng.uniform(-3, 3), -18 + rng.uniform(-3, 3), -20 + rng.uniform(-3, 3))
             image, _, hippo = synthetic_head(
-                crop, spacing, "T1", seed + 3000 + i, tumor=False, centre_mm=centre, with_labels=True
+                crop, spacing, hippo_series, seed + 3000 + i, tumor=False, centre_mm=centre, with_labels=True
             )
             _save_nifti(np.round(image).astype(np.int16), _affine(crop, spacing), tmp / "crop.nii.gz")
             _save_nifti(hippo, _affine(crop, spacing), tmp / "cropmask.nii.gz")
@@ -176,7 +182,9 @@ def write_generated(dest: Path, images: int, seed: int = 0) -> Dict[str, int]:
                 {
                     "subject": f"h{i:02d}",
                     "synthetic": True,
-                    "class_labels": labels(sequence="T1", dementia_stage=DEMENTIA[i % 4]),
+                    "class_labels": labels(
+                        sequence=registry.series_class(hippo_series), dementia_stage=stages[i % len(stages)]
+                    ),
                 },
             )
             store.save_label(image_id, str(tmp / "cropmask.nii.gz"), "final", dict(hippo_info))

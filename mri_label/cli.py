@@ -13,23 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from mri_label.app_path import app_dir, app_on_path
+
 DEFAULT_DATASTORE = Path.home() / ".mri-label" / "sample-datastore"
-
-
-def app_dir() -> Path:
-    """The MONAI Label app folder (``apps/mri_app`` of this checkout, or ``$MRI_LABEL_APP``)."""
-    path = Path(os.environ.get("MRI_LABEL_APP") or Path(__file__).resolve().parent.parent / "apps" / "mri_app")
-    if not (path / "main.py").is_file():
-        raise SystemExit(f"mri-label: no MONAI Label app at {path}; set MRI_LABEL_APP to the apps/mri_app folder")
-    return path
-
-
-def app_on_path() -> str:
-    """The app folder (:func:`app_dir`), put on ``sys.path`` so that its ``main`` and ``lib`` import."""
-    folder = str(app_dir())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    return folder
 
 
 def server_state():

@@ -1,15 +1,18 @@
 """``mri-label evaluate TASK --studies DIR``: a task's model on the held-out subjects, read as a clinician would.
 
 The held-out subjects are the datastore's ``test`` side of ``split.json`` (written once, reused by every
-training, see :mod:`mri_label.splits`). The model runs in process through the app's own infer task, so
-what is measured is what the server serves. Classifiers are scored per image, except ``tumor_gate`` on a
-volume with a tumor mask, which is scored per slice (the truth of a slice: its mask slice is non-empty).
-For ``tumor_gate`` the operating threshold that reaches ``target_recall`` is chosen on the ``val`` subjects
-and then applied to the ``test`` subjects (chosen on ``test`` only when ``val`` has no positive, and then
-flagged as optimistic).
+training, see :mod:`mri_label.core.splits`). The model runs in process through the app's own infer task, so
+what is measured is what the server serves. How a task is scored is the ``evaluation`` its config declares
+(``lib.task_config.EVALUATIONS``, read through :mod:`mri_label.tasks`): nothing here branches on a task's name, only
+on :data:`PIPELINES`. Classifiers are scored per image, except a ``gate`` (``tumor_gate``) on a volume with a mask of
+its config's ``mask_task``, which is scored per slice (the truth of a slice: its mask slice is non-empty). For a
+gate the operating threshold that reaches ``target_recall`` is chosen on the ``val`` subjects and then applied to the
+``test`` subjects (chosen on ``test`` only when ``val`` has no positive, and then flagged as optimistic).
+Segmenters are scored per label, with the union of the labels for ``segmentation+union`` (hippocampus) and on
+truth > 0 for ``binary segmentation`` (tumor_seg).
 
 ``split_kind="random"`` scores the test side of a RANDOM image-level split instead (``split_random.json``, see
-:mod:`mri_label.splits`), for a side-by-side with the grouped split on the class-folder sets, whose subjects are
+:mod:`mri_label.core.splits`), for a side-by-side with the grouped split on the class-folder sets, whose subjects are
 near-duplicate groups: a random split puts near-identical slices on both sides and overstates accuracy. A model
 trained on the grouped split's train side has seen some of the random split's test images, so for an honest
 random-split figure the model must be trained on the random split too (``benchmarks/quality.py`` does so on a
@@ -18,11 +21,13 @@ datastore copy whose images are their own subjects: its ``split.json`` equals th
 Every figure is also broken down per source and per kind of input (:mod:`mri_label.sources`: ``source``, ``dims``
 volume / 2D slice, ``skull`` with skull / skull-stripped) in ``metrics.json`` (``metrics["breakdown"]``), ``report.md``
 and the ``headline`` (``headline["breakdown"]``). Classifiers also get a per-subject accuracy list (subjects with
-several images or slices); ``tumor_gate`` is reported at two operating points: the shipped threshold (the
-config's ``tumor_gate_threshold``, as the infer reports it) and the recall-targeted threshold chosen on ``val``.
+several images or slices); a gate is reported at two operating points: the shipped threshold (for ``tumor_gate`` the
+config's ``tumor_gate_threshold``, as the infer reports it) and the recall-targeted threshold chosen on ``val``. A
+task's ``caveat`` (declared by its config) goes with its figures.
 
 ``tumor_pipeline`` (the gate -> segmentation cascade the app serves when ``tumor_gate`` and ``tumor_seg`` are
-loaded) is evaluated on the test subjects' FLAIR VOLUMES with a ``tumor_seg`` final mask (whole tumor = mask > 0):
+loaded) is evaluated on the test subjects' VOLUMES of the series ``tumor_seg`` reads (its ``input_series``) with a
+``tumor_seg`` final mask (whole tumor = mask > 0):
 per-subject whole-volume Dice, beside ``tumor_seg`` alone on the same volumes (``metrics["comparison"]``; the
 target: the pipeline's mean Dice within :data:`PIPELINE_TOLERANCE` of ``tumor_seg`` alone).
 """
@@ -32,6 +37,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from mri_label import tasks
+from mri_label.app_path import app_class
+from mri_label.core.splits import ensure_split, split_of
 from mri_label.metrics import (
     best_and_worst_subjects,
     classification_breakdown,
@@ -45,30 +53,13 @@ from mri_label.metrics import (
 )
 from mri_label.report import write_report
 from mri_label.sources import BREAKDOWNS, input_groups
-from mri_label.splits import ensure_split, split_of
 
-#: ``evaluate(split_kind=...)`` -> the split's unit (:func:`mri_label.splits.ensure_split`).
+#: ``evaluate(split_kind=...)`` -> the split's unit (:func:`mri_label.core.splits.ensure_split`).
 SPLIT_KINDS = {"grouped": "subject", "random": "image"}
 #: Tasks served by a cascade of other tasks' models -> (the tasks it needs loaded, the task it is compared with).
 PIPELINES = {"tumor_pipeline": (("tumor_gate", "tumor_seg"), "tumor_seg")}
 #: The pipeline's mean Dice should lie within this of its reference task's alone (issue 16).
 PIPELINE_TOLERANCE = 0.03
-CAVEATS = {
-    "dementia_stage": "JPEG class-folder images carry no patient ids: subjects are near-duplicate groups "
-    "(perceptual hash), which may still leave slices of one patient on both sides.",
-    "tumor_type": "JPEG class-folder images carry no patient ids: subjects are near-duplicate groups "
-    "(perceptual hash), which may still leave slices of one patient on both sides.",
-}
-
-
-def app_class():
-    """``(MRIApp, app folder)``: the app's class, imported from its folder (put on ``sys.path``)."""
-    from mri_label.cli import app_on_path
-
-    folder = app_on_path()
-    from main import MRIApp  # noqa: E402  (the app's own module, importable once its folder is on sys.path)
-
-    return MRIApp, folder
 
 
 def load_app(studies: str, task: str, model: Optional[str] = None, model_dir: Optional[str] = None):
@@ -139,12 +130,14 @@ def _classifier_predictions(app, task: str, images: List[str], progress) -> Dict
     """Truth and probabilities of each scored row (an image, or a slice of a gate volume with a mask), with the
     row's subject and its group in each breakdown; ``shipped_threshold``: the gate's threshold as its infer reports
     it."""
-    from lib.datalists import final_label, label_task  # noqa: E402
-    from lib.datastore import class_label  # noqa: E402
+    from lib.datalists import final_label  # noqa: E402
+    from lib.label_info import class_label, label_task  # noqa: E402
     from lib.transforms import axial_axis  # noqa: E402
 
     datastore, infer = app.datastore(), app._infers[task]
     classes = infer.classes
+    # a gate: a volume with a final mask of its mask_task is scored per slice (the slice's truth: its mask slice)
+    masks = tasks.mask_task(task) if tasks.evaluation(task) == "gate" else None
     y_true: List[int]
     probabilities: Any  # rows of class probabilities, then their array
     groups: Dict[str, list]
@@ -152,9 +145,9 @@ def _classifier_predictions(app, task: str, images: List[str], progress) -> Dict
     for n, image_id in enumerate(images):
         info = datastore.get_image_info(image_id)
         mask_path = None
-        if task == "tumor_gate":
+        if masks is not None:
             path, label_info = final_label(datastore, image_id)
-            mask_path = path if path and label_task(label_info, {"tumor_seg": {"tumor": 1}}) == "tumor_seg" else None
+            mask_path = path if path and label_task(label_info, {masks[0]: masks[1]}) == masks[0] else None
         name = class_label(info, task)
         if mask_path is None and name not in classes:
             continue
@@ -196,21 +189,28 @@ def _segmentation_cases(
     app, task: str, images: List[str], progress, truth_task: Optional[str] = None, volumes_only: bool = False
 ) -> List[Dict]:
     """One case per image with a final label of ``truth_task`` (default ``task``): prediction of ``task``'s infer,
-    truth (``tumor_seg`` truth binarised: whole tumor), spacing, image and the image's breakdown groups."""
-    from lib.datalists import final_label, label_task  # noqa: E402
+    truth (binarised where ``truth_task``'s evaluation is ``binary segmentation``: whole tumor), spacing, image and
+    the image's breakdown groups. ``volumes_only``: 3D images only, of the series ``truth_task`` reads (its
+    ``input_series``; an image without a ``sequence`` counts as one)."""
+    from lib.datalists import final_label  # noqa: E402
+    from lib.label_info import label_task  # noqa: E402
 
     datastore, infer, truth_task = app.datastore(), app._infers[task], truth_task or task
+    series = tasks.input_series(truth_task) if volumes_only else None
+    sequence = tasks.series_class(series) if series else None
+    binary = tasks.evaluation(truth_task) == "binary segmentation"
     cases = []
     for n, image_id in enumerate(images):
         label_path, label_info = final_label(datastore, image_id)
         if not label_path or label_task(label_info, {truth_task: app._infers[truth_task].labels}) != truth_task:
             continue
         info = datastore.get_image_info(image_id)
-        if volumes_only and (_ndim(info["path"]) != 3 or info.get("sequence", "FLAIR") != "FLAIR"):
+        wrong_series = sequence is not None and info.get("sequence", sequence) != sequence
+        if volumes_only and (_ndim(info["path"]) != 3 or wrong_series):
             continue
         result_file, result = infer({"image": info["path"]})
         prediction, truth = _read(result_file).squeeze(), _read(label_path).squeeze()
-        if truth_task == "tumor_seg":
+        if binary:
             truth = (truth > 0).astype(np.uint8)
         loaded = _load(info["path"])
         image = np.asarray(loaded).squeeze()
@@ -258,7 +258,7 @@ def evaluate(
     split = ensure_split(studies, unit=SPLIT_KINDS[split_kind])
     out_dir = Path(out or Path("evaluation") / task)
     test_images = _side_images(app, task, split, "test")
-    caveat = CAVEATS.get(task)
+    caveat = None if task in PIPELINES else tasks.caveat(task)
     if split_kind == "random":
         caveat = (
             "RANDOM image-level split (split_random.json): near-duplicate slices of one patient can sit on both "
@@ -300,7 +300,7 @@ def _evaluate_classifier(app, task, studies, split, test_images, target_recall, 
     y, probabilities, classes = test["y_true"], test["probabilities"], test["classes"]
     metrics = classification_metrics(y, probabilities, classes)
     thresholds = None
-    if task == "tumor_gate":
+    if tasks.evaluation(task) == "gate":
         metrics["threshold"] = _gate_threshold(app, task, split, test, target_recall, progress)
         shipped = float(
             test["shipped_threshold"] if test["shipped_threshold"] is not None else app._infers[task].threshold
@@ -383,17 +383,20 @@ def _evaluate_segmentation(app, task, studies, test_images, meta, out_dir, progr
     cases = _segmentation_cases(app, task, test_images, progress)
     if not cases:
         raise ValueError(f"{task}: the test subjects of {studies} hold no final label for this task")
-    metrics = _scored_cases(cases, app._infers[task].labels, merge=task == "hippocampus")
+    metrics = _scored_cases(cases, app._infers[task].labels, merge=tasks.evaluation(task) == "segmentation+union")
     meta.update(kind="segmentation", n_subjects=len(cases), n_images=len(cases))
     return write_report(out_dir, task, "segmentation", metrics, meta, _extras(metrics, cases)), headline(metrics)
 
 
 def _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress):
-    """(files written, headline) of a cascade on the test FLAIR volumes, beside its reference task alone."""
-    reference = PIPELINES[task][1]
+    """(files written, headline) of a cascade on the test volumes of the series its reference task reads, beside
+    the reference task alone."""
+    (gate, *_), reference = PIPELINES[task]  # the cascade's first stage is its gate
     cases = _segmentation_cases(app, task, test_images, progress, truth_task=reference, volumes_only=True)
     if not cases:
-        raise ValueError(f"{task}: the test subjects of {studies} hold no FLAIR volume with a {reference} final label")
+        series = tasks.input_series(reference)
+        what = f"{tasks.series_class(series)} volume" if series else "volume"
+        raise ValueError(f"{task}: the test subjects of {studies} hold no {what} with a {reference} final label")
     alone = _segmentation_cases(app, reference, test_images, progress, volumes_only=True)
     labels = app._infers[reference].labels
     metrics, reference_metrics = _scored_cases(cases, labels, False), _scored_cases(alone, labels, False)
@@ -410,7 +413,7 @@ def _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)
         "within_tolerance": within,
         "reference_breakdown": reference_metrics["breakdown"],
     }
-    metrics["gate_threshold"] = app._infers["tumor_gate"].threshold
+    metrics["gate_threshold"] = app._infers[gate].threshold
     meta.update(kind="segmentation", n_subjects=len(cases), n_images=len(cases))
     head = headline(metrics)
     head.update(

@@ -16,7 +16,8 @@ Formats (``fmt``); every image gets ``info["subject"]`` (the unit of the train/v
   exactly what MONAI's ``LoadImage`` gives for the TIF, with affine ``diag(-1, -1, 1)`` (axis codes L, P, S like
   BraTS; centred on 0). The TIFs carry no spacing: 1 mm is ASSUMED in all three axes (``info["spacing_known"]`` is
   False), so mm and mm^3 figures for these volumes are in voxel units.
-* ``classfolders`` (``src/<class folder>/*.jpg|png|tif``, needs ``task``): images copied in their own format.
+* ``classfolders`` (``src/<class folder>/*.jpg|png|tif``, needs ``task``): images copied in their own format; a
+  folder is a class by its class name or the ``folder_classes`` of the task's config (case-insensitive).
   These sets carry no patient ids, so near-duplicates are grouped: a 256-bit difference hash (:func:`dhash`)
   per image, and images whose hashes differ in at most ``hash_threshold`` bits (default 4) are joined by
   union-find; ``info["group"]`` = ``info["subject"]`` = the smallest image id of the group. On the real sets 4
@@ -24,7 +25,7 @@ Formats (``fmt``); every image gets ``info["subject"]`` (the unit of the train/v
   5 images; from 8 bits up the whole set chains into giant groups). Grouping does NOT recover patients: figures
   from these sets stay optimistic.
 * ``decathlon`` (Task04_Hippocampus: ``dataset.json``, ``imagesTr/``, ``labelsTr/``): T1 images copied as they
-  are, labels (1 anterior, 2 posterior) re-written as uint8 ``final`` labels; subject = case id.
+  are, labels (1 and 2: the hippocampus config's) re-written as uint8 ``final`` labels; subject = case id.
 * ``brats`` (``<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz``): the four sequences copied as they are; the FLAIR
   gets the whole-tumor mask ``seg > 0`` (uint8) as ``final`` label and ``tumor_gate``; subject = case.
 
@@ -51,44 +52,28 @@ import numpy as np
 from nibabel.spatialimages import SpatialImage
 from PIL import Image
 
-from mri_label.sample_data import DEMENTIA_CLASSES, EXTENSIONS, SEQUENCE_CLASSES, TUMOR_GATE_CLASSES, TUMOR_TYPE_CLASSES
+from mri_label import tasks
+from mri_label.sample_data import EXTENSIONS
 
 FORMATS = ("lgg", "classfolders", "decathlon", "brats")
-TASK_CLASSES = {
-    "sequence": SEQUENCE_CLASSES,
-    "dementia_stage": DEMENTIA_CLASSES,
-    "tumor_type": TUMOR_TYPE_CLASSES,
-    "tumor_gate": TUMOR_GATE_CLASSES,
-}
-_TUMOR_FOLDERS = {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "pituitary_tumor": "pituitary"}
-#: Class folder name (matched case-insensitively) -> class, per task; each task's class names map to themselves.
-FOLDER_CLASSES = {
-    # mri_sequence_2d: "<tumour type> <sequence>" folders; T1C+ (T1 after contrast) is a T1
-    "sequence": {
-        f"{kind} {folder}": name
-        for kind in ("Meningioma", "Astrocitoma")
-        for folder, name in (("T1", "T1"), ("T1C+", "T1"), ("T2", "T2"))
-    },
-    "dementia_stage": {},
-    "tumor_type": {**_TUMOR_FOLDERS, "no_tumor": "no_tumor"},
-    "tumor_gate": {**{f: "tumor" for f in _TUMOR_FOLDERS}, "no_tumor": "no_tumor"},
-}
+#: The task whose ``final`` labels the tumor masks of ``lgg`` and ``brats`` are (and whose class the gate derives
+#: from them), and the task of the ``decathlon`` (Task04) labels; their label names and values, the gate's classes
+#: and the sequence classes of the series are the configs' (:mod:`mri_label.tasks`).
+TUMOR_TASK, GATE_TASK, HIPPOCAMPUS_TASK = "tumor_seg", "tumor_gate", "hippocampus"
 HASH_SIZE = 16  # dhash thumbnail rows; the hash has HASH_SIZE**2 = 256 bits
 HASH_THRESHOLD = 4  # max Hamming distance (bits of 256) between near-duplicates
 _DEAD_ZONE = 1  # grey levels; a neighbour must be brighter by more than this to set a bit (noise on flat black)
-TUMOR_LABEL_INFO = {"task": "tumor_seg", "label_info": [{"name": "tumor", "idx": 1}]}
-HIPPO_LABEL_INFO = {
-    "task": "hippocampus",
-    "label_info": [{"name": "anterior", "idx": 1}, {"name": "posterior", "idx": 2}],
-}
 _IMAGE_SUFFIXES = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".tif": ".tif", ".tiff": ".tif"}
 _LGG_NAME = re.compile(r"^(?P<patient>.+)_(?P<n>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
-#: BraTS file suffix -> (sequence class, series name)
-_BRATS_SERIES = {
-    "flair": ("FLAIR", "FLAIR"),
-    "t1": ("T1", "T1"),
-    "t1ce": ("T1", "T1 post-contrast"),
-    "t2": ("T2", "T2"),
+#: Series ids (the keys of the sequence config's ``series_classes``) of the sources: BraTS file suffixes and the one
+#: its whole-tumor mask goes with; LGG TIF channels and the one its masks are drawn on; the Decathlon Task04 images
+_BRATS_SERIES, _BRATS_MASKED = ("flair", "t1", "t1ce", "t2"), "flair"
+_LGG_CHANNELS, _LGG_MASKED = {0: "t1", 1: "flair", 2: "t1ce"}, 1
+_DECATHLON_SERIES = "t1"
+#: ``info["series"]`` of a series id where it is not its sequence class's name, per format
+_SERIES_NAMES = {
+    "lgg": {"t1": "T1 pre-contrast", "t1ce": "T1 post-contrast"},
+    "brats": {"t1ce": "T1 post-contrast"},
 }
 
 
@@ -113,8 +98,9 @@ def import_dataset(
         src: folder of the data set as published (for ``lgg`` the ``kaggle_3m`` folder or its parent).
         dest: datastore folder; created, or (if it exists) added to via a copy that replaces it at the end.
         progress: optional ``callable(str)`` called per patient / case / image with ``"<fmt>: i/n <name>"``.
-        task: ``classfolders`` only: ``sequence``, ``dementia_stage``, ``tumor_type`` or ``tumor_gate``.
-        class_map: ``classfolders`` only: extra ``{folder name: class}`` entries over :data:`FOLDER_CLASSES`.
+        task: ``classfolders`` only: a classification task (``sequence``, ``dementia_stage``, ``tumor_type``, ...).
+        class_map: ``classfolders`` only: extra ``{folder name: class}`` entries over the class names and the
+            ``folder_classes`` the task's config declares.
         hash_threshold: ``classfolders`` only: max differing bits (of 256) between near-duplicate images.
 
     Returns:
@@ -198,11 +184,16 @@ class _Writer:
     def skip(self, item, reason: str) -> None:
         self.skipped.append({"item": str(item), "reason": reason})
 
+    def series(self, series_id: str) -> Tuple[str, str]:
+        """``(sequence class, info["series"])`` of a series id of this format."""
+        sequence = tasks.series_class(series_id)
+        return sequence, _SERIES_NAMES.get(self.fmt, {}).get(series_id, sequence)
+
     def info(self, subject: str, series: Optional[str] = None, **class_labels: str) -> dict:
         """Image info: subject, ``sequence`` (when its class label is given), series, source and class labels."""
         info: Dict[str, Any] = {"subject": subject, "source": self.fmt}
-        if "sequence" in class_labels:
-            info["sequence"] = class_labels["sequence"]
+        if tasks.SEQUENCE in class_labels:
+            info["sequence"] = class_labels[tasks.SEQUENCE]
         if series:
             info["series"] = series
         info["class_labels"] = {t: {"label": c, "source": self.fmt} for t, c in class_labels.items()}
@@ -355,16 +346,21 @@ def _lgg(src: Path, w: _Writer) -> None:
             volume.append(image.transpose(1, 0, 2))  # (W, H, 3): x = column, y = row
             mask.append((m > 0).T)
         volume, mask = np.stack(volume, axis=2), np.stack(mask, axis=2).astype(np.uint8)  # (W, H, N, 3), (W, H, N)
-        affine, flair = _lps_affine(mask.shape), volume[..., 1]
-        gate = TUMOR_GATE_CLASSES[int(mask.any())]
-        info = dict(w.info(pid, "FLAIR", sequence="FLAIR", tumor_gate=gate), spacing_known=False)
-        w.add(f"{pid}_flair", (flair, affine), info, (mask, affine), TUMOR_LABEL_INFO)
-        for channel, suffix, series in ((0, "t1", "T1 pre-contrast"), (2, "t1ce", "T1 post-contrast")):
+        affine, flair = _lps_affine(mask.shape), volume[..., _LGG_MASKED]
+        flair_class, flair_series = w.series(_LGG_CHANNELS[_LGG_MASKED])
+        labels = {tasks.SEQUENCE: flair_class, GATE_TASK: tasks.finding_class(GATE_TASK, bool(mask.any()))}
+        info = dict(w.info(pid, flair_series, **labels), spacing_known=False)
+        label_info = tasks.label_info(TUMOR_TASK)
+        w.add(f"{pid}_{_LGG_CHANNELS[_LGG_MASKED]}", (flair, affine), info, (mask, affine), label_info)
+        for channel, suffix in _LGG_CHANNELS.items():
+            if channel == _LGG_MASKED:
+                continue
+            sequence, series = w.series(suffix)
             if np.array_equal(volume[..., channel], flair):
-                reason = "equals the FLAIR channel: missing sequence replaced by FLAIR"
+                reason = f"equals the {flair_class} channel: missing sequence replaced by {flair_class}"
                 w.skip(f"{pid} {series} (channel {channel})", reason)
                 continue
-            info = dict(w.info(pid, series, sequence="T1"), spacing_known=False)
+            info = dict(w.info(pid, series, **{tasks.SEQUENCE: sequence}), spacing_known=False)
             w.add(f"{pid}_{suffix}", (volume[..., channel], affine), info)
 
 
@@ -387,11 +383,15 @@ def _brats(src: Path, w: _Writer) -> None:
             if shape != seg.shape:
                 raise DatasetError(f"{files[series]}: size {shape} differs from the segmentation's {seg.shape}")
         mask = (seg > 0).astype(np.uint8)
-        for series, (sequence, name) in _BRATS_SERIES.items():
-            gate = {"tumor_gate": TUMOR_GATE_CLASSES[int(mask.any())]} if series == "flair" else {}
-            info = w.info(folder.name, name, sequence=sequence, **gate)
-            label = (mask, seg_image.affine) if series == "flair" else None
-            w.add(f"{folder.name}_{series}", files[series], info, label, TUMOR_LABEL_INFO)
+        for series in _BRATS_SERIES:
+            sequence, name = w.series(series)
+            masked = series == _BRATS_MASKED
+            labels = {tasks.SEQUENCE: sequence}
+            if masked:
+                labels[GATE_TASK] = tasks.finding_class(GATE_TASK, bool(mask.any()))
+            info = w.info(folder.name, name, **labels)
+            label = (mask, seg_image.affine) if masked else None
+            w.add(f"{folder.name}_{series}", files[series], info, label, tasks.label_info(TUMOR_TASK))
 
 
 def _decathlon(src: Path, w: _Writer) -> None:
@@ -422,6 +422,8 @@ def _decathlon(src: Path, w: _Writer) -> None:
                 raise DatasetError(f"{path}: listed in dataset.json but missing")
     for name in sorted(set(images) - {i.name for i, _ in listed}):
         w.skip(images[name], "not listed in dataset.json")
+    label_info, values = tasks.label_info(HIPPOCAMPUS_TASK), set(tasks.labels(HIPPOCAMPUS_TASK).values())
+    sequence = tasks.series_class(_DECATHLON_SERIES)
     for i, (image_path, label_path) in enumerate(listed, 1):
         case = image_path.name.split(".")[0]
         w.say(i, len(listed), case)
@@ -429,10 +431,11 @@ def _decathlon(src: Path, w: _Writer) -> None:
         label_image, label = _read_nifti(label_path)
         if label.shape != shape:
             raise DatasetError(f"{label_path}: size {label.shape} differs from its image's {shape}")
-        if not set(np.unique(label).tolist()) <= {0, 1, 2}:
-            raise DatasetError(f"{label_path}: values {np.unique(label).tolist()} outside 0 (background), 1, 2")
+        if not set(np.unique(label).tolist()) <= {0, *values}:
+            allowed = ", ".join(str(v) for v in sorted(values))
+            raise DatasetError(f"{label_path}: values {np.unique(label).tolist()} outside 0 (background), {allowed}")
         label = (label.astype(np.uint8), label_image.affine)
-        w.add(case, image_path, w.info(case, "T1", sequence="T1"), label, HIPPO_LABEL_INFO)
+        w.add(case, image_path, w.info(case, sequence, **{tasks.SEQUENCE: sequence}), label, label_info)
 
 
 def dhash(image: Image.Image, size: int = HASH_SIZE) -> np.ndarray:
@@ -470,15 +473,17 @@ def near_duplicate_groups(hashes: np.ndarray, threshold: int = HASH_THRESHOLD) -
 
 
 def _class_mapping(task: Optional[str], class_map: Optional[Dict[str, str]]) -> Dict[str, str]:
-    """Lower-cased folder name -> class for ``task``."""
-    if task not in TASK_CLASSES:
-        raise ValueError(f"classfolders needs task= one of {', '.join(TASK_CLASSES)}; got {task!r}")
-    mapping = {c: c for c in TASK_CLASSES[task]}
-    mapping.update(FOLDER_CLASSES[task])
+    """Lower-cased folder name -> class for ``task``: its class names, the folder names its config declares
+    (``folder_classes``), then ``class_map``."""
+    classifiers = tasks.tasks_of_kind("classification")
+    if task not in classifiers:
+        raise ValueError(f"classfolders needs task= one of {', '.join(classifiers)}; got {task!r}")
+    classes = tasks.classes(task)
+    mapping = tasks.folder_classes(task)
     mapping.update(class_map or {})
     for folder, name in mapping.items():
-        if name not in TASK_CLASSES[task]:
-            known = ", ".join(TASK_CLASSES[task])
+        if name not in classes:
+            known = ", ".join(classes)
             raise ValueError(f"class {name!r} (folder {folder!r}) is not a {task} class: {known}")
     return {folder.lower(): name for folder, name in mapping.items()}
 

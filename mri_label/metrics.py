@@ -314,7 +314,7 @@ def segmentation_metrics(cases: list[dict], labels: dict[str, int], merge: bool 
         cases: one dict per subject: ``subject`` (id), ``prediction`` and ``truth`` (label arrays of one
             shape, (X, Y) or (X, Y, Z), int), ``spacing`` ((sx, sy[, sz]) mm per voxel along each axis).
             All cases must have the same number of dimensions.
-        labels: {name: label value > 0}, e.g. {"anterior": 1, "posterior": 2}; other values are ignored.
+        labels: {name: label value > 0}, e.g. {"core": 1, "edema": 2}; other values are ignored.
         merge: also score ``"foreground"``, the union of all ``labels`` (e.g. the whole hippocampus).
 
     Returns:

@@ -21,8 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mri_label.evaluate import app_class
-from mri_label.splits import ensure_split, split_of
+from mri_label.app_path import app_class
+from mri_label.core.splits import ensure_split, split_of
 
 
 def task_items(task: str, studies: str, size: int) -> Tuple[List[Dict], List[Dict], List[str]]:

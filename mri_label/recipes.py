@@ -4,12 +4,12 @@
 
 from typing import Dict, Optional
 
+from mri_label.app_path import app_on_path
+
 
 def recipes() -> Dict[str, Dict]:
     """Task name -> its declared recipe (a copy), for every task of the app."""
-    from mri_label.evaluate import app_class
-
-    app_class()  # puts the app folder on sys.path
+    app_on_path()
     from main import discover_configs  # noqa: E402  (the app's own module)
 
     return {task: dict(getattr(config, "recipe", {})) for task, config in discover_configs().items()}

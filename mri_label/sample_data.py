@@ -3,14 +3,18 @@
 The data are geometric phantoms, not patient data. They back the server's embedded default datastore
 (``mri-label sample-data``) and the tests. Contents (26 images, 14 ``final`` labels):
 
-* ``synth01`` ... ``synth06``: head phantoms in T1, T2 and FLAIR (ids ``synth01_t1`` ...), float32 NIfTI,
-  (96, 96, 16) voxels of (2.0, 2.0, 6.0) mm. synth01-03 carry a tumor; every FLAIR image has a tumor mask and
-  a ``tumor_type`` class (:data:`TUMOR_TYPES`; the phantoms' blobs do not differ by type: labels for plumbing only).
-* ``synth_hippo01`` ... ``synth_hippo04``: T1 hippocampus phantoms, (64, 48, 40) voxels of 1 mm, with an
-  anterior (1) / posterior (2) hippocampus mask.
-* ``synth_slice01`` ... ``synth_slice04``: 128x128 8-bit axial FLAIR PNG slices with tumor masks (01-02 positive).
+* ``synth01`` ... ``synth06``: head phantoms in the three contrasts of :data:`CONTRASTS` (series ids ``t1``, ``t2``,
+  ``flair``; ids ``synth01_t1`` ...), float32 NIfTI, (96, 96, 16) voxels of (2.0, 2.0, 6.0) mm. synth01-03 carry a
+  tumor; every image of the series ``tumor_seg`` reads (:data:`TUMOR_SERIES`) has a tumor mask, a ``tumor_gate`` and
+  a ``tumor_type`` class (:data:`TUMOR_TYPES`; the phantoms' blobs do not differ by type: labels for plumbing
+  only); the images of the series ``dementia_stage`` reads (:data:`STAGE_SERIES`) a dementia stage.
+* ``synth_hippo01`` ... ``synth_hippo04``: hippocampus phantoms of the series ``hippocampus`` reads, (64, 48, 40)
+  voxels of 1 mm, with a hippocampus mask of its labels 1 (the front half) and 2 (the back half).
+* ``synth_slice01`` ... ``synth_slice04``: 128x128 8-bit axial PNG slices of :data:`TUMOR_SERIES` with tumor masks
+  (01-02 positive).
 
-All volumes use a diagonal RAS affine centred on (0, 0, 0) mm; axis 2 is the superior (axial) axis.
+Every class name, label and series class comes from the task configs (:mod:`mri_label.tasks`). All volumes use a
+diagonal RAS affine centred on (0, 0, 0) mm; axis 2 is the superior (axial) axis.
 """
 
 import copy
@@ -22,27 +26,42 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-SEQUENCE_CLASSES = ("T1", "T2", "FLAIR")
-DEMENTIA_CLASSES = ("NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented")
-TUMOR_GATE_CLASSES = ("no_tumor", "tumor")
-TUMOR_TYPE_CLASSES = ("glioma", "meningioma", "pituitary", "no_tumor")
-#: ``tumor_type`` of the tumor-bearing subjects (FLAIR images only); the others are ``no_tumor``.
-TUMOR_TYPES = {
-    "synth01": "glioma",
-    "synth02": "meningioma",
-    "synth03": "pituitary",
-    "synth_slice01": "glioma",
-    "synth_slice02": "meningioma",
-}
+from mri_label import tasks
+
+#: The tasks whose labels the phantoms carry.
+TUMOR_TASK, GATE_TASK, TYPE_TASK, STAGE_TASK, HIPPOCAMPUS_TASK = (
+    "tumor_seg",
+    "tumor_gate",
+    "tumor_type",
+    "dementia_stage",
+    "hippocampus",
+)
 
 #: Tissue codes of :func:`head_tissue_map`.
 BACKGROUND, SCALP, GM, WM, CSF, TUMOR = range(6)
-#: Relative intensity per tissue code (background, scalp, GM, WM, CSF, tumor) for each contrast.
+#: Relative intensity per tissue code (background, scalp, GM, WM, CSF, tumor) for each contrast, by series id (the
+#: sequence config's ``series_classes`` names each one's ``sequence`` class); a head phantom is rendered in each.
 CONTRASTS = {
-    "T1": np.array([0.0, 0.70, 0.60, 0.85, 0.15, 0.45]),
-    "T2": np.array([0.0, 0.40, 0.50, 0.35, 1.00, 0.90]),
-    "FLAIR": np.array([0.0, 0.40, 0.60, 0.45, 0.08, 1.00]),
+    "t1": np.array([0.0, 0.70, 0.60, 0.85, 0.15, 0.45]),
+    "t2": np.array([0.0, 0.40, 0.50, 0.35, 1.00, 0.90]),
+    "flair": np.array([0.0, 0.40, 0.60, 0.45, 0.08, 1.00]),
 }
+SEQUENCE_CLASSES = tuple(tasks.series_class(series) for series in CONTRASTS)
+
+
+def _series_read_by(task: str) -> str:
+    """The contrast of :data:`CONTRASTS` that ``task`` reads (its config's ``input_series``)."""
+    series = tasks.series_read_by(task)
+    if series not in CONTRASTS:
+        raise ValueError(f"{task} reads series {series!r}; the phantoms have {', '.join(CONTRASTS)}")
+    return series
+
+
+#: The series whose images carry the tumor masks and tumor classes, the dementia stages, the hippocampus masks.
+TUMOR_SERIES, STAGE_SERIES, HIPPO_SERIES = map(_series_read_by, (TUMOR_TASK, STAGE_TASK, HIPPOCAMPUS_TASK))
+DEMENTIA_CLASSES = tasks.classes(STAGE_TASK)  # in order of severity: the phantoms' atrophy grows along it
+TUMOR_GATE_CLASSES = tasks.classes(GATE_TASK)
+TUMOR_TYPE_CLASSES = tasks.classes(TYPE_TASK)
 SCALE = 1000.0  # relative intensity -> scanner-like units
 NOISE_SD = 20.0  # Gaussian noise SD in scanner units, added inside the head only
 
@@ -50,37 +69,42 @@ HEAD_SHAPE, HEAD_SPACING = (96, 96, 16), (2.0, 2.0, 6.0)
 HIPPO_SHAPE, HIPPO_SPACING = (64, 48, 40), (1.0, 1.0, 1.0)
 SLICE_SIZE = 128
 
-VENTRICLE_SCALE = dict(zip(DEMENTIA_CLASSES, (1.0, 1.3, 1.6, 2.0)))
-GM_RIM_MM = dict(zip(DEMENTIA_CLASSES, (7.0, 6.0, 5.0, 4.0)))
-HIPPO_VOLUME_SCALE = dict(zip(DEMENTIA_CLASSES, (1.0, 0.9, 0.8, 0.7)))
+# per dementia stage, mildest first
+VENTRICLE_SCALE = dict(zip(DEMENTIA_CLASSES, (1.0, 1.3, 1.6, 2.0), strict=True))
+GM_RIM_MM = dict(zip(DEMENTIA_CLASSES, (7.0, 6.0, 5.0, 4.0), strict=True))
+HIPPO_VOLUME_SCALE = dict(zip(DEMENTIA_CLASSES, (1.0, 0.9, 0.8, 0.7), strict=True))
 
 HEAD_SUBJECTS = {  # subject -> (dementia stage, has tumor)
-    "synth01": ("NonDemented", True),
-    "synth02": ("VeryMildDemented", True),
-    "synth03": ("MildDemented", True),
-    "synth04": ("ModerateDemented", False),
-    "synth05": ("NonDemented", False),
-    "synth06": ("MildDemented", False),
+    f"synth{n + 1:02d}": (DEMENTIA_CLASSES[stage], tumor)
+    for n, (stage, tumor) in enumerate(((0, True), (1, True), (2, True), (3, False), (0, False), (2, False)))
 }
 HIPPO_SUBJECTS = {f"synth_hippo{i + 1:02d}": stage for i, stage in enumerate(DEMENTIA_CLASSES)}
 SLICE_SUBJECTS = {"synth_slice01": True, "synth_slice02": True, "synth_slice03": False, "synth_slice04": False}
-
-TUMOR_LABEL_INFO = {"synthetic": True, "task": "tumor_seg", "label_info": [{"name": "tumor", "idx": 1}]}
-HIPPO_LABEL_INFO = {
-    "synthetic": True,
-    "task": "hippocampus",
-    "label_info": [{"name": "anterior", "idx": 1}, {"name": "posterior", "idx": 2}],
+#: ``tumor_type`` of the tumor-bearing subjects (the tumor classes in turn, from the first, per kind of phantom);
+#: the others get the negative class.
+_TYPES = tasks.positive_classes(TYPE_TASK)
+TUMOR_TYPES = {
+    subject: _TYPES[k % len(_TYPES)]
+    for group in ([s for s, (_, t) in HEAD_SUBJECTS.items() if t], [s for s, t in SLICE_SUBJECTS.items() if t])
+    for k, subject in enumerate(group)
 }
+
+TUMOR_LABEL_INFO = {"synthetic": True, **tasks.label_info(TUMOR_TASK)}
+HIPPO_LABEL_INFO = {"synthetic": True, **tasks.label_info(HIPPOCAMPUS_TASK)}
 EXTENSIONS = ["*.nii.gz", "*.nii", "*.nrrd", "*.jpg", "*.png", "*.tif"]
 
-_README = """# Synthetic sample data
+_TUMOR, _STAGE, _HIPPO = (tasks.series_class(s) for s in (TUMOR_SERIES, STAGE_SERIES, HIPPO_SERIES))
+_README = f"""# Synthetic sample data
 
 These are SYNTHETIC geometric phantoms generated by `mri-label sample-data` (module `mri_label.sample_data`).
 They are NOT patient data: use them only to try the MONAI Label server and for tests, never to judge a model.
-- synth01..synth06: head phantoms in T1, T2 and FLAIR (96x96x16 voxels, 2x2x6 mm); synth01-03 have a tumor.
-- FLAIR images carry a `final` tumor mask (1 = tumor) and a tumor-type class; T1 volumes a dementia-stage class.
-- synth_hippo01..04: T1 hippocampus phantoms (64x48x40, 1 mm) with masks 1 = anterior, 2 = posterior.
-- synth_slice01..04: 128x128 axial FLAIR PNG slices with tumor masks (01 and 02 contain a tumor).
+- synth01..synth06: head phantoms in {", ".join(SEQUENCE_CLASSES[:-1])} and {SEQUENCE_CLASSES[-1]} (96x96x16 voxels, \
+2x2x6 mm); synth01-03 have a tumor.
+- {_TUMOR} images carry a `final` tumor mask (1 = tumor) and a tumor-type class; {_STAGE} volumes a dementia-stage \
+class.
+- synth_hippo01..04: {_HIPPO} hippocampus phantoms (64x48x40, 1 mm) with masks \
+{", ".join(f"{v} = {n}" for n, v in tasks.labels(HIPPOCAMPUS_TASK).items())}.
+- synth_slice01..04: 128x128 axial {_TUMOR} PNG slices with tumor masks (01 and 02 contain a tumor).
 """
 
 
@@ -160,7 +184,7 @@ def _hippo_phantom(rng, stage: str):
     waves = rng.normal(0.0, 0.12, (4, 3))  # spatial frequencies, rad/mm
     phases = rng.uniform(0.0, 2 * np.pi, 4)
     texture = sum(np.cos(w[0] * x + w[1] * y + w[2] * z + p) for w, p in zip(waves, phases)) / 2.0
-    t1 = CONTRASTS["T1"]
+    t1 = CONTRASTS[HIPPO_SERIES]
     image = t1[GM] + (t1[WM] - t1[GM]) / (1.0 + np.exp(-3.0 * texture))  # smooth GM/WM mix
     label = np.zeros(HIPPO_SHAPE, np.uint8)
     # HIPPO_VOLUME_SCALE scales the volume, so each radius scales by its cube root (base ~2600 mm^3)
@@ -178,9 +202,10 @@ def _hippo_phantom(rng, stage: str):
 
 
 def _slice_phantom(rng, tumor: bool):
-    """Axial FLAIR slice of a fresh head phantom: (uint8 image, uint8 0/1 mask), both 128x128, anterior up."""
+    """Axial slice (:data:`TUMOR_SERIES`) of a fresh head phantom: (uint8 image, uint8 0/1 mask), both 128x128,
+    front of the head up."""
     tissues = _head_tissues(rng, DEMENTIA_CLASSES[int(rng.integers(len(DEMENTIA_CLASSES)))], tumor)
-    flair = _render(tissues, "FLAIR", rng)
+    flair = _render(tissues, TUMOR_SERIES, rng)
     k = int(np.argmax(((tissues == TUMOR) if tumor else (tissues == CSF)).sum(axis=(0, 1))))
     image = np.clip(flair[:, :, k].T[::-1] / 1100.0 * 255.0, 0, 255).round().astype(np.uint8)
     mask = (tissues[:, :, k] == TUMOR).T[::-1].astype(np.uint8)
@@ -206,12 +231,13 @@ def _save(array: np.ndarray, spacing, path: str) -> None:
 
 def _info(subject: str, sequence: str, tumor=None, stage=None) -> dict:
     """Image info in the schema the app reads (``class_labels`` per task, ``source`` = "synthetic")."""
-    labels = {"sequence": {"label": sequence, "source": "synthetic"}}
+    labels = {tasks.SEQUENCE: {"label": sequence, "source": "synthetic"}}
     if tumor is not None:
-        labels["tumor_gate"] = {"label": TUMOR_GATE_CLASSES[int(bool(tumor))], "source": "synthetic"}
-        labels["tumor_type"] = {"label": TUMOR_TYPES[subject] if tumor else "no_tumor", "source": "synthetic"}
+        labels[GATE_TASK] = {"label": tasks.finding_class(GATE_TASK, bool(tumor)), "source": "synthetic"}
+        kind = TUMOR_TYPES[subject] if tumor else tasks.negative_class(TYPE_TASK)
+        labels[TYPE_TASK] = {"label": kind, "source": "synthetic"}
     if stage is not None:
-        labels["dementia_stage"] = {"label": stage, "source": "synthetic"}
+        labels[STAGE_TASK] = {"label": stage, "source": "synthetic"}
     return {"synthetic": True, "subject": subject, "sequence": sequence, "class_labels": labels}
 
 
@@ -219,23 +245,34 @@ def _phantoms(seed: int):
     """Yield ``(image_id, image, spacing_mm, info, final_label, label_info)`` for every image, in order."""
     for n, (subject, (stage, tumor)) in enumerate(HEAD_SUBJECTS.items()):
         tissues = _head_tissues(_rng(seed, 0, n), stage, tumor)
-        for c, seq in enumerate(SEQUENCE_CLASSES):
-            image = _render(tissues, seq, _rng(seed, 0, n, c + 1))
-            info = _info(subject, seq, tumor if seq == "FLAIR" else None, stage if seq == "T1" else None)
-            mask = (tissues == TUMOR).astype(np.uint8) if seq == "FLAIR" else None
-            yield f"{subject}_{seq.lower()}", image, HEAD_SPACING, info, mask, TUMOR_LABEL_INFO
+        for c, series in enumerate(CONTRASTS):
+            image = _render(tissues, series, _rng(seed, 0, n, c + 1))
+            tumor_labels, stage_label = series == TUMOR_SERIES, series == STAGE_SERIES
+            info = _info(
+                subject, tasks.series_class(series), tumor if tumor_labels else None, stage if stage_label else None
+            )
+            mask = (tissues == TUMOR).astype(np.uint8) if tumor_labels else None
+            yield f"{subject}_{series}", image, HEAD_SPACING, info, mask, TUMOR_LABEL_INFO
     for n, (subject, stage) in enumerate(HIPPO_SUBJECTS.items()):
         image, label = _hippo_phantom(_rng(seed, 1, n), stage)
-        yield f"{subject}_t1", image, HIPPO_SPACING, _info(subject, "T1", stage=stage), label, HIPPO_LABEL_INFO
+        info = _info(subject, tasks.series_class(HIPPO_SERIES), stage=stage)
+        yield f"{subject}_{HIPPO_SERIES}", image, HIPPO_SPACING, info, label, HIPPO_LABEL_INFO
     for n, (subject, tumor) in enumerate(SLICE_SUBJECTS.items()):
         image, mask = _slice_phantom(_rng(seed, 2, n), tumor)
-        yield subject, image, None, _info(subject, "FLAIR", tumor=tumor), mask, TUMOR_LABEL_INFO
+        yield (
+            subject,
+            image,
+            None,
+            _info(subject, tasks.series_class(TUMOR_SERIES), tumor=tumor),
+            mask,
+            TUMOR_LABEL_INFO,
+        )
 
 
 TEMPLATE_ID = "mni152_t1"
 TEMPLATE_INFO = {
     "subject": "mni152",
-    "sequence": "T1",
+    "sequence": tasks.series_class(HIPPO_SERIES),  # a T1, for the hippocampus task's whole-head path
     "synthetic": False,
     "source": "ICBM 2009a symmetric MNI152 T1 template (1 mm, brain-extracted), bundled with nilearn",
 }
@@ -280,7 +317,7 @@ def write_sample_data(dest, seed: int = 0, progress=None, with_template: bool = 
             if progress is not None:
                 progress(f"wrote {image_id} ({n_images} images)")
     if with_template:
-        from mri_label.templates import template_path
+        from mri_label.core.templates import template_path
 
         ds.add_image(TEMPLATE_ID, template_path(), dict(TEMPLATE_INFO))
         n_images += 1

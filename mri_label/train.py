@@ -10,10 +10,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from mri_label.evaluate import app_class, evaluate
+from mri_label.app_path import app_class
+from mri_label.core.splits import ensure_split
+from mri_label.evaluate import evaluate
 from mri_label.recipes import train_request
 from mri_label.sources import image_source
-from mri_label.splits import ensure_split
 
 
 def train(

@@ -11,11 +11,8 @@ until a task is trained there, its shipped checkpoint (``<app>/shipped/<task>``)
 (default ``MR``) selects the series; final labels go back to the PACS as DICOM-SEG (:mod:`lib.dicomweb`).
 """
 
-import importlib
-import inspect
 import logging
 import os
-import pkgutil
 from typing import Dict
 
 from monailabel.config import settings
@@ -30,12 +27,11 @@ from monailabel.tasks.activelearning.random import Random
 
 import lib.configs
 from lib import access, server_state
-from lib.activelearning import ModelScorer, RetrainScheduler, UncertaintyStrategy, labelled_task
+from lib.activelearning import UNCERTAINTY, ModelScorer, RetrainScheduler, UncertaintyStrategy, labelled_task
 from lib.conf import conf_float, conf_int
 from lib.datastore import (
     DEFAULT_MAX_VOXELS,
     MRIDatastore,
-    bad_input,
     check_image_file,
     read_header,
     read_spacing,
@@ -44,6 +40,7 @@ from lib.datastore import (
 )
 from lib.dicomweb import MRIDICOMwebDatastore, dicomweb_client
 from lib.dicomweb import search_filter as dicomweb_search_filter
+from lib.errors import ImageNotFound, bad_input
 from lib.infers.tumor_pipeline import TumorPipelineInfer
 from lib.request_checks import DEFAULT_MAX_INFER_VOXELS, infer_cost
 from lib.routes import install as install_routes
@@ -55,14 +52,8 @@ PIPELINE_TASKS = ("tumor_gate", "tumor_seg", "tumor_type")
 
 
 def discover_configs() -> Dict[str, type]:
-    """Task name (module name in ``lib/configs``) -> its TaskConfig class."""
-    found = {}
-    for module_info in sorted(pkgutil.iter_modules(lib.configs.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"lib.configs.{module_info.name}")
-        for _, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ == module.__name__ and issubclass(cls, TaskConfig) and not inspect.isabstract(cls):
-                found[module_info.name] = cls
-    return found
+    """Task name (module name in ``lib/configs``) -> its TaskConfig class (:func:`lib.configs.discover`)."""
+    return lib.configs.discover()
 
 
 class MRIApp(MONAILabelApp):
@@ -162,27 +153,13 @@ class MRIApp(MONAILabelApp):
         return {name: config.trainer() for name, config in self.models.items()}
 
     def init_strategies(self) -> Dict[str, Strategy]:
-        def tasks():
-            return {n: (c.kind, getattr(c, "spacing", None) is not None) for n, c in self.models.items()}
+        def served(method):  # {task: (kind, volume_only)} of the served tasks whose config declares this strategy
+            return lambda: {n: (c.kind, c.volume_only) for n, c in self.models.items() if c.uncertainty == method}
 
-        return {
-            "random": Random(),
-            "first": First(),
-            "entropy": UncertaintyStrategy(
-                "entropy",
-                "classification",
-                tasks,
-                self._scorer,
-                "Classifiers: unlabelled image with the highest predictive entropy",
-            ),
-            "epistemic": UncertaintyStrategy(
-                "epistemic",
-                "segmentation",
-                tasks,
-                self._scorer,
-                "Segmentation: unlabelled image with the highest Monte-Carlo dropout variance",
-            ),
-        }
+        strategies: Dict[str, Strategy] = {"random": Random(), "first": First()}
+        for method, (kind, description) in UNCERTAINTY.items():
+            strategies[method] = UncertaintyStrategy(method, kind, served(method), self._scorer, description)
+        return strategies
 
     def on_save_label(self, image_id, label_id):
         """A ``final`` segmentation label counts towards its task's next fine-tuning run (``--conf retrain_after``)."""
@@ -207,7 +184,7 @@ class MRIApp(MONAILabelApp):
         """After a promoted fine-tuning run, refresh the cached uncertainty scores of its task in the background."""
         if not run.get("promoted"):
             return
-        strategy = self._strategies.get("entropy" if self.models[run["task"]].kind == "classification" else "epistemic")
+        strategy = self._strategies.get(self.models[run["task"]].uncertainty)
         scores = strategy.rescore(run["task"], self.datastore())
         logger.info(
             f"after retraining {run['task']}: {strategy.method} scores of {len(scores)} unlabelled images cached"
@@ -263,7 +240,7 @@ class MRIApp(MONAILabelApp):
         uploaded = os.path.isabs(image) and os.path.isfile(image)  # MONAI Label put an upload in a temporary file
         path = image if uploaded else datastore.get_image_uri(image)
         if not path or not os.path.exists(path):
-            raise bad_input(404, f"image {image!r} is not in the datastore")
+            raise ImageNotFound(image)
         if os.path.isfile(path):
             what = "the uploaded image" if uploaded else f"image {image!r}"
             size, _ = read_header(path, what, self.max_voxels)  # costs checked from the header, before reading

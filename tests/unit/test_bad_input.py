@@ -384,6 +384,26 @@ def test_a_label_within_its_task_is_accepted(api_trained):
     assert (folder / "labels" / "final" / f"{VOLUME}.nii.gz").exists()
 
 
+@pytest.mark.parametrize(
+    "url, key, as_form",
+    [
+        ("/train/tumor_gate", "finetune", False),
+        ("/train/tumor_gate", "resume", False),
+        ("/train/", "finetune", False),
+        (f"/infer/sequence?image={VOLUME}&output=image", "cam", True),
+    ],
+)
+def test_a_bad_flag_param_is_refused_naming_the_param_not_conf(api_server, url, key, as_form):
+    """A request's true/false params are refused with a message naming ``params <key>`` (not ``--conf <key>``)."""
+    client, _, folder = api_server
+    before = snapshot(folder)
+    body = {key: "maybe"}
+    response = client.post(url, data={"params": json.dumps(body)}) if as_form else client.post(url, json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == f"params {key} must be true or false, got 'maybe'"
+    assert snapshot(folder) == before
+
+
 # ------------------------------------------------------------------------------------------- property-based
 
 EXTENSIONS = [".nii.gz", ".nii", ".nrrd", ".png", ".jpg", ".dcm", ".txt", ""]

@@ -31,12 +31,20 @@ import torch
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from lib.datalists import final_label, label_task
-from lib.datastore import bad_input, class_label, update_info_entry
+from lib.datalists import final_label
+from lib.datastore import update_info_entry
+from lib.errors import bad_input
+from lib.label_info import class_label, label_task
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "activelearning.json"
+#: Uncertainty strategy (``/activelearning/<name>``) -> (the kind of task it ranks images for, its description); each
+#: task config names its own as ``uncertainty``.
+UNCERTAINTY = {
+    "entropy": ("classification", "Classifiers: unlabelled image with the highest predictive entropy"),
+    "epistemic": ("segmentation", "Segmentation: unlabelled image with the highest Monte-Carlo dropout variance"),
+}
 _DONE = ("DONE", "ERROR", "STOPPED")
 
 

@@ -13,7 +13,8 @@ from monailabel.interfaces.utils.app import app_instance
 from pydantic import BaseModel
 
 from lib.access import ADMIN, ANNOTATOR, USER, RoleRequired
-from lib.datastore import bad_input, update_info_entry
+from lib.datastore import update_info_entry
+from lib.errors import ImageNotFound, bad_input
 
 router = APIRouter(prefix="/classlabel", tags=["Class labels"])
 
@@ -34,7 +35,7 @@ def _check(task: str, image: str):
         )
     info = instance.datastore().get_image_info(image)
     if not info:
-        raise bad_input(404, f"image {image!r} is not in the datastore")
+        raise ImageNotFound(image)
     return instance.datastore(), classes, info
 
 

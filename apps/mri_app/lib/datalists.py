@@ -7,14 +7,14 @@ is the axial slice index of a volume for 2D tasks (``-1`` for 2D images and 3D t
 import hashlib
 import logging
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, cast
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
-from lib.datastore import class_label
+from lib.label_info import class_label, label_task
 from lib.transforms import axial_axis, brain_slices
 
 logger = logging.getLogger(__name__)
@@ -40,28 +40,6 @@ def final_label(datastore: Datastore, image_id: str) -> Tuple[Optional[str], Dic
     return datastore.get_label_uri(label_id, DefaultLabelTag.FINAL), datastore.get_label_info(
         label_id, DefaultLabelTag.FINAL
     )
-
-
-def segment_names(info: Dict) -> Set[str]:
-    """Segment names a viewer sent in a label's info (``label_info: [{"name": ..., "idx": ...}]``), background aside."""
-    names = {s.get("name") for s in info.get("label_info") or [] if isinstance(s, dict)} - {"background", None}
-    return cast(Set[str], names)
-
-
-def label_task(info: Dict, task_labels: Dict[str, Dict[str, int]]) -> Optional[str]:
-    """Which segmentation task a ``final`` label belongs to.
-
-    The label's info names it (``"task"``, written by our importers and sample data), or the segment
-    names sent by a viewer (MONAI Label's Slicer panel sends ``label_info: [{"name": ..., "idx": ...}]``)
-    all belong to one task's labels.
-    """
-    if info.get("task") in task_labels:
-        return info["task"]
-    names = segment_names(info)
-    for task, labels in task_labels.items():
-        if names and names <= set(labels):
-            return task
-    return None
 
 
 def _volume_slices(volume: MetaTensor, fraction: float) -> Tuple[int, List[int]]:

@@ -1,4 +1,5 @@
-"""A local datastore that refuses what it cannot read, plus the class-label records kept in image info.
+"""A local datastore that refuses what it cannot read, plus the class-label records kept in image info (written by
+:func:`update_info_entry`, read by :func:`lib.label_info.class_label`). Refusals are :mod:`lib.errors`' answers.
 
 Image info schema written by this app (``datastore_v2.json``, ``objects.<id>.image.info``)::
 
@@ -16,24 +17,21 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 import torch
-from fastapi import HTTPException
 from filelock import FileLock
 from monai.transforms import LoadImage
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.atomic import atomic_copy, atomic_write_json, remove_partial_files
+from lib.errors import ImageNotFound, bad_input, refused
+from lib.label_info import label_task, segment_names
+from lib.request_checks import RequestError, check_depth
 
 logger = logging.getLogger(__name__)
 
 _loader = LoadImage(image_only=True, ensure_channel_first=True)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _info_lock = threading.Lock()
-
-
-def bad_input(status: int, message: str) -> HTTPException:
-    """An HTTP error with a message meant for the person who sent the request."""
-    return HTTPException(status_code=status, detail=message)
 
 
 MAX_ID_LENGTH = 128
@@ -54,12 +52,10 @@ def check_image_id(image_id: str) -> None:
 def check_info_depth(info: Any, what: str) -> None:
     """422 when ``info`` nests deeper than the datastore index can hold and load again
     (:data:`lib.request_checks.MAX_JSON_DEPTH`)."""
-    from lib.request_checks import RequestError, check_depth
-
     try:
         check_depth(info, what)
     except RequestError as error:
-        raise bad_input(422, str(error)) from None
+        raise refused(error) from None
 
 
 DEFAULT_MAX_VOXELS = 256 * 1024 * 1024
@@ -70,7 +66,7 @@ def read_header(path: str, what: str, max_voxels: Optional[int] = None) -> Tuple
     """Spatial size ``(W, H[, D])`` in voxels and channel count of an image file, from its header only.
 
     Raises:
-        HTTPException: 415 unreadable, 422 empty size, 413 more than ``max_voxels`` voxels × channels.
+        BadInput: 415 unreadable, 422 empty size, 413 more than ``max_voxels`` voxels × channels.
     """
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
@@ -135,9 +131,7 @@ def check_label_values(
     label: torch.Tensor, what: str, label_info: Dict[str, Any], task_labels: Dict[str, Dict[str, int]]
 ) -> None:
     """422 unless ``label`` holds whole numbers that are label values of the task its ``label_info`` names
-    (by ``task`` or by segment names, see :func:`lib.datalists.label_task`), or of any segmentation task."""
-    from lib.datalists import label_task, segment_names  # lib.datalists imports this module
-
+    (by ``task`` or by segment names, see :func:`lib.label_info.label_task`), or of any segmentation task."""
     values = torch.unique(label)
     if label.is_floating_point() and not torch.equal(values, values.round()):
         raise bad_input(422, f"{what} holds fractional values; a label holds whole label numbers")
@@ -317,7 +311,7 @@ class MRIDatastore(LocalDatastore):
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
         image_path = self.get_image_uri(image_id)
         if not image_path:
-            raise bad_input(404, f"image {image_id!r} is not in the datastore")
+            raise ImageNotFound(image_id)
         self._check_size(label_filename, f"label for image {image_id!r}")
         check_label_tag(label_tag)
         check_info_depth(label_info, "label info")
@@ -349,16 +343,10 @@ def update_info_entry(datastore, image_id: str, field: str, task: str, record: O
     with _info_lock:
         info = datastore.get_image_info(image_id)
         if not info:
-            raise bad_input(404, f"image {image_id!r} is not in the datastore")
+            raise ImageNotFound(image_id)
         entries = dict(info.get(field) or {})
         if record is None:
             entries.pop(task, None)
         else:
             entries[task] = dict(record, ts=int(time.time()))
         datastore.update_image_info(image_id, {field: entries})
-
-
-def class_label(info: Dict[str, Any], task: str) -> Optional[str]:
-    """The class name recorded for ``task`` in an image's info, or None."""
-    record = (info.get("class_labels") or {}).get(task)
-    return record.get("label") if isinstance(record, dict) else None

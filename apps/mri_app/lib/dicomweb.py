@@ -27,7 +27,8 @@ from monailabel.datastore.utils.convert import binary_to_image, nifti_to_dicom_s
 from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from lib.datastore import bad_input, check_label_file, check_label_tag, check_upload_size
+from lib.datastore import check_label_file, check_label_tag, check_upload_size
+from lib.errors import bad_input
 
 logger = logging.getLogger(__name__)
 

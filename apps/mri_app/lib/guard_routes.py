@@ -37,20 +37,17 @@ from starlette.background import BackgroundTask
 from lib import stock
 from lib.access import ADMIN, ANNOTATOR, USER, RoleRequired, rank
 from lib.archives import DEFAULT_MAX_MEMBERS, ArchiveError, safe_unpack
-from lib.datastore import bad_input, check_image_id, check_label_tag
+from lib.datastore import check_image_id, check_label_tag
+from lib.errors import bad_input, refused
 from lib.request_checks import RequestError, parse_object
 from lib.store_routes import MANAGED_INFO_KEYS, put_label_info
+from lib.train_checks import check_train_request
 
 router = APIRouter()
 _SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SUFFIX = re.compile(r"((\.[A-Za-z0-9]{1,8}){1,2})$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_MAX_UPLOAD_BYTES = 2048 * 2**20
-
-
-def refused(error: RequestError):
-    """The HTTP answer for a :class:`RequestError` (its status, its message)."""
-    return bad_input(error.status, str(error))
 
 
 def max_upload_bytes() -> int:
@@ -339,8 +336,6 @@ async def train_all(
     params: Optional[dict] = None, run_sync: Optional[bool] = False, user: User = Depends(RoleRequired(ADMIN))
 ):
     """MONAI Label's "train every task", each task's params checked as ``POST /train/<task>`` checks them."""
-    from lib.routes import check_train_request
-
     instance = app_instance()
     for task in instance.info().get("trainers", {}):
         task_params = dict(params or {})

@@ -22,8 +22,8 @@ from monailabel.config import settings
 from monailabel.endpoints.user.auth import User
 
 from lib.access import ANNOTATOR, USER, RoleRequired
-from lib.datastore import bad_input
 from lib.dicomweb import PACS_TIMEOUT_S
+from lib.errors import bad_input
 
 router = APIRouter()
 OPS = ("qido", "wado", "stow")

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union, cast
 import numpy as np
 import SimpleITK as sitk
 
-from mri_label.templates import template_path
+from mri_label.core.templates import template_path
 
 HIPPOCAMPUS_BOXES_MNI: Dict[str, Dict[str, Tuple[float, float, float]]] = {
     # centre (RAS mm) and size (mm) of a box holding each hippocampus (head and body) of the MNI152 template;
@@ -159,10 +159,21 @@ def paste(
     """A label array on ``grid`` (i, j, k order) resampled (nearest) onto the voxels of ``image``.
     ``transform`` is the one given to :func:`crop`; its inverse maps image points back onto the grid.
     Returns a uint8 array in the image's (i, j, k) order."""
-    source = sitk.GetImageFromArray(np.ascontiguousarray(labels.astype(np.uint8).transpose(2, 1, 0)))
+    return _resample_back(labels.astype(np.uint8), grid, image, transform, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+
+
+def paste_values(
+    values: np.ndarray, grid: sitk.Image, image: sitk.Image, transform: Optional[sitk.Transform] = None
+) -> np.ndarray:
+    """Like :func:`paste` for a float map (linear interpolation, 0 outside the grid): float32, (i, j, k) order."""
+    return _resample_back(values.astype(np.float32), grid, image, transform, sitk.sitkLinear, sitk.sitkFloat32)
+
+
+def _resample_back(array, grid, image, transform, interpolator, pixel) -> np.ndarray:
+    source = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
     source.CopyInformation(grid)
     inverse = transform.GetInverse() if transform is not None else sitk.Transform()
-    reference = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    reference = sitk.Image(image.GetSize(), pixel)
     reference.CopyInformation(image)
-    pasted = sitk.Resample(source, reference, inverse, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    pasted = sitk.Resample(source, reference, inverse, interpolator, 0, pixel)
     return sitk.GetArrayFromImage(pasted).transpose(2, 1, 0)

@@ -6,7 +6,7 @@ written: ``{"image": "/a/server/file"}`` overrides the image id checked before, 
 ".json"}`` end in a 500. Here each such key is refused, validated or role-checked (:func:`check_infer_params`,
 :func:`check_train_params`), and JSON deeper than :data:`MAX_JSON_DEPTH` is refused before it can reach the
 datastore index (whose next load would fail). Problems raise :class:`RequestError` (a ``ValueError`` naming the
-parameter and value, with the HTTP status it maps to in :func:`lib.datastore.bad_input`'s answers).
+parameter and value, with the HTTP status it is answered with: :func:`lib.errors.refused`).
 """
 
 import json
@@ -151,6 +151,8 @@ def check_infer_params(params: Mapping[str, Any], may_write_labels: bool, from_d
         value = params.get(key)
         if key in params and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600):
             raise RequestError(f"params {key} must be a number of seconds in (0, 3600], got {value!r}")
+    if "uncertainty" in params and not isinstance(params["uncertainty"], bool):
+        raise RequestError(f"params uncertainty must be true or false, got {params['uncertainty']!r}")
     if "label_tag" in params:
         check_name(params["label_tag"], "params label_tag")
     if _flag(params, "save_label"):

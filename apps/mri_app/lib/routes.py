@@ -20,12 +20,14 @@ from lib import access, log_privacy, stock
 from lib.access import RoleRequired
 from lib.class_labels import router as class_label_router
 from lib.conf import conf_bool
-from lib.datastore import bad_input, check_image_id
-from lib.guard_routes import find_session, max_upload_bytes, rank_of, receive, refused, remove
+from lib.datastore import check_image_id
+from lib.errors import bad_input, refused
+from lib.guard_routes import find_session, max_upload_bytes, rank_of, receive, remove
 from lib.guard_routes import router as guard_router
 from lib.pacs_proxy import router as pacs_proxy_router
-from lib.request_checks import RequestError, check_depth, check_infer_params, check_train_params, parse_object
+from lib.request_checks import RequestError, check_depth, check_infer_params, parse_object
 from lib.store_routes import router as store_router
+from lib.train_checks import check_train_request
 
 train_router = APIRouter(tags=["Train"])
 retrain_router = APIRouter(tags=["Active Learning"])
@@ -72,9 +74,9 @@ async def infer_model(
     task = app_instance()._infers.get(model)
     if task is not None and task.type == "classification" and output == ResultType.image:
         try:
-            wants_map = conf_bool(request, "cam", False)
+            wants_map = conf_bool(request, "cam", False, where="params")
         except ValueError as error:
-            raise bad_input(422, str(error).replace("--conf ", "params ")) from None
+            raise bad_input(422, str(error)) from None
         if not wants_map:
             raise bad_input(
                 422, f'{model} answers in JSON: ask output=json, or params {{"cam": true}} for its activation map'
@@ -178,18 +180,6 @@ async def infer_wsi(model: str, user: User = Depends(RoleRequired(access.USER)))
     raise bad_input(404, "this server serves no whole-slide-image (WSI) models; use POST /infer/<model>")
 
 
-def check_train_request(model: str, params: dict) -> None:
-    """The checks of a train request for task ``model``: 404 unknown task, 422 bad params, 409 nothing to resume."""
-    trainers = app_instance().info().get("trainers", {})
-    if model not in trainers:
-        raise bad_input(404, f"no train task {model!r}; train tasks: {sorted(trainers)}")
-    try:
-        check_train_params(params, stock.trainer_defaults(app_instance(), model))
-    except RequestError as error:
-        raise refused(error) from None
-    check_resume(app_instance()._trainers[model], params)
-
-
 @train_router.post("/train/{model}", summary="Run the training task of a model (404 for an unknown model)")
 async def train_model(
     model: str,
@@ -236,28 +226,6 @@ async def retrain_stats(user: User = Depends(RoleRequired(access.USER))):
     if scheduler is None:
         return {"enabled": False, "tasks": {}, "runs": []}
     return dict(scheduler.stats(), enabled=True)
-
-
-def check_resume(trainer, params: dict) -> None:
-    """409 for ``{"resume": true}`` when the run named in ``params`` has nothing to resume; 422 with ``finetune``."""
-    from lib.trainers.checkpoints import resume_path, resume_problem
-
-    try:
-        resume, finetune = conf_bool(params, "resume", False), conf_bool(params, "finetune", False)
-    except ValueError as error:
-        raise bad_input(422, str(error).replace("--conf ", "params ")) from None
-    if not resume:
-        return
-    if finetune:
-        raise bad_input(422, "resume and finetune exclude each other: resume continues a run, finetune starts one")
-    config = dict(trainer._config, **params)
-    try:
-        max_epochs = int(config["max_epochs"])
-    except (TypeError, ValueError):
-        raise bad_input(422, f"max_epochs must be an integer, got {config['max_epochs']!r}") from None
-    problem = resume_problem(resume_path(trainer._model_dir, str(config["name"])), max_epochs)
-    if problem:
-        raise bad_input(409, problem)
 
 
 def install(server, cors_origins=()) -> None:

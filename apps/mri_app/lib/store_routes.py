@@ -23,7 +23,7 @@ from monailabel.utils.others.generic import file_checksum
 
 from lib.access import ADMIN, ANNOTATOR, RoleRequired
 from lib.atomic import atomic_write, atomic_write_json
-from lib.datastore import bad_input
+from lib.errors import ImageNotFound, bad_input, refused
 from lib.request_checks import RequestError, parse_object
 
 router = APIRouter()
@@ -100,12 +100,12 @@ def _info(info: str, image: str) -> dict:
     try:
         parsed = parse_object(info, "info")
     except RequestError as error:
-        raise bad_input(error.status, str(error)) from None
+        raise refused(error) from None
     managed = sorted(set(parsed) & set(MANAGED_INFO_KEYS))
     if managed:
         raise bad_input(422, f"info key(s) {managed} are managed by the server; class labels go through /classlabel")
     if not app_instance().datastore().get_image_uri(image):
-        raise bad_input(404, f"image {image!r} is not in the datastore")
+        raise ImageNotFound(image)
     return parsed
 
 

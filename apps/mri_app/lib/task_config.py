@@ -23,6 +23,23 @@ RECIPE = {"max_epochs": 30, "learning_rate": 3e-4, "early_stop_patience": 10}
 with). Budgets are for this project's 2-core CPU: each fits in an hour there."""
 
 
+EVALUATIONS = {
+    "classification": "each image's class: accuracy, balanced accuracy, macro F1, per class and per subject",
+    "gate": "a two-class classifier at an operating threshold (negative class first): as classification, a volume "
+    "with a mask of the config's mask_task scored per slice, at the shipped and at a recall-targeted threshold",
+    "segmentation": "Dice, HD95 and volume per label",
+    "segmentation+union": "as segmentation, and the union of all labels (foreground, e.g. the whole hippocampus)",
+    "binary segmentation": "as segmentation of the one label, every truth value > 0 counting as it (whole tumor)",
+}
+"""The ``evaluation`` a task config may declare: how ``mri-label evaluate`` scores it (:mod:`mri_label.evaluate`)."""
+
+CLASS_FOLDER_CAVEAT = (
+    "JPEG class-folder images carry no patient ids: subjects are near-duplicate groups "
+    "(perceptual hash), which may still leave slices of one patient on both sides."
+)
+"""The ``caveat`` of a task whose data are class-folder pictures (``mri-label import classfolders``)."""
+
+
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shipped")
 """The trained checkpoints that come with the app: ``<app>/shipped/<task>/model.pt`` + ``model.json``."""
 
@@ -37,6 +54,11 @@ class MRITaskConfig(TaskConfig):
     description = ""
     task_labels: Dict[str, int] = {}
     recipe: Dict = RECIPE
+    evaluation = ""  # how mri-label evaluate scores the task: a key of EVALUATIONS
+    uncertainty = ""  # the active-learning strategy that ranks its unlabelled images (lib.activelearning.UNCERTAINTY)
+    volume_only = False  # takes 3D volumes only: a 2D image is refused at infer and never proposed by active learning
+    input_series: Optional[str] = None  # the series it reads (a key of the sequence config's series_classes); None: any
+    caveat: Optional[str] = None  # printed with every evaluation of the task (metrics.json, report.md)
 
     def init(self, name: str, model_dir: str, conf: Dict[str, str], planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -111,6 +133,11 @@ class ClassifierConfig(MRITaskConfig):
     classes: tuple = ()
     infer_class = ClassifierInfer
     mask_task: Optional[Tuple[str, Dict[str, int]]] = None
+    evaluation = "classification"
+    uncertainty = "entropy"
+    negative_class: Optional[str] = None  # the class that means "nothing found" (None: every class is a finding)
+    folder_classes: Dict[str, str] = {}  # mri-label import classfolders: folder name -> class, besides the classes
+    series_classes: Dict[str, str] = {}  # series id (file suffix, channel, phantom contrast) -> class (sequence only)
     image_size = 128
     """Default of ``--conf <task>_image_size`` (pixels)."""
 
@@ -191,6 +218,8 @@ class SliceSegmentationConfig(MRITaskConfig):
     """Slice-wise 2D ResUNet. Options ``--conf <task>_image_size`` (default 256) and ``<task>_widths``."""
 
     kind = "segmentation"
+    evaluation = "segmentation"
+    uncertainty = "epistemic"
     lesions: Optional[str] = None
     """The label whose connected components the infer measures as lesions (volume, RANO-style diameters)."""
 
@@ -227,6 +256,9 @@ class VolumeSegmentationConfig(MRITaskConfig):
     kind = "segmentation"
     infer_class = VolumeSegmentationInfer
     flip_axes: tuple = ()
+    evaluation = "segmentation"
+    uncertainty = "epistemic"
+    volume_only = True
 
     def init(self, name, model_dir, conf, planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)

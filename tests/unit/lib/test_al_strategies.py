@@ -247,6 +247,38 @@ def test_strategy_refuses_a_task_of_the_other_kind(small_store):
         strategy({"task": "seg"}, small_store)
 
 
+def test_the_app_wires_each_strategy_to_the_tasks_whose_config_declares_it():
+    """main.py reads ``uncertainty`` and ``volume_only`` from each served task's config (no probing)."""
+    from types import SimpleNamespace
+
+    from lib.activelearning import UNCERTAINTY
+    from main import MRIApp
+
+    def config(kind, uncertainty, volume_only=False):
+        return SimpleNamespace(kind=kind, uncertainty=uncertainty, volume_only=volume_only)
+
+    app = SimpleNamespace(
+        models={
+            "gate": config("classification", "entropy"),
+            "crop": config("segmentation", "epistemic", volume_only=True),
+            "slices": config("segmentation", "epistemic"),
+            "unranked": config("classification", ""),
+        },
+        _scorer=StandInScorer(),
+    )
+    strategies = MRIApp.init_strategies(app)
+    assert list(strategies) == ["random", "first", *UNCERTAINTY]
+    assert strategies["entropy"].tasks() == {"gate": ("classification", False)}
+    assert strategies["epistemic"].tasks() == {"crop": ("segmentation", True), "slices": ("segmentation", False)}
+    assert strategies["epistemic"].kind == "segmentation" and strategies["entropy"].method == "entropy"
+    rescored = []
+    strategies["epistemic"].rescore = lambda task, datastore: rescored.append(task) or {}
+    app._strategies, app.datastore = strategies, lambda: None
+    MRIApp._after_retraining(app, {"task": "crop", "promoted": True})  # the task's declared strategy rescores
+    MRIApp._after_retraining(app, {"task": "gate", "promoted": False})
+    assert rescored == ["crop"]
+
+
 # ------------------------------------------------------------------------------------------- one real run
 
 

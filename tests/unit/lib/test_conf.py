@@ -193,3 +193,25 @@ def test_conf_ints_wrong_values_or_length(value, length, need):
 @pytest.mark.parametrize("value", ["[16.7, 32]", "[true, 2]"])
 def test_conf_ints_json_non_integers_are_refused(value):
     _raises_naming(conf_ints, value, (1,))
+
+
+# ---------------------------------------------------------------- where: the source the message names
+
+WHERE_CASES = [
+    (conf_bool, "maybe", (True,), {}),
+    (conf_float, "x", (0.5,), {}),
+    (conf_float, "7", (0.5,), {"low": 0.0, "high": 1.0}),
+    (conf_int, "x", (3,), {}),
+    (conf_int, "0", (3,), {}),
+    (conf_ints, "a,b", ((1,),), {}),
+    (conf_ints, "[16, 32]", ((1,),), {"length": 3}),
+]
+
+
+@pytest.mark.parametrize("func, value, args, kwargs", WHERE_CASES)
+def test_a_request_param_is_named_as_one(func, value, args, kwargs):
+    """``where="params"``: the message names the request's parameter, and says nothing of ``--conf``."""
+    with pytest.raises(ValueError) as info:
+        func({"finetune": value}, "finetune", *args, where="params", **kwargs)
+    message = str(info.value)
+    assert message.startswith("params finetune must ") and "--conf" not in message

@@ -6,8 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lib.datalists import classification_items, final_label, label_task, segmentation_items, split_by_subject
+from lib.datalists import classification_items, final_label, segmentation_items, split_by_subject
 from lib.datastore import MRIDatastore, update_info_entry
+from lib.label_info import label_task
 from mri_label.sample_data import write_sample_data
 
 EXTENSIONS = ["*.nii.gz", "*.nii", "*.nrrd", "*.jpg", "*.png", "*.tif"]

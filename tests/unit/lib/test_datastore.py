@@ -11,7 +11,8 @@ import pytest
 from fastapi import HTTPException
 from PIL import Image
 
-from lib.datastore import MRIDatastore, class_label, spatial_size, update_info_entry
+from lib.datastore import MRIDatastore, spatial_size, update_info_entry
+from lib.label_info import class_label
 
 EXTENSIONS = ["*.nii.gz", "*.nii", "*.nrrd", "*.jpg", "*.png", "*.tif"]
 VOLUME_SHAPE = (10, 8, 6)  # nibabel (i, j, k) = SimpleITK size (x, y, z)

@@ -12,7 +12,7 @@ from fastapi import HTTPException
 from test_registration import moved_template
 
 from lib import registration
-from mri_label.templates import template_path
+from mri_label.core.templates import template_path
 from tests.helpers.app import SHIPPED_DIR
 
 

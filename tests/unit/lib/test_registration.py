@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from lib import registration
-from mri_label.templates import template_path
+from mri_label.core.templates import template_path
 
 
 def moved_template(rotation=(0.08, -0.05, 0.22), translation=(6.0, -9.0, 4.0)):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from mri_label.core.splits import ensure_split, split_of
 from mri_label.evaluate import evaluate
-from mri_label.splits import ensure_split, split_of
 from tests.helpers.app import write_checkpoints
 
 
@@ -19,7 +19,7 @@ def setup(datastore_dir, tmp_path):
 
 def load_app_all(studies, models):
     from main import MRIApp
-    from mri_label.cli import app_dir
+    from mri_label.app_path import app_dir
 
     return MRIApp(str(app_dir()), str(studies), {"models": "all", "model_dir": str(models)})
 
@@ -30,8 +30,9 @@ def test_gate_is_scored_per_slice_of_the_test_subjects_with_a_threshold_from_val
         "tumor_gate", str(studies), out=str(tmp_path / "out"), model_dir=str(models), progress=lambda m: None
     )
     split = ensure_split(studies)
-    from lib.datalists import classification_items, final_label, label_task
+    from lib.datalists import classification_items, final_label
     from lib.datastore import MRIDatastore
+    from lib.label_info import label_task
 
     datastore = MRIDatastore(str(studies), extensions=["*.nii.gz", "*.png"], auto_reload=False)
 

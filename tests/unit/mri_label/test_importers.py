@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mri_label import importers
+from mri_label import importers, tasks
 from mri_label.importers import DatasetError, dhash, import_dataset, near_duplicate_groups
 
 # the real data sets (read-only), ../shared/data beside the repository unless MRI_LABEL_SHARED_DATA names another folder
@@ -262,7 +262,7 @@ def test_tumor_type_near_duplicates_land_in_one_group_and_one_split_side(tmp_pat
     half-size PNG): the four share a group (= subject, the smallest id), distinct pictures stay alone, and the
     subject split keeps the group on one side while the random image split (split_random.json) does not look at
     groups."""
-    from mri_label.splits import ensure_split, split_of
+    from mri_label.core.splits import ensure_split, split_of
 
     src = tmp_path / "Training"
     for k, name in enumerate(["glioma_tumor", "meningioma_tumor", "pituitary_tumor", "no_tumor"]):
@@ -505,7 +505,7 @@ def test_the_app_draws_training_items_from_an_imported_datastore(lgg_src, alzhei
     seg = segmentation_items(ds, "tumor_seg", {"tumor_seg": {"tumor": 1}}, slicewise=True)
     assert {i["subject"] for i in seg} == {PATIENT_A, PATIENT_B}
     assert 2 in {i["slice"] for i in seg if i["subject"] == PATIENT_A}  # slice 10 holds the tumor
-    stages = classification_items(ds, "dementia_stage", list(importers.TASK_CLASSES["dementia_stage"]))
+    stages = classification_items(ds, "dementia_stage", list(tasks.classes("dementia_stage")))
     assert len(stages) == 6 and len({i["subject"] for i in stages}) == 5
 
 

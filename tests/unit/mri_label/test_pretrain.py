@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mri_label.cli import main
+from mri_label.core.splits import ensure_split, split_of
 from mri_label.pretrain import balanced_accuracy, task_items
-from mri_label.splits import ensure_split, split_of
 
 
 def test_pretrain_then_fine_tune_a_classifier_from_the_encoder(datastore_dir, tmp_path, capsys):

@@ -14,5 +14,7 @@ class HippocampusConfig(VolumeSegmentationConfig):
         "Hippocampus segmentation (T1 crop or whole head, 3D U-Net): anterior/posterior mask, left/right volumes in mm³"
     )
     infer_class = HippocampusInfer
+    input_series = "t1"  # it reads T1 (mri-label sample-data's hippocampus phantoms are T1)
+    evaluation = "segmentation+union"  # anterior and posterior, and the whole hippocampus (as MSD reports them)
     recipe = dict(RECIPE, max_epochs=70, train_batch_size=4, learning_rate=1e-3, early_stop_patience=20)
     flip_axes = (0,)  # left-right mirrors in training, averaged over at inference (lib.mirroring)

@@ -27,6 +27,10 @@ class TumorGateConfig(ClassifierConfig):
     infer_class = TumorGateInfer
     recipe = dict(RECIPE, max_epochs=30)
     mask_task = ("tumor_seg", {"tumor": 1})
+    evaluation = "gate"  # per slice of a volume with a tumor_seg mask; shipped and recall-targeted thresholds
+    negative_class = "no_tumor"
+    # mri-label import classfolders (brain_tumor_4class): every tumor folder is a tumor
+    folder_classes = {"glioma_tumor": "tumor", "meningioma_tumor": "tumor", "pituitary_tumor": "tumor"}
     image_size = 256  # small lesions: at 128 px the stride-2 stem leaves them a pixel or two (held-out AUC 0.82)
     reads_networks_of = ("tumor_seg",)
     area_fraction = 50 / 256**2

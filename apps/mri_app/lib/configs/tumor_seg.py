@@ -11,4 +11,6 @@ class TumorSegConfig(SliceSegmentationConfig):
     task_labels = {"tumor": 1}
     description = "Tumor segmentation (FLAIR), 2D ResUNet slice by slice; mask in the input grid, volume in mm³"
     recipe = dict(RECIPE, max_epochs=25, train_batch_size=8, learning_rate=1e-3)
+    evaluation = "binary segmentation"  # whole tumor: every truth value > 0 (BraTS sub-regions merged)
+    input_series = "flair"  # tumor_pipeline is evaluated on these volumes; the sample data's tumor masks lie on them
     lesions = "tumor"  # measured per component: volume in mL, RANO-style axial diameters (lib.lesion_measures)

@@ -7,10 +7,14 @@ Data: the class-folder layout of ``brain_tumor_4class/Training/`` through ``mri-
 ... --task tumor_type`` (near-duplicate groups as subjects).
 """
 
-from lib.task_config import RECIPE, ClassifierConfig
+from lib.task_config import CLASS_FOLDER_CAVEAT, RECIPE, ClassifierConfig
 
 
 class TumorTypeConfig(ClassifierConfig):
     classes = ("glioma", "meningioma", "pituitary", "no_tumor")
     description = "Tumor type: glioma / meningioma / pituitary / no_tumor from an MRI slice or volume"
     recipe = dict(RECIPE, max_epochs=50)
+    negative_class = "no_tumor"
+    # mri-label import classfolders (brain_tumor_4class)
+    folder_classes = {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "pituitary_tumor": "pituitary"}
+    caveat = CLASS_FOLDER_CAVEAT  # its data: the brain_tumor_4class class-folder JPEGs

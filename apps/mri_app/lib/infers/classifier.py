@@ -13,7 +13,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from lib.cam import cam_volume
 from lib.conf import conf_bool
 from lib.datalists import CLASS_SLICE_FRACTION, GATE_SLICE_FRACTION
-from lib.datastore import bad_input
+from lib.errors import bad_input
 from lib.infers import checkpoint_info
 from lib.slicewise import SliceScoreInferer, SlicewiseInferer
 from lib.transforms import axial_axis, brain_slices, infer_slices_pre
@@ -87,7 +87,7 @@ class ClassifierInfer(BasicInferTask):
     def writer(self, data, extension=None, dtype=None):
         probabilities = torch.as_tensor(data["pred"]).float().reshape(-1, len(self.classes))
         result = self.summarise(probabilities, data.get("slices_run", [0]), data)
-        if not conf_bool(data, "cam", False):
+        if not conf_bool(data, "cam", False, where="params"):
             return None, result
         return self.write_cam(data, self.classes.index(result["label"])), dict(result, cam={"class": result["label"]})
 

@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Dict, Optional, Sequence, cast
+from typing import Any, Dict, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,11 +25,12 @@ from monai.transforms import NormalizeIntensity
 from monailabel.utils.others.generic import name_to_device
 
 from lib import registration
-from lib.datastore import bad_input
+from lib.errors import bad_input
 from lib.infers import checkpoint_info
 from lib.infers.segmentation import VolumeSegmentationInfer
 from lib.model_card import read_card
-from lib.transforms import LabelVolumesd
+from lib.transforms import LabelVolumesd, axial_axis
+from lib.uncertainty import normalised_entropy, uncertain_slices, wants_uncertainty
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class HippocampusInfer(VolumeSegmentationInfer):
 
     def post_transforms(self, data=None) -> Sequence:
         chain = list(super().post_transforms(data))
-        chain[-1] = LabelVolumesd(keys="pred", labels=self.labels, sides=False)  # a crop's side is not known
+        if not wants_uncertainty(data):
+            chain[-1] = LabelVolumesd(keys="pred", labels=self.labels, sides=False)  # a crop's side is not known
         return chain
 
     def __call__(self, request, callbacks=None):
@@ -55,17 +57,19 @@ class HippocampusInfer(VolumeSegmentationInfer):
                 geometry = (image.GetSize(), image.GetSpacing())
             if geometry is None or registration.is_crop(*geometry):
                 file, result = super().__call__(request, callbacks)
-                result.setdefault("measurements", {})
                 result["input"] = "hippocampus crop: segmented as given"
-                result["measurements"]["volume_check"] = self.volume_check(
-                    {"crop": result["measurements"].get("total_mm3")}
-                )
+                if not wants_uncertainty(request):
+                    result.setdefault("measurements", {})
+                    result["measurements"]["volume_check"] = self.volume_check(
+                        {"crop": result["measurements"].get("total_mm3")}
+                    )
                 return file, result
         return self.whole_head(request, image, boxes)
 
     def whole_head(self, request: Dict, image: Optional[sitk.Image], boxes) -> tuple:
         """Registration (or the request's boxes), crop per side, segment, paste back; MONAI Label's return shape."""
         begin = time.time()
+        uncertainty = wants_uncertainty(request)
         if image is None:
             image = _read(request["image"])
         if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
@@ -80,29 +84,37 @@ class HippocampusInfer(VolumeSegmentationInfer):
         start = time.time()
         device = name_to_device(request.get("device", "cuda"))  # cuda where present, else cpu
         network = self._get_network(device, request)
-        masks = {side: self._segment(network, crop, side, device) for side, (crop, _, _) in regions.items()}
+        answers = {side: self._segment(network, crop, side, device) for side, (crop, _, _) in regions.items()}
         latency_infer = time.time() - start
 
         start = time.time()
-        pasted = {
-            side: registration.paste(masks[side], grid, image, transform)
-            for side, (_, grid, transform) in regions.items()
-        }
-        labels = np.zeros(image.GetSize(), dtype=np.uint8)
-        for side_labels in pasted.values():  # template boxes do not overlap; where user boxes do, the right side wins
-            labels[side_labels > 0] = side_labels[side_labels > 0]
-        measurements = self.measure(image, labels, pasted)
+        extra: Dict[str, Any] = {}
+        if uncertainty:  # the normalised entropy of each crop, pasted back (linear); elsewhere 0 (nothing segmented)
+            values = np.zeros(image.GetSize(), dtype=np.float32)
+            for side, (_, grid, transform) in regions.items():
+                values = np.maximum(values, registration.paste_values(answers[side][1], grid, image, transform))
+            extra["uncertainty"] = uncertain_slices(values, axial_axis(_direction_matrix(image)))
+            output = sitk.GetImageFromArray(np.ascontiguousarray(values.transpose(2, 1, 0)))
+        else:
+            pasted = {
+                side: registration.paste(answers[side][0], grid, image, transform)
+                for side, (_, grid, transform) in regions.items()
+            }
+            labels = np.zeros(image.GetSize(), dtype=np.uint8)
+            for side_labels in pasted.values():  # template boxes do not overlap; where user boxes do, the right wins
+                labels[side_labels > 0] = side_labels[side_labels > 0]
+            extra["measurements"] = self.measure(image, labels, pasted)
+            output = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0)))
         latency_post = time.time() - start
 
         start = time.time()
-        output = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0)))
         output.CopyInformation(image)
         handle, file = tempfile.mkstemp(suffix=".nii.gz")
         os.close(handle)
         sitk.WriteImage(output, file, useCompression=True)
         latency_write = time.time() - start
         result = {
-            "measurements": measurements,
+            **extra,
             "input": "whole head: hippocampus boxes given in the request"
             if boxes
             else "whole head: affine registration to the MNI152 template, a box per hippocampus",
@@ -149,17 +161,21 @@ class HippocampusInfer(VolumeSegmentationInfer):
             regions[side] = (registration.crop(image, grid, transform), grid, transform)
         return regions
 
-    def _segment(self, network, crop: np.ndarray, side: str, device) -> np.ndarray:
-        """Label map of one crop (RAS voxel order); a left crop runs mirrored (see the module docstring)."""
+    def _segment(self, network, crop: np.ndarray, side: str, device) -> Tuple[np.ndarray, np.ndarray]:
+        """Label map and normalised entropy (:mod:`lib.uncertainty`) of one crop (RAS voxel order); a left crop runs
+        mirrored (see the module docstring)."""
         array = crop[::-1] if side == "left" else crop
         # a tensor in, a tensor out (MONAI annotates the array union)
         tensor = cast(
             torch.Tensor, NormalizeIntensity(nonzero=True)(torch.as_tensor(np.ascontiguousarray(array))[None])
         )
         with torch.inference_mode():
-            logits = self.inferer()(tensor[None].float().to(device), network)
-        labels = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
-        return labels[::-1] if side == "left" else labels
+            probabilities = torch.softmax(self.inferer()(tensor[None].float().to(device), network), dim=1)[0]
+        labels = probabilities.argmax(0).cpu().numpy().astype(np.uint8)
+        entropy = normalised_entropy(probabilities)[0].cpu().numpy()
+        if side == "left":
+            return labels[::-1], entropy[::-1]
+        return labels, entropy
 
     def measure(self, image: sitk.Image, labels: np.ndarray, sides: Dict[str, np.ndarray]) -> Dict:
         """Volumes (mm³) per label, per side, and the sanity check, from the label maps in the input's grid
@@ -231,3 +247,12 @@ def _geometry(path: str) -> Optional[tuple]:
     except RuntimeError:
         return None
     return (reader.GetSize(), reader.GetSpacing()) if reader.GetDimension() == 3 else None
+
+
+def _direction_matrix(image: sitk.Image) -> np.ndarray:
+    """4x4 index-to-physical matrix of a SimpleITK image (LPS; its superior row equals RAS's, as
+    :func:`lib.transforms.axial_axis` needs)."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3) * np.asarray(image.GetSpacing())
+    matrix[:3, 3] = image.GetOrigin()
+    return matrix

@@ -16,6 +16,7 @@ from lib.infers import checkpoint_info
 from lib.mirroring import volume_inferer
 from lib.slicewise import SlicewiseInferer
 from lib.transforms import LabelVolumesd, LesionMeasuresd, axial_axis, infer_slices_pre, infer_volume_pre
+from lib.uncertainty import PredictiveEntropyd, UncertainSlicesd, wants_uncertainty
 
 
 class _SegmentationInfer(BasicInferTask):
@@ -34,6 +35,14 @@ class _SegmentationInfer(BasicInferTask):
         return []
 
     def post_transforms(self, data=None) -> Sequence:
+        if wants_uncertainty(data):  # the answer is the voxel uncertainty map (lib.uncertainty), not the labels
+            return [
+                Activationsd(keys="pred", softmax=True),
+                PredictiveEntropyd(keys="pred"),
+                SqueezeDimd(keys="pred", dim=0),
+                Restored(keys="pred", ref_image="image", has_channel=False, mode="bilinear"),
+                UncertainSlicesd(keys="pred"),
+            ]
         return [
             Activationsd(keys="pred", softmax=True),
             AsDiscreted(keys="pred", argmax=True),
@@ -43,6 +52,11 @@ class _SegmentationInfer(BasicInferTask):
         ]
 
     def writer(self, data, extension=None, dtype=None):
+        if wants_uncertainty(data):  # float32 in a format that holds it (a 2D picture's own PNG/JPG/TIF would not)
+            dtype = dtype or "float32"
+            path = str(data.get("image_path") or "")
+            if not extension and not data.get("result_extension") and not path.endswith((".nii", ".nii.gz", ".nrrd")):
+                extension = ".nii.gz"
         result_file, result = super().writer(data, extension=extension, dtype=dtype or "uint8")
         result["checkpoint"] = checkpoint_info(self.get_path())
         return result_file, result
@@ -62,7 +76,7 @@ class SliceSegmentationInfer(_SegmentationInfer):
 
     def post_transforms(self, data=None) -> Sequence:
         chain = list(super().post_transforms(data))
-        if self.lesions is not None:
+        if self.lesions is not None and not wants_uncertainty(data):
             chain.append(LesionMeasuresd(keys="pred", label=self.labels[self.lesions]))
         return chain
 

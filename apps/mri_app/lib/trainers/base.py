@@ -27,7 +27,7 @@ from lib.slice_cache import cache_folder, cache_items
 from lib.slicewise import channels_last_on_cpu
 from lib.trainers.checkpoints import load_resume_state, resume_path, save_resume_state
 from lib.trainers.distributed import DistributedTrainTask
-from mri_label.splits import ensure_split, split_of
+from mri_label.core.splits import ensure_split, split_of
 
 logger = logging.getLogger(__name__)
 
@@ -222,8 +222,8 @@ class MRITrainTask(DistributedTrainTask):
             if isinstance(seed, bool) or not str(seed).strip().isdigit():
                 raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
             set_determinism(seed=int(seed))
-        finetune = self._finetuning = conf_bool(request, "finetune", False)
-        self._resume = conf_bool(request, "resume", False)
+        finetune = self._finetuning = conf_bool(request, "finetune", False, where="params")
+        self._resume = conf_bool(request, "resume", False, where="params")
         if finetune and self._resume:
             raise ValueError("finetune and resume exclude each other: resume continues a run, finetune starts one")
         served = self._publish_path

@@ -10,7 +10,8 @@ from monai.transforms import Activationsd
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import Context
 
-from lib.datalists import classification_items, final_label, label_task
+from lib.datalists import classification_items, final_label
+from lib.label_info import label_task
 from lib.networks import load_pretrained
 from lib.slice_cache import train_cached_pre
 from lib.trainers.base import MRITrainTask

@@ -112,3 +112,12 @@ def test_the_served_checkpoint_changes_only_at_a_best_epoch(tmp_path, best_epoch
     assert len(publisher.trainer.published) == int(published)  # model.json is written with each publish only
     assert stats.exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".partial")]
+
+
+@pytest.mark.parametrize("key", ["finetune", "resume"])
+def test_a_bad_flag_in_the_train_request_is_refused_naming_the_param(datastore_dir, tmp_path, key):
+    """The train request's flags are request params: the message names ``params <key>``, never ``--conf``."""
+    with pytest.raises(ValueError) as refused:
+        _train(datastore_dir, tmp_path / "model", dict(REQUEST, max_epochs=1, **{key: "maybe"}))
+    message = str(refused.value)
+    assert message == f"params {key} must be true or false, got 'maybe'" and "--conf" not in message

@@ -1,4 +1,4 @@
-"""Tests of mri_label.splits: one subject-level train/val/test split per datastore, stable once written."""
+"""Tests of mri_label.core.splits: one subject-level train/val/test split per datastore, stable once written."""
 
 import json
 import os
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mri_label import splits
-from mri_label.splits import ensure_split, load_split, split_of
+from mri_label.core import splits
+from mri_label.core.splits import ensure_split, load_split, split_of
 
 
 def _datastore(folder: Path, subjects, images_per_subject: int = 2) -> Path:
