@@ -69,6 +69,29 @@ def register_to_template(image: sitk.Image, template: Optional[sitk.Image] = Non
     return _register(fixed, moving, affine, seed, shrink=(2, 1), sigmas=(2.0, 0.0))
 
 
+def linear_scale(transform: sitk.Transform) -> float:
+    """Volume scale factor |det A| of the linear part of a template-to-image affine ``transform``: how much larger a
+    region of the image is than the template region it matches (1 for a rigid transform)."""
+    affine = transform if isinstance(transform, sitk.AffineTransform) else sitk.AffineTransform(transform)
+    return float(abs(np.linalg.det(np.asarray(affine.GetMatrix(), dtype=float).reshape(3, 3))))
+
+
+@functools.lru_cache(maxsize=1)
+def template_intracranial_ml() -> float:
+    """Intracranial volume (mL) of the MNI152 template: its non-zero voxels (the template is brain-extracted, so they
+    are the intracranial region as the ICBM 2009a mask draws it; about 1,887 mL)."""
+    template = sitk.ReadImage(template_path())
+    return float((sitk.GetArrayViewFromImage(template) > 0).sum() * np.prod(template.GetSpacing()) / 1000.0)
+
+
+def etiv_ml(transform: sitk.Transform) -> float:
+    """Estimated total intracranial volume (mL) of an image from its affine registration to the MNI152 template
+    (template points -> image points, :func:`register_to_template`): the template's intracranial volume times the
+    transform's volume scale, as FreeSurfer's eTIV takes head size from the atlas registration's determinant
+    (Buckner et al. 2004, NeuroImage 23:724)."""
+    return template_intracranial_ml() * linear_scale(transform)
+
+
 REGISTRATION_SPACING_MM = 2.0
 """Both images are registered at this voxel size (smoothed, then resampled once): the finest level."""
 

@@ -63,6 +63,15 @@ def test_template_gives_both_hippocampi_in_its_own_grid(template_result):
     assert measured["volume_check"]["status"] in ("ok", "check the segmentation")
 
 
+def test_whole_head_reports_etiv_and_volumes_per_mille_of_it(template_result):
+    measured = template_result[1]["measurements"]
+    head = measured["head_size"]
+    assert head["etiv_ml"] == pytest.approx(registration.template_intracranial_ml(), rel=0.02)  # the template itself
+    assert head["template_icv_ml"] == pytest.approx(registration.template_intracranial_ml(), abs=0.1)
+    for name, volume in (("total", measured["total_mm3"]), ("left", measured["left"]["total_mm3"])):
+        assert head["per_mille_of_etiv"][name] == pytest.approx(volume / (head["etiv_ml"] * 1000) * 1000, rel=1e-3)
+
+
 def test_left_is_left(template_result):
     label, result = template_result
     x = ras_x_of_labelled(label)
@@ -106,6 +115,7 @@ def test_user_boxes_skip_registration(infer, template_result):
         boxes[side] = [(centre - size / 2).tolist(), (centre + size / 2).tolist()]
     _, result = run(infer, template_path(), boxes=boxes)
     assert result["input"] == "whole head: hippocampus boxes given in the request"
+    assert result["measurements"]["head_size"]["etiv_ml"] is None  # no registration ran: not guessed
     for side in ("left", "right"):
         expected = template_result[1]["measurements"][side]["total_mm3"]
         assert result["measurements"][side]["total_mm3"] == pytest.approx(expected, rel=0.1)

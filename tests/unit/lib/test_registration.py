@@ -100,3 +100,43 @@ def test_box_from_corners_gives_centre_and_size():
     centre, size = registration.box_from_corners([-40, -40, -30], [-10, 10, 0])
     np.testing.assert_allclose(centre, [-25, -15, -15])
     np.testing.assert_allclose(size, [30, 50, 30])
+
+
+def scaled_template(factor: float) -> sitk.Image:
+    """The template with every length multiplied by ``factor`` (a head ``factor**3`` times the volume), on a grid
+    of the same voxel count and spacing scaled alike."""
+    template = sitk.Cast(sitk.ReadImage(template_path()), sitk.sitkFloat32)
+    scaled = sitk.Image(template.GetSize(), sitk.sitkFloat32)
+    scaled.SetSpacing(tuple(s * factor for s in template.GetSpacing()))
+    scaled.SetDirection(template.GetDirection())
+    scaled.SetOrigin(tuple(o * factor for o in template.GetOrigin()))
+    shrink = sitk.ScaleTransform(3, (1.0 / factor,) * 3)  # scaled point -> template point
+    return sitk.Resample(template, scaled, shrink, sitk.sitkLinear, 0.0)
+
+
+def test_template_intracranial_volume_is_its_mask():
+    template = sitk.ReadImage(template_path())
+    expected = (sitk.GetArrayViewFromImage(template) > 0).sum() * np.prod(template.GetSpacing()) / 1000
+    assert registration.template_intracranial_ml() == pytest.approx(expected) and 1700 < expected < 2100
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.9])
+def test_etiv_of_the_template_and_of_a_scaled_copy(template, factor):
+    image = template if factor == 1.0 else scaled_template(factor)
+    etiv = registration.etiv_ml(registration.register_to_template(image))
+    expected = registration.template_intracranial_ml() * factor**3
+    assert etiv == pytest.approx(expected, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    "matrix, scale",
+    [
+        ((1, 0, 0, 0, 1, 0, 0, 0, 1), 1.0),
+        ((2, 0, 0, 0, 1, 0, 0, 0, 0.5), 1.0),
+        ((0, -1.1, 0, 1.1, 0, 0, 0, 0, 1.1), 1.331),
+    ],
+)
+def test_linear_scale_is_the_absolute_determinant(matrix, scale):
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix(matrix)
+    assert registration.linear_scale(affine) == pytest.approx(scale)

@@ -104,6 +104,7 @@ class HippocampusInfer(VolumeSegmentationInfer):
             for side_labels in pasted.values():  # template boxes do not overlap; where user boxes do, the right wins
                 labels[side_labels > 0] = side_labels[side_labels > 0]
             extra["measurements"] = self.measure(image, labels, pasted)
+            extra["measurements"]["head_size"] = head_size(extra["measurements"], regions, boxes)
             output = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0)))
         latency_post = time.time() - start
 
@@ -256,3 +257,24 @@ def _direction_matrix(image: sitk.Image) -> np.ndarray:
     matrix[:3, :3] = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3) * np.asarray(image.GetSpacing())
     matrix[:3, 3] = image.GetOrigin()
     return matrix
+
+
+def head_size(measured: Dict[str, Any], regions: Dict[str, tuple], boxes) -> Dict[str, Any]:
+    """Estimated total intracranial volume (:func:`lib.registration.etiv_ml`) from the registration this result
+    already made, and the hippocampal volumes as a fraction of it (per mille); "not computed" when the request gave
+    boxes (no registration ran)."""
+    transforms = [transform for _, _, transform in regions.values() if transform is not None]
+    if boxes or not transforms:
+        return {"etiv_ml": None, "note": "not computed: boxes were given, so no registration to the template ran"}
+    etiv = registration.etiv_ml(transforms[0])
+    fractions = {"total": measured.get("total_mm3")}
+    fractions.update({side: (measured.get(side) or {}).get("total_mm3") for side in SIDES})
+    return {
+        "etiv_ml": round(etiv, 1),
+        "template_icv_ml": round(registration.template_intracranial_ml(), 1),
+        "method": "MNI152 template intracranial volume x |det| of the affine registration (FreeSurfer-style eTIV)",
+        "per_mille_of_etiv": {
+            name: round(float(volume) / (etiv * 1000.0) * 1000.0, 4) if volume is not None and etiv > 0 else None
+            for name, volume in fractions.items()
+        },
+    }
