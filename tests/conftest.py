@@ -34,9 +34,15 @@ def datastore_dir(sample_template, tmp_path) -> Path:
 
 
 @pytest.fixture
-def api_server(datastore_dir, tmp_path):
+def api_conf() -> dict:
+    """Extra ``--conf`` of :func:`api_server` (a test module overrides this fixture to serve fewer tasks, say)."""
+    return {}
+
+
+@pytest.fixture
+def api_server(datastore_dir, tmp_path, api_conf):
     """(client, app, datastore folder) of a fresh in-process server on a copy of the sample data (FastAPI
-    TestClient; tasks untrained)."""
+    TestClient; tasks untrained; ``--conf`` from :func:`api_conf` on top of all models)."""
     from monailabel.config import settings
     from monailabel.interfaces.utils.app import app_instance, clear_cache
 
@@ -46,6 +52,7 @@ def api_server(datastore_dir, tmp_path):
         "models": "all",
         "model_dir": str(tmp_path / "model"),
         "state_dir": str(tmp_path / "state"),
+        **api_conf,
     }
     settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD = False
     clear_cache()
@@ -62,3 +69,35 @@ def api_trained(api_server):
     client, app, folder = api_server
     write_checkpoints(app)
     return api_server
+
+
+@pytest.fixture
+def auth_on(api_server, monkeypatch):
+    """MONAI Label auth switched on for :func:`api_server`, against a fake realm (:mod:`tests.helpers.fake_realm`);
+    yields ``token(role, username)``: the bearer header of a user with that role (``None``: no header)."""
+    from monailabel.app import app
+    from monailabel.config import settings
+
+    from lib.access import endpoints
+    from tests.helpers.fake_realm import FakeRealm, sign
+
+    def dependencies(dependant):
+        for sub in dependant.dependencies:
+            yield sub
+            yield from dependencies(sub)
+
+    with FakeRealm() as realm:
+        monkeypatch.setattr(settings, "MONAI_LABEL_AUTH_ENABLE", True)
+        monkeypatch.setattr(settings, "MONAI_LABEL_AUTH_REALM_URI", realm.url)
+        # the access modules the routes were made with (MONAI Label re-imports the app's lib package; the routes
+        # stay from the first import): a realm key not yet fetched, so this realm's is
+        for route in endpoints(app):
+            for sub in dependencies(route.dependant):
+                if type(sub.call).__name__ == "RoleRequired":
+                    module = type(sub.call).__call__.__globals__
+                    monkeypatch.setitem(module, "realm_key", module["_RealmKey"]())
+
+        def token(role, username="some.one"):
+            return {} if role is None else {"Authorization": f"Bearer {sign(realm.key, [role], username)}"}
+
+        yield token

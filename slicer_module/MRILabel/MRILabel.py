@@ -35,7 +35,15 @@ from slicer.util import VTKObservationMixin
 
 from MRILabelLib import NO_CAM_SENTENCE, ServerLogic, plain_sentence
 from MRILabelLib.errors import Cancelled, TrainingFailedError
-from MRILabelLib.geometry import geometry, is_single_slice, scalar_for_upload, world_to_local
+from MRILabelLib.geometry import (
+    closest_view,
+    geometry,
+    is_single_slice,
+    scalar_for_upload,
+    slice_center,
+    slice_normal,
+    world_to_local,
+)
 from MRILabelLib.jobs import JobRunner, Plan, run_plan
 from MRILabelLib.overlay import (
     cam_display_values,
@@ -45,7 +53,13 @@ from MRILabelLib.overlay import (
     safe_image_id,
     volume_fingerprint,
 )
-from MRILabelLib.results import SegmentationResult, label_info_for, parse_classification, parse_measurements
+from MRILabelLib.results import (
+    SegmentationResult,
+    label_info_for,
+    parse_classification,
+    parse_measurements,
+    read_uncertainty,
+)
 
 IMAGE_ID_ATTRIBUTE = "MRILabel.ImageId"
 TASK_ATTRIBUTE = "MRILabel.Task"
@@ -124,6 +138,8 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.trainingTimer = None
         self.jobTimer = None
         self.lastResult = None
+        self._uncertaintyTasks = set()  # the server's tasks that offer Show uncertainty (after Connect)
+        self._uncertainSlices = None  # (map node ID, axis, [slice index of each list entry]) of the last map
         self._plan = None
         self._then = None
         self._parameterNode = None
@@ -148,6 +164,7 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "connectButton": self.onConnect,
             "runButton": self.onRunTask,
             "camButton": self.onShowCam,
+            "uncertaintyButton": self.onShowUncertainty,
             "submitClassButton": self.onSubmitClass,
             "submitSegmentationButton": self.onSubmitSegmentation,
             "trainButton": self.onStartTraining,
@@ -158,9 +175,12 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             getattr(self.ui, name).clicked.connect(handler)
         # task and strategy lists come from the server, so these combo boxes are kept in the parameter node here
         # (the wrapper binds a QComboBox only to a fixed list of choices)
-        self.ui.taskCombo.currentTextChanged.connect(lambda text: self._remember("task", text))
+        self.ui.taskCombo.currentTextChanged.connect(self.onTaskChanged)
         self.ui.trainTaskCombo.currentTextChanged.connect(lambda text: self._remember("trainTask", text))
         self.ui.strategyCombo.currentTextChanged.connect(lambda text: self._remember("strategy", text))
+        # a click (or Enter) on an entry of the uncertain-slice list shows that slice
+        self.ui.uncertaintyList.itemClicked.connect(self.onUncertainSliceClicked)
+        self.ui.uncertaintyList.itemActivated.connect(self.onUncertainSliceClicked)
 
         self.jobTimer = qt.QTimer()
         self.jobTimer.setInterval(JOB_POLL_MS)
@@ -175,6 +195,7 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onNodeAdded)
 
         self.initializeParameterNode()
+        self._clearUncertainty()
         self._setBusy(False)
 
     def cleanup(self):
@@ -213,6 +234,7 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameter node (it is reset with the scene)."""
         self._abortJob(None)
         self.logic.cleanTemporaryFiles()
+        self._clearUncertainty()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -302,6 +324,7 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.connectButton,
             self.ui.runButton,
             self.ui.camButton,
+            self.ui.uncertaintyButton,
             self.ui.submitClassButton,
             self.ui.submitSegmentationButton,
             self.ui.trainButton,
@@ -314,6 +337,14 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = busy
         self.ui.cancelButton.visible = busy
         self.ui.jobProgressBar.visible = busy
+        if not busy:
+            self._updateUncertaintyButton()
+
+    def _updateUncertaintyButton(self):
+        """*Show uncertainty* is offered for the tasks whose server info allows it (segmentation tasks where it says
+        nothing), while no action runs."""
+        task = self.ui.taskCombo.currentText
+        self.ui.uncertaintyButton.enabled = not self.jobs.busy and task in self._uncertaintyTasks
 
     # --- running actions ---------------------------------------------------------------------------------------
 
@@ -405,9 +436,11 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             qt.QSettings().setValue(SETTINGS_USER_KEY, username)
             stored = self._parameterNode
             self._fillCombo(self.ui.taskCombo, [t.name for t in tasks], stored.task if stored else None)
+            self._uncertaintyTasks = {t.name for t in tasks if t.offers_uncertainty}
             trainable = [t.name for t in tasks if t.trainable]
             self._fillCombo(self.ui.trainTaskCombo, trainable, stored.trainTask if stored else None)
             self._fillCombo(self.ui.strategyCombo, self.logic.strategies(), stored.strategy if stored else None)
+            self._updateUncertaintyButton()
             self._showStatus(f"Connected to {url}: {len(tasks)} tasks.")
 
         self._launch(self.logic.connect, url, float(self.ui.maxUploadSpin.value), username, password, then=connected)
@@ -434,6 +467,47 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showStatus(f"{task} finished.")
 
         self._launch(self.logic.runTask, task, volume, then=show)
+
+    def onTaskChanged(self, text):
+        self._remember("task", text)
+        self._updateUncertaintyButton()
+
+    def onShowUncertainty(self):
+        task, volume = self.ui.taskCombo.currentText, self.ui.volumeSelector.currentNode()
+        self._launch(self.logic.loadUncertaintyMap, task, volume, then=self._showUncertainty)
+
+    def _showUncertainty(self, answer):
+        """List the slices to correct first (each entry shows its slice when clicked) under the summary text."""
+        node, uncertainty = answer
+        summary = uncertainty.summary
+        self.ui.uncertaintyLabel.setText(uncertainty.message())
+        self.ui.uncertaintyList.clear()
+        rows = summary.rows() if summary is not None else []
+        for row in rows:
+            self.ui.uncertaintyList.addItem(row)
+        self.ui.uncertaintyList.visible = bool(rows)
+        self._uncertainSlices = (
+            (node.GetID(), summary.axis, [s.slice for s in summary.slices]) if summary is not None else None
+        )
+        hint = "; click a slice in the list to show it" if rows else ""
+        self._showStatus(f"{node.GetName()} shown{hint}.")
+
+    def _clearUncertainty(self):
+        self._uncertainSlices = None
+        self.ui.uncertaintyLabel.setText("")
+        self.ui.uncertaintyList.clear()
+        self.ui.uncertaintyList.visible = False
+
+    def onUncertainSliceClicked(self, item):
+        if self._uncertainSlices is None:
+            return
+        mapNodeId, axis, indices = self._uncertainSlices
+        row = self.ui.uncertaintyList.row(item)
+        if not isinstance(row, int) or not 0 <= row < len(indices):
+            return
+        answer = self._guarded(self.logic.jumpToSlice, mapNodeId, axis, indices[row])
+        if answer is not None:
+            self._showStatus(answer[1])
 
     def onShowCam(self):
         task, volume = self.ui.taskCombo.currentText, self.ui.volumeSelector.currentNode()
@@ -526,6 +600,8 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
         self.server = None
         self.camOpacity = 0.5
         self.camThreshold = 0.2
+        self.uncertaintyOpacity = 0.5
+        self.uncertaintyThreshold = 0.1  # nearly certain voxels (most of the image) stay uncoloured
         self._workDir = None
         self._onServer = set()  # image ids the server was seen holding (uploaded or fetched) this session
         self._lost = set()  # image ids it was expected to hold but did not: sent again next time
@@ -853,25 +929,112 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
 
     def showClassActivationMap(self, path, volumeNode, task):
         """Load a map file, put it on the volume's grid, check that it lines up, and overlay it in the views."""
-        name = f"{volumeNode.GetName()} {task} CAM"
-        camNode = slicer.util.loadVolume(path, {"name": name, "show": False, "singleFile": True})
+        camNode = self._showOverlay(
+            path,
+            volumeNode,
+            f"{volumeNode.GetName()} {task} CAM",
+            "The class-activation map",
+            self.camThreshold,
+            self.camOpacity,
+        )
+        return camNode, f"Class-activation map of {task} shown over {volumeNode.GetName()}."
+
+    def _showOverlay(self, path, volumeNode, name, what, threshold, opacity):
+        """Load a 0..1 map file as a scalar volume over ``volumeNode``: on the volume's grid (its geometry for a 2D
+        input, under its parent transform), checked to line up (removed again otherwise, ``what`` naming it in the
+        sentence), kept out of the volume selector, values below ``threshold`` hidden, heat colours, window 0..1,
+        shown as the foreground with ``opacity``."""
+        node = slicer.util.loadVolume(path, {"name": name, "show": False, "singleFile": True})
         try:
-            if self.placeLikeSource(camNode, volumeNode):
-                check_aligned(self._geometry(camNode), self._geometry(volumeNode), what="The class-activation map")
+            if self.placeLikeSource(node, volumeNode):
+                check_aligned(self._geometry(node), self._geometry(volumeNode), what=what)
         except Exception:
-            self._removeWithHelpers(camNode)
+            self._removeWithHelpers(node)
             raise
-        self._detachFromFile(camNode)
-        camNode.SetAttribute(ROLE_ATTRIBUTE, OVERLAY_ROLE)
-        values = slicer.util.arrayFromVolume(camNode)
-        slicer.util.updateVolumeFromArray(camNode, cam_display_values(values, self.camThreshold))
-        camNode.CreateDefaultDisplayNodes()
-        display = camNode.GetDisplayNode()
+        self._detachFromFile(node)
+        node.SetAttribute(ROLE_ATTRIBUTE, OVERLAY_ROLE)
+        node.SetNodeReferenceID(SOURCE_VOLUME_REFERENCE, volumeNode.GetID())
+        values = slicer.util.arrayFromVolume(node)
+        slicer.util.updateVolumeFromArray(node, cam_display_values(values, threshold))
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
         display.SetAndObserveColorNodeID(self._heatColorNode().GetID())
         display.AutoWindowLevelOff()
         display.SetWindowLevelMinMax(0.0, 1.0)
-        slicer.util.setSliceViewerLayers(background=volumeNode, foreground=camNode, foregroundOpacity=self.camOpacity)
-        return camNode, f"Class-activation map of {task} shown over {volumeNode.GetName()}."
+        slicer.util.setSliceViewerLayers(background=volumeNode, foreground=node, foregroundOpacity=opacity)
+        return node
+
+    def loadUncertaintyMap(self, task, volumeNode):
+        """A plan: show a segmentation task's voxel uncertainty map over the volume; its value is
+        ``(node, UncertaintyMap)`` (the summary lists the slices to correct first)."""
+        server = self._server()
+        volumeNode = self._requireNode(volumeNode, "A volume")
+        server.require_uncertainty(task)  # before anything is sent (from the cached server info)
+        folder = self._actionFolder()
+        try:
+            imageId, path = self._prepareUpload(volumeNode, folder)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        volumeId = volumeNode.GetID()
+
+        def work(progress):
+            self._ensureOnServer(server, imageId, path, progress)
+            return server.uncertainty_map(task, imageId, progress=progress, folder=folder)
+
+        def finish(answer):
+            return self.showUncertaintyMap(answer, self._nodeById(volumeId, "volume"))
+
+        return Plan(f"Asking {task} for its uncertainty map", work, finish, self._removeFolder(folder))
+
+    def showUncertaintyMap(self, answer, volumeNode):
+        """Overlay an :class:`~MRILabelLib.results.UncertaintyMap`'s file on the volume (as a class-activation map:
+        heat colours, window 0..1, values below ``uncertaintyThreshold`` hidden); returns ``(node, answer)``."""
+        node = self._showOverlay(
+            answer.path,
+            volumeNode,
+            f"{volumeNode.GetName()} {answer.task} uncertainty",
+            "The uncertainty map",
+            self.uncertaintyThreshold,
+            self.uncertaintyOpacity,
+        )
+        node.SetAttribute(TASK_ATTRIBUTE, answer.task)
+        return node, answer
+
+    def _ijkToWorld(self, node):
+        """The node's IJK->RAS in world coordinates (its linear parent transform applied; a result under a
+        non-linear transform is never made: those stay in world coordinates)."""
+        parentToWorld = self._parentToWorld(node)
+        ijkToRas = self._ijkToRas(node)
+        return ijkToRas if parentToWorld is None or isinstance(parentToWorld, str) else parentToWorld @ ijkToRas
+
+    @staticmethod
+    def _sliceViews():
+        """``(layout name, slice node)`` of the slice views shown in the layout (all of them where none says so),
+        Red, Yellow and Green first."""
+        nodes = list(slicer.util.getNodesByClass("vtkMRMLSliceNode"))
+        mapped = [n for n in nodes if not hasattr(n, "IsMappedInLayout") or n.IsMappedInLayout()]
+        order = {"Red": 0, "Yellow": 1, "Green": 2}
+        named = [(n.GetLayoutName() or n.GetName(), n) for n in (mapped or nodes)]
+        return sorted(named, key=lambda item: order.get(item[0], len(order)))
+
+    def jumpToSlice(self, mapNodeId, axis, sliceIndex):
+        """Move the slice view whose plane is closest to the map's slices (normally Red, axial) onto voxel slice
+        ``sliceIndex`` along voxel ``axis`` of the map (the server's numbering), keeping the view's orientation and
+        pan (``vtkMRMLSliceNode.JumpSliceByOffsetting``). Returns ``(slice node, message)``."""
+        node = slicer.mrmlScene.GetNodeByID(mapNodeId or "")
+        if node is None:
+            raise ValueError("The uncertainty map this list belongs to was removed; press Show uncertainty again")
+        ijkToWorld = self._ijkToWorld(node)
+        point = slice_center(ijkToWorld, self._voxelShape(node), axis, sliceIndex)
+        views = self._sliceViews()
+        if not views:
+            raise ValueError(f"No slice view is open to show slice {sliceIndex} in; choose a layout with slice views")
+        normals = [(name, slicer.util.arrayFromVTKMatrix(view.GetSliceToRAS())[:3, 2]) for name, view in views]
+        name = closest_view(normals, slice_normal(ijkToWorld, axis))
+        sliceNode = dict(views)[name]
+        sliceNode.JumpSliceByOffsetting(*(float(v) for v in point))
+        return sliceNode, f"Slice {sliceIndex} of {node.GetName()} shown in the {name} view."
 
     def overlayNodeIDs(self):
         """IDs of the volumes that are overlays (class-activation maps, uncertainty), not images."""
@@ -1023,7 +1186,8 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
 
 class MRILabelTest(ScriptedLoadableModuleTest):
     """Runs in Slicer (Reload and Test), without a server: mask import into a segmentation, export of a corrected
-    segment, class-activation maps over a volume and over a one-slice picture, and the geometry checks. It leaves
+    segment, class-activation maps over a volume and over a one-slice picture, an uncertainty map with a jump to its
+    most uncertain slice (where the layout has slice views), and the geometry checks. It leaves
     nothing behind (scene cleared, temporary files removed). With MRILABEL_TEST_SERVER_URL set it also connects and
     lists the server's tasks (nothing is sent)."""
 
@@ -1040,6 +1204,7 @@ class MRILabelTest(ScriptedLoadableModuleTest):
             self.test_results_and_overlay,
             self.test_mask_import_and_export,
             self.test_cam_overlays,
+            self.test_uncertainty_overlay,
             self.test_geometry_checks,
             self.test_server_connection,
         ):
@@ -1118,6 +1283,36 @@ class MRILabelTest(ScriptedLoadableModuleTest):
         flatNode, _ = self.logic.showClassActivationMap(flatPath, picture, "selftest")
         np.testing.assert_allclose(self.logic._ijkToRas(flatNode), pictureIjkToRas)
         self.delayDisplay("Class-activation map of a 2D picture lands on the picture")
+
+    def test_uncertainty_overlay(self):
+        ijkToRas = np.diag([0.8, 0.8, 3.0, 1.0])
+        ijkToRas[:3, 3] = (-30.0, 10.0, -5.0)
+        volume = self._volume("MRILabel self-test scan", np.zeros((6, 16, 20), np.float32), ijkToRas)
+        values = np.zeros((6, 16, 20), np.float32)
+        values[4, 5:9, 6:12] = 0.8  # numpy order (K, J, I): 24 uncertain voxels on slice K = 4
+        mapPath = self._serverFile("MRILabel self-test uncertainty", values, ijkToRas)
+        summary = {
+            "axis": 2,
+            "mean": 0.01,
+            "max": 0.8,
+            "uncertain_from": 0.5,
+            "slices": [{"slice": 4, "uncertain_voxels": 24, "mean": 0.06}],
+        }
+        answer = read_uncertainty({"uncertainty": summary}, mapPath, "selftest")
+        self.assertEqual(answer.summary.sentence(), "Correct first: slice 4 (24 uncertain voxels).")
+        node, _ = self.logic.showUncertaintyMap(answer, volume)
+        self.assertEqual(node.GetAttribute(ROLE_ATTRIBUTE), OVERLAY_ROLE)
+        self.assertIn(node.GetID(), self.logic.overlayNodeIDs())
+        self.assertIsNone(node.GetStorageNode())
+        self.delayDisplay("Uncertainty map shown over a volume")
+        if not self.logic._sliceViews():
+            self.delayDisplay("No slice view in this layout: going to a slice not tried")
+            return
+        sliceNode, _ = self.logic.jumpToSlice(node.GetID(), 2, 4)
+        sliceToRas = slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())
+        centre = slice_center(ijkToRas, (6, 16, 20), 2, 4)
+        self.assertAlmostEqual(float(sliceToRas[:3, 2] @ (centre - sliceToRas[:3, 3])), 0.0, places=3)
+        self.delayDisplay(f"Slice 4 shown in the {sliceNode.GetLayoutName()} view")
 
     def test_geometry_checks(self):
         volume = self._volume("MRILabel self-test grid", np.zeros((4, 8, 8), np.float32), np.diag([1.0, 1.0, 3.0, 1]))

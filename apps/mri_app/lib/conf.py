@@ -79,3 +79,14 @@ def conf_ints(
         need = f"{length} positive integers" if length else "positive integers"
         raise ValueError(f"{where} {key} must hold {need}, got {value!r}")
     return numbers
+
+
+def conf_choice(conf: Mapping[str, Any], key: str, choices: Sequence[str], default: str, where: str = "--conf") -> str:
+    """Read an option that takes one of ``choices`` (case and surrounding spaces ignored)."""
+    value = conf.get(key)
+    if value is None or value == "":
+        return default
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ValueError(f"{where} {key} must be one of {', '.join(choices)}, got {value!r}")
+    return text

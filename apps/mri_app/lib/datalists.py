@@ -1,20 +1,21 @@
 """Training items drawn from the datastore, and a subject-level train/validation split.
 
 Items are dicts ``{"image": path, "label": path or class index, "slice": k, "subject": id}``; ``slice``
-is the axial slice index of a volume for 2D tasks (``-1`` for 2D images and 3D tasks).
+is the axial slice index of a volume for 2D tasks (``-1`` for 2D images and 3D tasks). Which ``final`` labels a
+training uses follows ``--conf train_on`` (:func:`trainable_final_labels`: all, or the approved ones only).
 """
 
 import hashlib
 import logging
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
-from lib.label_info import class_label, label_task
+from lib.label_info import APPROVED, REVIEW_STATES, class_label, label_task, review_status
 from lib.transforms import axial_axis, brain_slices
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,10 @@ CLASS_SLICE_FRACTION = 0.5
 GATE_SLICE_FRACTION = 0.2
 
 _loader = LoadImage(image_only=True, ensure_channel_first=True)
+
+#: Values of ``--conf train_on``: every ``final`` label, or only those a reviewer approved (``PUT /mri/review``).
+TRAIN_ON = ("all", "approved")
+_warned_unapproved: Set[str] = set()  # tasks already warned about (train_on approved, none approved yet)
 
 
 def _read(path: str) -> MetaTensor:
@@ -40,6 +45,48 @@ def final_label(datastore: Datastore, image_id: str) -> Tuple[Optional[str], Dic
     return datastore.get_label_uri(label_id, DefaultLabelTag.FINAL), datastore.get_label_info(
         label_id, DefaultLabelTag.FINAL
     )
+
+
+def trainable_final_labels(
+    datastore: Datastore, task: str, task_labels: Dict[str, Dict[str, int]], train_on: str = "all"
+) -> Tuple[Dict[str, str], Dict]:
+    """The ``final`` labels of ``task`` a training uses, by ``--conf train_on``: ``all`` of them, or (``approved``)
+    only those whose review status is approved, when at least one is; with none approved yet, all of them (a
+    warning is logged once per task and process).
+
+    Returns:
+        ``{image id: label path}``, and the record for ``model.json``'s ``training.final_labels``:
+        ``{"train_on", "rule" ("all" | "approved" | "all: none approved yet"), "used", "skipped", "by_review"}``
+        (``by_review``: how many of the task's final labels are in each review state).
+    """
+    if train_on not in TRAIN_ON:
+        raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {train_on!r}")
+    found: Dict[str, Tuple[str, str]] = {}
+    for image_id in datastore.list_images():
+        label_path, label_info = final_label(datastore, image_id)
+        if label_path and label_task(label_info, task_labels) == task:
+            found[image_id] = (label_path, review_status(label_info))
+    approved = {i: path for i, (path, status) in found.items() if status == APPROVED}
+    if train_on == "approved" and approved:
+        chosen, rule = approved, "approved"
+    else:
+        chosen = {i: path for i, (path, _) in found.items()}
+        rule = "all" if train_on == "all" else "all: none approved yet"
+        if train_on == "approved" and found and task not in _warned_unapproved:
+            _warned_unapproved.add(task)
+            logger.warning(
+                f"{task}: --conf train_on approved, but none of its {len(found)} final labels is approved yet "
+                "(PUT /mri/review); training uses all of them"
+            )
+    by_review = {state: sum(status == state for _, status in found.values()) for state in REVIEW_STATES}
+    record = {
+        "train_on": train_on,
+        "rule": rule,
+        "used": len(chosen),
+        "skipped": len(found) - len(chosen),
+        "by_review": by_review,
+    }
+    return chosen, record
 
 
 def _volume_slices(volume: MetaTensor, fraction: float) -> Tuple[int, List[int]]:
@@ -94,17 +141,27 @@ def classification_items(
 
 
 def segmentation_items(
-    datastore: Datastore, task: str, task_labels: Dict[str, Dict[str, int]], slicewise: bool
+    datastore: Datastore,
+    task: str,
+    task_labels: Dict[str, Dict[str, int]],
+    slicewise: bool,
+    labels: Optional[Dict[str, str]] = None,
 ) -> List[Dict]:
     """Image/mask items of the ``final`` labels that belong to ``task``.
 
     For a 2D (slice-wise) task, a volume gives every slice with foreground plus as many head slices
     without (evenly spaced), so the network also learns to leave healthy slices empty.
+
+    Args:
+        labels: ``{image id: label path}`` of the labels to use (:func:`trainable_final_labels`); default: every
+            ``final`` label of ``task``.
     """
+    if labels is None:
+        labels, _ = trainable_final_labels(datastore, task, task_labels)
     items = []
     for image_id in datastore.list_images():
-        label_path, label_info = final_label(datastore, image_id)
-        if not label_path or label_task(label_info, task_labels) != task:
+        label_path = labels.get(image_id)
+        if not label_path:
             continue
         info = datastore.get_image_info(image_id)
         path, subject = info.get("path") or datastore.get_image_uri(image_id), info.get("subject", image_id)

@@ -24,7 +24,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.atomic import atomic_copy, atomic_write_json, remove_partial_files
 from lib.errors import ImageNotFound, bad_input, refused
-from lib.label_info import label_task, segment_names
+from lib.label_info import REVIEW_KEY, label_task, segment_names
 from lib.request_checks import RequestError, check_depth
 
 logger = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ class MRIDatastore(LocalDatastore):
         name = self._filename(image_id, ext)
         label_path = self._datastore.label_path(label_tag)
         os.makedirs(label_path, exist_ok=True)
-        info = dict(label_info or {}, ts=int(time.time()), name=name)
+        info = dict(without_review(label_info), ts=int(time.time()), name=name)
 
         def register():
             labels = self._datastore.objects[image_id].labels
@@ -336,6 +336,12 @@ class MRIDatastore(LocalDatastore):
         self._store(label_filename, os.path.join(label_path, name), register)
         logger.info(f"label {label_tag!r} of image {image_id} stored")
         return image_id
+
+
+def without_review(label_info: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """A saved label's info without a review (:data:`lib.label_info.REVIEW_KEY`): a new label is pending review,
+    whatever its sender's info says."""
+    return {k: v for k, v in (label_info or {}).items() if k != REVIEW_KEY}
 
 
 def update_info_entry(datastore, image_id: str, field: str, task: str, record: Optional[Dict[str, Any]]) -> None:

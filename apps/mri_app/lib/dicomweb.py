@@ -27,7 +27,7 @@ from monailabel.datastore.utils.convert import binary_to_image, nifti_to_dicom_s
 from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from lib.datastore import check_label_file, check_label_tag, check_upload_size
+from lib.datastore import check_label_file, check_label_tag, check_upload_size, without_review
 from lib.errors import bad_input
 
 logger = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
                         422, f"binary label for image {image_id!r} does not hold one byte per voxel of the image"
                     ) from None
             check_label_file(label_filename, image_id, image_path)
-            info = {k: v for k, v in dict(label_info or {}).items() if k not in PATIENT_KEYS}
+            info = {k: v for k, v in without_review(label_info).items() if k not in PATIENT_KEYS}
             if label_tag == DefaultLabelTag.FINAL:
                 info.update(self._store_seg(image_id, image_path, label_filename, info))
             return LocalDatastore.save_label(self, image_id, label_filename, label_tag, info)

@@ -1,6 +1,7 @@
 """What an image's or a label's info says: the class label recorded for a task, the segments a viewer named, the
-segmentation task a label belongs to. Plain functions of the info dicts, imported by the datastore's checks
-(:mod:`lib.datastore`) and the training lists (:mod:`lib.datalists`) alike; they import no other ``lib`` module."""
+segmentation task a label belongs to, a ``final`` label's review state. Plain functions of the info dicts,
+imported by the datastore's checks (:mod:`lib.datastore`) and the training lists (:mod:`lib.datalists`) alike;
+they import no other ``lib`` module."""
 
 from typing import Any, Dict, Optional, Set, cast
 
@@ -31,3 +32,20 @@ def label_task(info: Dict, task_labels: Dict[str, Dict[str, int]]) -> Optional[s
         if names and names <= set(labels):
             return task
     return None
+
+
+REVIEW_KEY = "review"
+"""Key of a ``final`` label's info holding its review: ``{"status", "comment", "reviewer", "time"}`` (written by
+``PUT /mri/review/<image>``, :mod:`lib.review`; removed when a new ``final`` label is saved)."""
+PENDING, APPROVED, NEEDS_CHANGES = "pending", "approved", "needs_changes"
+#: What a reviewer may decide.
+REVIEW_DECISIONS = (APPROVED, NEEDS_CHANGES)
+#: Every review state of a ``final`` label: pending (not reviewed since it was saved) or a decision.
+REVIEW_STATES = (PENDING, *REVIEW_DECISIONS)
+
+
+def review_status(info: Dict) -> str:
+    """The review state of a ``final`` label from its info: the reviewer's decision, or ``pending`` without one."""
+    review = info.get(REVIEW_KEY)
+    status = review.get("status") if isinstance(review, dict) else None
+    return status if status in REVIEW_DECISIONS else PENDING

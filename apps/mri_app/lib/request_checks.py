@@ -165,6 +165,10 @@ def check_infer_params(params: Mapping[str, Any], may_write_labels: bool, from_d
             raise RequestError("params save_label needs a datastore image (image=<id>), not an upload or session")
 
 
+#: Folders of a task's model folder that are not training runs (``history``: :mod:`lib.history`'s archives).
+RESERVED_RUN_NAMES = ("history",)
+
+
 def check_train_params(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
     """Refuse train ``params`` that name another task or a path, or that do not match their default's type.
 
@@ -182,6 +186,8 @@ def check_train_params(params: Mapping[str, Any], defaults: Mapping[str, Any]) -
     check_depth(params, "params")
     if "name" in params:
         check_name(params["name"], "params name (the run's folder)")
+        if params["name"] in RESERVED_RUN_NAMES:
+            raise RequestError(f"params name {params['name']!r} is reserved: the task's model history lies there")
     if "max_epochs" in params:
         value = params["max_epochs"]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EPOCHS:

@@ -1,8 +1,8 @@
 """Routes this app adds to the MONAI Label server: the class-label API, and MONAI Label's train and infer
 calls with their inputs checked first (4xx with a message instead of a 500), placed before the originals;
 MONAI Label's ``POST /reload`` for admins only; the guarded model-file and info writes of
-:mod:`lib.store_routes`; access control (:mod:`lib.access`) and log redaction
-(:mod:`lib.log_privacy`) over all routes."""
+:mod:`lib.store_routes`; model history, rollback and label review (:mod:`lib.mri_routes`); access control
+(:mod:`lib.access`) and log redaction (:mod:`lib.log_privacy`) over all routes."""
 
 import os
 import threading
@@ -24,6 +24,7 @@ from lib.datastore import check_image_id
 from lib.errors import bad_input, refused
 from lib.guard_routes import find_session, max_upload_bytes, rank_of, receive, remove
 from lib.guard_routes import router as guard_router
+from lib.mri_routes import router as mri_router
 from lib.pacs_proxy import router as pacs_proxy_router
 from lib.request_checks import RequestError, check_depth, check_infer_params, parse_object
 from lib.store_routes import router as store_router
@@ -81,6 +82,9 @@ async def infer_model(
             raise bad_input(
                 422, f'{model} answers in JSON: ask output=json, or params {{"cam": true}} for its activation map'
             )
+    if request.get("uncertainty") is True and task is not None and not getattr(task, "answers_uncertainty", False):
+        able = sorted(name for name, t in app_instance()._infers.items() if getattr(t, "answers_uncertainty", False))
+        raise bad_input(422, f"params uncertainty: {model} answers no uncertainty map; tasks that do: {able}")
     try:
         check_infer_params(
             request,
@@ -247,6 +251,7 @@ def install(server, cors_origins=()) -> None:
     server.include_router(store_router, prefix=settings.MONAI_LABEL_API_STR)
     server.include_router(guard_router, prefix=settings.MONAI_LABEL_API_STR)
     server.include_router(pacs_proxy_router, prefix=settings.MONAI_LABEL_API_STR)
+    server.include_router(mri_router, prefix=settings.MONAI_LABEL_API_STR)
     added = routes[before:]
     del routes[before:]
     routes[0:0] = added

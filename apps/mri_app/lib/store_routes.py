@@ -28,8 +28,8 @@ from lib.request_checks import RequestError, parse_object
 
 router = APIRouter()
 #: Info keys only the server writes: class labels and predictions (their own API), active-learning scores,
-#: strategy picks, attribution and file bookkeeping.
-MANAGED_INFO_KEYS = ("class_labels", "predictions", "al_scores", "strategy", "name", "ts", "user")
+#: strategy picks, attribution and file bookkeeping, and a final label's review (PUT /mri/review, lib.review).
+MANAGED_INFO_KEYS = ("class_labels", "predictions", "al_scores", "strategy", "name", "ts", "user", "review")
 
 
 def _config(model: str):

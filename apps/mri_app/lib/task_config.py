@@ -5,7 +5,9 @@ from typing import Dict, List, Optional, Tuple
 
 from monailabel.interfaces.config import TaskConfig
 
-from lib.conf import conf_float, conf_int, conf_ints
+from lib.conf import conf_choice, conf_float, conf_int, conf_ints
+from lib.datalists import TRAIN_ON
+from lib.history import DEFAULT_KEEP
 from lib.infers.classifier import ClassifierInfer
 from lib.infers.segmentation import SliceSegmentationInfer, VolumeSegmentationInfer
 from lib.model_card import check_checkpoint
@@ -48,7 +50,9 @@ class MRITaskConfig(TaskConfig):
     """Common paths: training publishes ``<model_dir>/<task>/model.pt`` with ``model.json`` beside it; until a
     training has, the shipped checkpoint ``<app>/shipped/<task>/model.pt`` is served (``--conf shipped_models``
     or the environment variable ``MRI_LABEL_SHIPPED_MODELS``: another folder, or ``none``). Both are checked
-    against this config's network, labels and input at start."""
+    against this config's network, labels and input at start. Options every task reads: ``--conf train_on``
+    (``all`` or ``approved``: which ``final`` labels training uses, :func:`lib.datalists.trainable_final_labels`)
+    and ``--conf history_keep`` (archived checkpoints kept per task, default 5, :mod:`lib.history`)."""
 
     kind = ""
     description = ""
@@ -65,6 +69,8 @@ class MRITaskConfig(TaskConfig):
         self.labels = dict(self.task_labels)
         self.task_dir = os.path.join(model_dir, name)
         self.path = os.path.join(self.task_dir, "model.pt")
+        self.train_on = conf_choice(conf, "train_on", TRAIN_ON, "all")
+        self.history_keep = conf_int(conf, "history_keep", DEFAULT_KEEP, low=1)
         shipped = conf.get("shipped_models", os.environ.get("MRI_LABEL_SHIPPED_MODELS", SHIPPED_DIR))
         self.shipped_path = None
         if str(shipped).lower() not in ("none", "false", ""):
@@ -119,6 +125,11 @@ class MRITaskConfig(TaskConfig):
 
     def _trainer_args(self) -> tuple:
         return self.task_dir, self.name, self.network_spec, self.card(), self.path, self.description
+
+    def _trainer_kwargs(self) -> Dict:
+        """Keyword arguments every trainer of this config takes: the shipped checkpoint, ``train_on``,
+        ``history_keep``."""
+        return {"shipped_path": self.shipped_path, "train_on": self.train_on, "history_keep": self.history_keep}
 
 
 class ClassifierConfig(MRITaskConfig):
@@ -210,7 +221,7 @@ class ClassifierConfig(MRITaskConfig):
             mask_task=self.mask_task,
             slices_per_volume=self.slices_per_volume,
             pretrained=self.pretrained,
-            shipped_path=self.shipped_path,
+            **self._trainer_kwargs(),
         )
 
 
@@ -244,7 +255,7 @@ class SliceSegmentationConfig(MRITaskConfig):
 
     def trainer(self):
         return SliceSegmentationTrainer(
-            *self._trainer_args(), labels=self.labels, size=self.size, shipped_path=self.shipped_path
+            *self._trainer_args(), labels=self.labels, size=self.size, **self._trainer_kwargs()
         )
 
 
@@ -303,5 +314,5 @@ class VolumeSegmentationConfig(MRITaskConfig):
             roi=self.roi,
             flip_axes=self.flip_axes,
             config={"train_batch_size": 2, "val_batch_size": 1},
-            shipped_path=self.shipped_path,
+            **self._trainer_kwargs(),
         )

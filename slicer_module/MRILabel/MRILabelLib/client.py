@@ -298,6 +298,15 @@ class ServerClient:
             handle.write(image.data)
         return result, path
 
+    def uncertainty_map(
+        self, model: str, image_id: str, folder: Optional[str] = None, timeout_s: Optional[float] = None
+    ) -> Tuple[Dict, Optional[str]]:
+        """``POST /infer/{model}`` with params ``{"uncertainty": true}``, ``output=all``: one inference answers both
+        the voxel uncertainty map (a float32 NIfTI in the image's grid, written under ``folder``) and the JSON whose
+        ``uncertainty`` summarises it. A server or task without uncertainty maps answers its usual result (no
+        ``uncertainty`` key) or a 422; the caller checks."""
+        return self.infer(model, image_id, {"uncertainty": True}, output="all", folder=folder, timeout_s=timeout_s)
+
     def save_label(self, image_id: str, path: str, tag: str, label_info: list) -> Dict:
         """``PUT /datastore/label``: store the label file at ``path`` for ``image_id`` under ``tag``."""
         with open(path, "rb") as handle:

@@ -91,6 +91,71 @@ def world_to_local(ijk_to_world, parent_to_world) -> np.ndarray:
     return np.linalg.solve(np.array(parent_to_world, dtype=float), matrix)
 
 
+def _slice_axis(ijk_to_ras, axis) -> Tuple[np.ndarray, int]:
+    matrix = np.array(ijk_to_ras, dtype=float)
+    if matrix.shape != (4, 4):
+        raise ValueError(f"ijk_to_ras must be a 4 × 4 matrix, got shape {matrix.shape}")
+    if isinstance(axis, bool) or axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2 (the voxel axis I, J or K), got {axis!r}")
+    return matrix, int(axis)
+
+
+def slice_center(ijk_to_ras, shape: Sequence[int], axis: int, index: int) -> np.ndarray:
+    """RAS position of the centre of one voxel slice: voxel index ``index`` along voxel ``axis`` (0 = I, 1 = J,
+    2 = K: how the server's uncertainty summary counts, the NIfTI file's own voxel order), half-way across the other
+    two axes.
+
+    Args:
+        ijk_to_ras: the grid's IJK->RAS 4 x 4 matrix (with a parent transform folded in, this is the world position).
+        shape: the voxel array's shape in numpy order (K, J, I), as :class:`Geometry` has it.
+        axis: the voxel axis the slices are counted along.
+        index: the slice.
+
+    Raises:
+        ValueError: ``axis`` is not 0, 1 or 2, or ``index`` is not a slice of the grid.
+    """
+    matrix, axis = _slice_axis(ijk_to_ras, axis)
+    if len(shape) != 3:
+        raise ValueError(f"shape must be a 3D voxel array shape (K, J, I), got {tuple(shape)}")
+    sizes = [int(n) for n in reversed(tuple(shape))]  # I, J, K
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < sizes[axis]:
+        raise ValueError(
+            f"slice {index!r} is not in the volume: along voxel axis {'IJK'[axis]} it has slices 0 to {sizes[axis] - 1}"
+        )
+    ijk = [(n - 1) / 2.0 for n in sizes]
+    ijk[axis] = float(index)
+    return (matrix @ np.array([*ijk, 1.0]))[:3]
+
+
+def slice_normal(ijk_to_ras, axis: int) -> np.ndarray:
+    """Unit normal (RAS) of the voxel slices counted along ``axis``: perpendicular to the other two voxel axes,
+    pointing the way slice indices grow (for a sheared grid this is not the axis's own direction)."""
+    matrix, axis = _slice_axis(ijk_to_ras, axis)
+    first, second = (matrix[:3, a] for a in range(3) if a != axis)
+    normal = np.cross(first, second)
+    length = np.linalg.norm(normal)
+    if length == 0:
+        raise ValueError(f"ijk_to_ras must have independent axes, got {matrix.tolist()}")
+    normal = normal / length
+    return -normal if float(normal @ matrix[:3, axis]) < 0 else normal
+
+
+def closest_view(normals: Sequence[Tuple[str, Sequence[float]]], direction) -> Optional[str]:
+    """The view whose slice plane is most nearly parallel to slices with normal ``direction``: the name, of
+    ``(name, view normal)`` pairs, with the largest ``|cos|`` between the normals (the first one on a tie); None when
+    there is none."""
+    direction = np.asarray(direction, dtype=float)
+    direction = direction / np.linalg.norm(direction)
+    best, best_cos = None, -1.0
+    for name, normal in normals:
+        vector = np.asarray(normal, dtype=float)
+        length = float(np.linalg.norm(vector))
+        cos = abs(float(vector @ direction)) / length if length else 0.0
+        if cos > best_cos + 1e-9:
+            best, best_cos = name, cos
+    return best
+
+
 def is_single_slice(shape: Sequence[int]) -> bool:
     """Whether a volume is one slice (a 2D picture: PNG, JPG, one-slice NIfTI): three axes, the first of size 1."""
     return len(shape) == 3 and int(shape[0]) == 1

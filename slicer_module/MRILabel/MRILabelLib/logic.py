@@ -20,7 +20,15 @@ from .errors import (
     plain_sentence,
 )
 from .progress import TrainingProgress, read_progress
-from .results import ClassificationResult, SegmentationResult, label_info_for, parse_classification, parse_segmentation
+from .results import (
+    ClassificationResult,
+    SegmentationResult,
+    UncertaintyMap,
+    label_info_for,
+    parse_classification,
+    parse_segmentation,
+    read_uncertainty,
+)
 
 ProgressCallback = Callable[[str, Optional[float], Optional[TrainingProgress]], None]
 
@@ -33,11 +41,19 @@ class TaskInfo(NamedTuple):
     labels: Dict[str, int]
     description: str
     trainable: bool
+    #: Whether ``/info`` says the task answers voxel uncertainty maps (None: it does not say).
+    uncertainty: Optional[bool] = None
 
     @property
     def classes(self) -> List[str]:
         """Label names in label-value order (the classes of a classifier)."""
         return [name for name, _ in sorted(self.labels.items(), key=lambda kv: kv[1])]
+
+    @property
+    def offers_uncertainty(self) -> bool:
+        """Whether the panel offers *Show uncertainty* for this task: what ``/info`` says, else every segmentation
+        task (a task that then gives none is answered with a sentence, see :meth:`ServerLogic.uncertainty_map`)."""
+        return self.kind == "segmentation" if self.uncertainty is None else self.uncertainty
 
 
 class TrainingRun(NamedTuple):
@@ -53,6 +69,19 @@ class NextSample(NamedTuple):
     image_id: str
     path: str
     info: Dict
+
+
+def declared_uncertainty(model: Dict) -> Optional[bool]:
+    """What a model's ``/info`` entry says about voxel uncertainty maps: its own ``uncertainty`` flag (true/false),
+    else True where its ``config`` (the request options MONAI Label lists with their defaults) has an
+    ``uncertainty`` option; None when it says nothing (the mri-label server of issue 18 says nothing)."""
+    flag = model.get("uncertainty")
+    if isinstance(flag, bool):
+        return flag
+    config = model.get("config")
+    if isinstance(config, dict) and "uncertainty" in config:
+        return True
+    return None
 
 
 def _report(progress: Optional[ProgressCallback], message: str, fraction: Optional[float] = None, detail=None) -> None:
@@ -147,6 +176,7 @@ class ServerLogic:
                 {str(k): int(v) for k, v in (m.get("labels") or {}).items()},
                 str(m.get("description", "")),
                 name in trainers,
+                declared_uncertainty(m),
             )
             for name, m in sorted(info["models"].items())
         ]
@@ -261,6 +291,51 @@ class ServerLogic:
         if file_path is None:
             _report(progress, NO_CAM_SENTENCE)
         return file_path
+
+    def require_uncertainty(self, task: str) -> None:
+        """Raise ValueError (one sentence) unless ``task`` offers uncertainty maps (:attr:`TaskInfo.offers_uncertainty`;
+        answered from the cached ``/info``)."""
+        if not self.task(task).offers_uncertainty:
+            raise ValueError(
+                f"{task} does not give uncertainty maps; choose a segmentation task that does "
+                "(on an mri-label server: tumor_seg or hippocampus)"
+            )
+
+    def uncertainty_map(
+        self,
+        task: str,
+        image_id: str,
+        image_path: Optional[str] = None,
+        progress: Optional[ProgressCallback] = None,
+        folder: Optional[str] = None,
+    ) -> UncertaintyMap:
+        """Ask a segmentation task for its voxel uncertainty map (``{"uncertainty": true}``), written into ``folder``
+        (``work_dir`` when None), with the summary of the slices to correct first.
+
+        Returns:
+            :class:`~MRILabelLib.results.UncertaintyMap`; its ``summary`` is None (and ``problem`` says why) when the
+            server's summary cannot be read; the map is still there.
+
+        Raises:
+            ValueError: the task does not offer uncertainty maps (``/info``, or a classifier where it says nothing),
+                or it answered without the ``uncertainty`` summary (its usual result; ``tumor_pipeline`` even
+                answers its segmentation stage's map without one): nothing is loaded from that answer.
+            ServerHTTPError: the server refused the request (e.g. 422 from a server that checks the option).
+        """
+        self.require_uncertainty(task)
+        self.ensure_image(image_id, image_path, progress)
+        _report(progress, f"Asking {task} for its uncertainty map on {image_id}")
+        result, file_path = self.client.uncertainty_map(task, image_id, folder=folder or self.work_dir)
+        if not isinstance(result, dict) or "uncertainty" not in result:
+            if file_path is not None and os.path.isfile(file_path):
+                os.remove(file_path)  # whatever it is (its usual mask, a stage's map), it is never shown as a map
+            raise ValueError(
+                f"{task} answered without an uncertainty summary, so this server does not give uncertainty maps "
+                "for it; on an mri-label server tumor_seg and hippocampus do"
+            )
+        if file_path is None:
+            raise UnexpectedAnswerError(f"{task} answered an uncertainty summary without the map file")
+        return read_uncertainty(result, file_path, task)
 
     # --- corrections -----------------------------------------------------------------------------------
 

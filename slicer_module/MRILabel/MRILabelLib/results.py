@@ -1,7 +1,8 @@
-"""Server answers turned into what the panel shows: class tables, gate summary and measurement text."""
+"""Server answers turned into what the panel shows: class tables, gate summary, measurement text, and the voxel
+uncertainty summary (the slices to correct first)."""
 
 import math
-from typing import Dict, Iterable, List, NamedTuple, Optional
+from typing import Dict, Iterable, List, NamedTuple, Optional, cast
 
 UNIT_SYMBOLS = {"mm3": "mm³", "mm2": "mm²"}
 
@@ -215,3 +216,165 @@ def label_info_for(segment_names: Iterable[str], task_labels: Dict[str, int]) ->
             f"segment_names {unknown} are not labels of this task; rename them to one of {list(task_labels)}"
         )
     return [{"name": n, "idx": int(task_labels[n])} for n in sorted(set(names), key=lambda n: task_labels[n])]
+
+
+# --- voxel uncertainty ------------------------------------------------------------------------------------------------
+
+#: How a summary that cannot be read begins (the map itself is still shown).
+UNREADABLE_SUMMARY = "The server's uncertainty summary cannot be read"
+
+
+class UncertainSlice(NamedTuple):
+    """One slice of the uncertainty summary: its voxel index along the summary's axis, how many of its voxels are
+    uncertain (normalised entropy at or over ``uncertain_from``) and its mean normalised entropy."""
+
+    slice: int
+    uncertain_voxels: int
+    mean: float
+
+    def text(self) -> str:
+        """The list entry, e.g. ``slice 41: 1,203 uncertain voxels (mean 0.31)``."""
+        return f"slice {self.slice}: {_voxels(self.uncertain_voxels)} (mean {self.mean:.2f})"
+
+
+class UncertaintySummary(NamedTuple):
+    """The JSON ``uncertainty`` of an infer answered with ``{"uncertainty": true}`` (``lib/uncertainty.py`` of the
+    server): the whole map's mean and max, the fraction of uncertain voxels, and the most uncertain slices along voxel
+    ``axis`` (0 = I, 1 = J, 2 = K of the image as the server holds it), most uncertain first (the server's order)."""
+
+    task: str
+    measure: str
+    mean: Optional[float]
+    max: Optional[float]
+    uncertain_fraction: Optional[float]
+    uncertain_from: Optional[float]
+    axis: int
+    slices: List[UncertainSlice]
+    raw: Dict
+
+    def sentence(self) -> str:
+        """What to correct first, e.g. ``Correct first: slice 41 (1,203 uncertain voxels), slice 40 (980 uncertain
+        voxels).``; the slices the server listed without uncertain voxels are left out of it."""
+        threshold = "" if self.uncertain_from is None else f" (normalised entropy ≥ {self.uncertain_from:g})"
+        if not self.slices:
+            return "The server listed no slices to correct first."
+        uncertain = [s for s in self.slices if s.uncertain_voxels > 0]
+        if not uncertain:
+            listed = ", ".join(f"slice {s.slice}" for s in self.slices)
+            return f"No voxel is uncertain{threshold}; the highest mean uncertainty is on {listed}."
+        listed = ", ".join(f"slice {s.slice} ({_voxels(s.uncertain_voxels)})" for s in uncertain)
+        return f"Correct first: {listed}."
+
+    def statistics(self) -> str:
+        """One line on the whole map, e.g. ``Mean uncertainty 0.031, max 0.970; 1.2% of voxels uncertain (≥ 0.5).``
+        (what the server left out is not mentioned)."""
+        parts = []
+        if self.mean is not None:
+            parts.append(f"mean uncertainty {self.mean:.3f}")
+        if self.max is not None:
+            parts.append(f"max {self.max:.3f}")
+        line = ", ".join(parts)
+        if self.uncertain_fraction is not None:
+            threshold = "" if self.uncertain_from is None else f" (≥ {self.uncertain_from:g})"
+            share = f"{100 * self.uncertain_fraction:.1f}% of voxels uncertain{threshold}"
+            line = f"{line}; {share}" if line else share
+        return (line[:1].upper() + line[1:] + ".") if line else ""
+
+    def rows(self) -> List[str]:
+        """The entries of the panel's slice list, in the server's order."""
+        return [s.text() for s in self.slices]
+
+
+class UncertaintyMap(NamedTuple):
+    """An uncertainty answer: the map file, its summary, and the sentence saying why there is no summary."""
+
+    task: str
+    path: str
+    summary: Optional[UncertaintySummary]
+    problem: Optional[str] = None
+
+    def message(self) -> str:
+        """The panel's text: the slices to correct first and the statistics line, or why they are missing."""
+        if self.summary is None:
+            return f"{self.problem or UNREADABLE_SUMMARY + '.'} The map is shown without the slice list."
+        return "\n".join(line for line in (self.summary.sentence(), self.summary.statistics()) if line)
+
+
+def _voxels(count: int) -> str:
+    return f"{count:,} uncertain voxel" + ("" if count == 1 else "s")
+
+
+def _unreadable(reason: str) -> ValueError:
+    return ValueError(f"{UNREADABLE_SUMMARY}: {reason}")
+
+
+def _whole(value, what: str) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
+        or value < 0
+    ):
+        raise _unreadable(f"{what} must be a whole number ≥ 0, got {value!r:.60}")
+    return int(value)
+
+
+def _fraction(value, what: str, required: bool = False) -> Optional[float]:
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise _unreadable(f"{what} must be a number from 0 to 1, got {value!r:.60}")
+    return float(value)
+
+
+def parse_uncertainty(summary, task: str = "") -> UncertaintySummary:
+    """Read the server's ``uncertainty`` summary (``{"measure", "mean", "max", "uncertain_fraction",
+    "uncertain_from", "axis", "slices": [{"slice", "uncertain_voxels", "mean"}, ...]}``), keeping its slice order.
+
+    ``axis`` and ``slices`` are needed (they say where each listed slice is); the statistics may be missing.
+
+    Raises:
+        ValueError: one sentence beginning with :data:`UNREADABLE_SUMMARY` that names what is wrong.
+    """
+    if not isinstance(summary, dict):
+        raise _unreadable(f"expected a mapping, got {type(summary).__name__}")
+    axis = summary.get("axis")
+    if isinstance(axis, bool) or axis not in (0, 1, 2):
+        raise _unreadable(f"axis must be 0, 1 or 2, got {axis!r:.60}")
+    listed = summary.get("slices")
+    if not isinstance(listed, list):
+        raise _unreadable(f"slices must be a list, got {type(listed).__name__}")
+    slices = []
+    for position, entry in enumerate(listed):
+        if not isinstance(entry, dict):
+            raise _unreadable(f"slices[{position}] must be a mapping, got {type(entry).__name__}")
+        slices.append(
+            UncertainSlice(
+                _whole(entry.get("slice"), f"slices[{position}].slice"),
+                _whole(entry.get("uncertain_voxels"), f"slices[{position}].uncertain_voxels"),
+                cast(float, _fraction(entry.get("mean"), f"slices[{position}].mean", required=True)),
+            )
+        )
+    measure = summary.get("measure")
+    return UncertaintySummary(
+        task=task,
+        measure=measure if isinstance(measure, str) else "",
+        mean=_fraction(summary.get("mean"), "mean"),
+        max=_fraction(summary.get("max"), "max"),
+        uncertain_fraction=_fraction(summary.get("uncertain_fraction"), "uncertain_fraction"),
+        uncertain_from=_fraction(summary.get("uncertain_from"), "uncertain_from"),
+        axis=int(axis),
+        slices=slices,
+        raw=summary,
+    )
+
+
+def read_uncertainty(result: Dict, path: str, task: str = "") -> UncertaintyMap:
+    """An :class:`UncertaintyMap` from an infer answer's JSON and its map file: the summary parsed where it can be,
+    else None with the sentence saying why (the map is still worth showing)."""
+    try:
+        summary: Optional[UncertaintySummary] = parse_uncertainty(result.get("uncertainty"), task)
+    except ValueError as error:
+        return UncertaintyMap(task, path, None, f"{error}.")
+    return UncertaintyMap(task, path, summary)

@@ -183,6 +183,49 @@ def test_class_activation_map_is_what_the_server_provides(logic, server, trainin
         assert NO_CAM_SENTENCE not in messages
 
 
+def test_uncertainty_map_of_tumor_seg_lies_on_the_volume(logic, server, trainings, tmp_path):
+    """Issue 18 item 4: the client's one request answers the map and its summary; the summary's slices are the map's
+    most uncertain ones, in the server's order."""
+    result, path = logic.client.uncertainty_map("tumor_seg", "synth01_flair", folder=str(tmp_path))
+    source = nib.load(server["studies"] / "synth01_flair.nii.gz")
+    answer = nib.load(path)
+    values = np.asarray(answer.dataobj)
+    assert values.shape == source.shape == (96, 96, 16) and answer.get_data_dtype() == np.float32
+    assert np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0 and values.max() > 0.0
+    np.testing.assert_allclose(answer.affine, source.affine, atol=1e-4)  # the volume's own grid
+    summary = result["uncertainty"]
+    axis, listed = summary["axis"], summary["slices"]
+    assert len(listed) == min(5, values.shape[axis])
+    order = [(-s["uncertain_voxels"], -s["mean"]) for s in listed]
+    assert order == sorted(order)  # most uncertain voxels first, then the higher mean
+    others = tuple(a for a in range(3) if a != axis)
+    counts = (values >= summary["uncertain_from"]).sum(axis=others)
+    means = values.mean(axis=others)
+    for entry in listed:
+        assert entry["uncertain_voxels"] == int(counts[entry["slice"]])
+        assert entry["mean"] == pytest.approx(float(means[entry["slice"]]), abs=1e-3)
+    unlisted = set(range(values.shape[axis])) - {s["slice"] for s in listed}
+    assert all(counts[k] <= listed[-1]["uncertain_voxels"] for k in unlisted)
+    read = logic.uncertainty_map("tumor_seg", "synth01_flair")
+    assert read.summary is not None and [s.slice for s in read.summary.slices] == [s["slice"] for s in listed]
+    assert read.message().startswith(("Correct first: slice ", "No voxel is uncertain"))
+
+
+def test_uncertainty_of_a_task_without_maps_is_a_sentence(logic, trainings):
+    with pytest.raises(ValueError) as caught:
+        logic.uncertainty_map("tumor_pipeline", "synth02_flair")
+    assert plain_sentence(caught.value).startswith("tumor_pipeline answered without an uncertainty summary")
+    with pytest.raises(ValueError) as caught:
+        logic.uncertainty_map("tumor_gate", "synth01_flair")  # a classifier: refused before anything is sent
+    assert plain_sentence(caught.value).startswith("tumor_gate does not give uncertainty maps")
+    with pytest.raises(ServerHTTPError) as caught:
+        logic.client.infer("tumor_seg", "synth01_flair", {"uncertainty": "yes"}, output="json")
+    assert caught.value.status == 422
+    assert plain_sentence(caught.value) == (
+        "The server refused the request: params uncertainty must be true or false, got 'yes'."
+    )
+
+
 def test_class_correction_reaches_the_datastore(logic):
     answer = logic.submit_class("sequence", "synth_slice03", "T2")
     assert answer["label"] == "T2"

@@ -215,3 +215,41 @@ def test_a_request_param_is_named_as_one(func, value, args, kwargs):
         func({"finetune": value}, "finetune", *args, where="params", **kwargs)
     message = str(info.value)
     assert message.startswith("params finetune must ") and "--conf" not in message
+
+
+# ---------------------------------------------------------------- conf_choice, and the options every task reads
+
+
+def test_conf_choice():
+    from lib.conf import conf_choice
+
+    assert conf_choice({KEY: " Approved "}, KEY, ("all", "approved"), "all") == "approved"
+    assert conf_choice({}, KEY, ("all", "approved"), "all") == "all"
+    message = _raises_naming(conf_choice, "some", ("all", "approved"), "all")
+    assert "must be one of all, approved" in message and "'some'" in message
+
+
+@pytest.mark.parametrize(
+    "conf,words",
+    [
+        ({"train_on": "reviewed"}, "--conf train_on must be one of all, approved, got 'reviewed'"),
+        ({"history_keep": "0"}, "--conf history_keep must be >= 1, got 0"),
+        ({"history_keep": "many"}, "--conf history_keep must be an integer"),
+    ],
+)
+def test_every_task_validates_train_on_and_history_keep(tmp_path, conf, words):
+    from main import discover_configs
+
+    config = discover_configs()["tumor_seg"]()
+    with pytest.raises(ValueError) as refused:
+        config.init("tumor_seg", str(tmp_path), conf, None)
+    assert words in str(refused.value)
+
+
+def test_train_on_and_history_keep_reach_the_trainer(tmp_path):
+    from main import discover_configs
+
+    config = discover_configs()["tumor_gate"]()
+    config.init("tumor_gate", str(tmp_path), {"train_on": "APPROVED", "history_keep": "2"}, None)
+    trainer = config.trainer()
+    assert (trainer.train_on, trainer.history_keep) == ("approved", 2)

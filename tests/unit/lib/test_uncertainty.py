@@ -125,3 +125,13 @@ def test_a_non_boolean_uncertainty_is_refused_before_any_work(api_trained, value
         "/infer/tumor_seg?image=synth01_flair&output=json", data={"params": json.dumps({"uncertainty": value})}
     )
     assert response.status_code == 422 and "params uncertainty must be true or false" in response.text
+
+
+@pytest.mark.parametrize("model", ["tumor_pipeline", "tumor_gate", "sequence"])
+def test_tasks_without_a_map_refuse_uncertainty_naming_those_with_one(api_trained, model):
+    client, _, _ = api_trained
+    response = client.post(
+        f"/infer/{model}?image=synth01_flair&output=json", data={"params": json.dumps({"uncertainty": True})}
+    )
+    assert response.status_code == 422, response.text
+    assert "answers no uncertainty map" in response.text and "'hippocampus', 'tumor_seg'" in response.text

@@ -64,6 +64,28 @@ class FakeCombo:
         return self.items.index(text) if text in self.items else -1
 
 
+class FakeList:
+    """QListWidget stand-in: entries as texts; ``row(item)`` of an entry this list gave out by ``item(row)``."""
+
+    def __init__(self):
+        self.entries, self.visible = [], True
+
+    def clear(self):
+        self.entries = []
+
+    def addItem(self, text):
+        self.entries.append(str(text))
+
+    def count(self):
+        return len(self.entries)
+
+    def item(self, row):
+        return ("item", self, row) if 0 <= row < len(self.entries) else None
+
+    def row(self, item):
+        return item[2] if isinstance(item, tuple) and item[1] is self else -1
+
+
 class FakeSelector:
     """qMRMLNodeComboBox stand-in: the current node and the sort-filter proxy's hidden node IDs."""
 
@@ -212,6 +234,35 @@ class FakeTransformNode(FakeNode):
         return 42
 
 
+class FakeSliceNode(FakeNode):
+    """vtkMRMLSliceNode: a layout name, SliceToRAS (columns: the view's x, y and normal, then its origin) and
+    ``JumpSliceByOffsetting`` as Slicer's (Libs/MRML/Core/vtkMRMLSliceNode.cxx: the origin moves along the normal
+    until the plane holds the point; orientation and in-plane position stay). A singleton: kept by Clear()."""
+
+    bases = ("vtkMRMLSliceNode", "vtkMRMLAbstractViewNode", "vtkMRMLNode")
+    singleton = True
+
+    def __init__(self, layout_name, slice_to_ras=None, mapped=True, scene=None):
+        super().__init__(layout_name, scene=scene)
+        self.layout_name, self.mapped, self.jumps = layout_name, mapped, []
+        self.slice_to_ras = FakeMatrix(np.eye(4) if slice_to_ras is None else slice_to_ras)
+
+    def GetLayoutName(self):
+        return self.layout_name
+
+    def IsMappedInLayout(self):
+        return 1 if self.mapped else 0
+
+    def GetSliceToRAS(self):
+        return self.slice_to_ras
+
+    def JumpSliceByOffsetting(self, r, a, s):
+        self.jumps.append((r, a, s))
+        matrix = self.slice_to_ras.array
+        normal, origin = matrix[:3, 2], matrix[:3, 3]
+        matrix[:3, 3] = origin + float((np.array([r, a, s]) - origin) @ normal) * normal
+
+
 class FakeSegment:
     def __init__(self, name, value):
         self.name, self.value = name, value
@@ -317,7 +368,8 @@ class FakeScene:
         return next((n for n in self.nodes.values() if n.IsA(class_name)), None)
 
     def Clear(self, *args):
-        self.nodes.clear()
+        """As vtkMRMLScene::Clear(0): every node goes but the singletons (slice views)."""
+        self.nodes = {key: node for key, node in self.nodes.items() if getattr(node, "singleton", False)}
         self.cleared += 1
 
 

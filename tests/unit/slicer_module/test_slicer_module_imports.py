@@ -149,6 +149,7 @@ def test_buttons_are_wired_to_their_handlers(module):
         "connectButton": widget.onConnect,
         "runButton": widget.onRunTask,
         "camButton": widget.onShowCam,
+        "uncertaintyButton": widget.onShowUncertainty,
         "submitClassButton": widget.onSubmitClass,
         "submitSegmentationButton": widget.onSubmitSegmentation,
         "trainButton": widget.onStartTraining,
@@ -157,6 +158,10 @@ def test_buttons_are_wired_to_their_handlers(module):
     }
     for attribute, handler in wiring.items():
         assert getattr(widget.ui, attribute).clicked.connect.calls == [((handler,), {})], attribute
+    slice_list = widget.ui.uncertaintyList
+    for signal in (slice_list.itemClicked, slice_list.itemActivated):  # a click or Enter on a listed slice
+        assert signal.connect.calls == [((widget.onUncertainSliceClicked,), {})]
+    assert widget.ui.taskCombo.currentTextChanged.connect.calls == [((widget.onTaskChanged,), {})]
     assert widget.trainingTimer.timeout.connect.calls == [((widget.onTrainingTimer,), {})]
     assert widget.jobTimer.timeout.connect.calls == [((widget.onJobTimer,), {})]
     assert isinstance(widget.logic, module.MRILabelLogic)

@@ -17,17 +17,20 @@ import pytest
 from fake_slicer import (
     FILES,
     FakeCombo,
+    FakeList,
     FakeNode,
     FakeSegmentationNode,
     FakeSelector,
+    FakeSliceNode,
     FakeTransformNode,
     FakeVectorVolumeNode,
     FakeVolumeNode,
 )
 
 from MRILabelLib import TaskInfo, plain_sentence
+from MRILabelLib.geometry import slice_center
 from MRILabelLib.logic import NextSample
-from MRILabelLib.results import parse_classification, parse_segmentation
+from MRILabelLib.results import parse_classification, parse_segmentation, read_uncertainty
 
 MODULE_DIR = Path(__file__).resolve().parents[3] / "slicer_module" / "MRILabel"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "MRILabel.ui"
@@ -65,6 +68,7 @@ class FakeServer:
         self.work_dir, self.images, self.calls = str(work_dir), set(images), []
         os.makedirs(self.work_dir, exist_ok=True)
         self.answer, self.cam_path, self.sample = None, None, None
+        self.uncertainty = None  # (result JSON, map path) of the next uncertainty answer
         self.seen_files = {}
 
     def has_image(self, image_id):
@@ -89,6 +93,16 @@ class FakeServer:
     def class_activation_map(self, task, image_id, image_path=None, progress=None, folder=None):
         self.calls.append(("class_activation_map", task, image_id))
         return self.cam_path
+
+    def require_uncertainty(self, task):
+        self.calls.append(("require_uncertainty", task))
+        if task not in ("tumor_seg", "hippocampus"):
+            raise ValueError(f"{task} does not give uncertainty maps")
+
+    def uncertainty_map(self, task, image_id, image_path=None, progress=None, folder=None):
+        self.calls.append(("uncertainty_map", task, image_id))
+        result, path = self.uncertainty
+        return read_uncertainty(result, path, task)
 
     def submit_class(self, task, image_id, label):
         self.calls.append(("submit_class", task, image_id, label))
@@ -136,6 +150,7 @@ def panel(module, scene):
     ui.taskCombo, ui.trainTaskCombo = FakeCombo("sequence"), FakeCombo("tumor_gate")
     ui.classCombo, ui.strategyCombo = FakeCombo("T1"), FakeCombo("random")
     ui.volumeSelector, ui.segmentationSelector = FakeSelector(volume), FakeSelector()
+    ui.uncertaintyList = FakeList()
     return widget
 
 
@@ -277,9 +292,11 @@ def test_row3_server_work_touches_neither_slicer_nor_qt(module, logic, server, s
     server.answer = parse_segmentation({"label_names": {"tumor": 1}}, mask_path)
     server.cam_path = _write(tmp_path / "cam.nii.gz", np.zeros((2, 3, 4), np.float32), volume.ijk)
     server.sample = NextSample("synth01_t1", _write(tmp_path / "s.nii.gz", np.zeros((2, 3, 4))), {})
+    server.uncertainty = {"uncertainty": SUMMARY}, _write(tmp_path / "u.nii.gz", np.zeros((2, 3, 4)), volume.ijk)
     plans = [
         logic.runTask("tumor_seg", volume),
         logic.loadClassActivationMap("tumor_gate", volume),
+        logic.loadUncertaintyMap("tumor_seg", volume),
         logic.submitClass("sequence", volume, "T1"),
         logic.nextSample("first"),
     ]
@@ -590,3 +607,262 @@ def test_logic_never_touches_widgets():
     names = {n.id for n in ast.walk(logic) if isinstance(n, ast.Name)}
     attributes = {n.attr for n in ast.walk(logic) if isinstance(n, ast.Attribute)}
     assert not names & {"qt", "ctk"} and "ui" not in attributes
+
+
+# --- issue 18 item 4: Show uncertainty -----------------------------------------------------------------------------
+
+#: The server's summary (apps/mri_app/lib/uncertainty.py): slices along voxel axis K, most uncertain first.
+SUMMARY = {
+    "measure": "normalised predictive entropy H(p) / log K of the softmax",
+    "mean": 0.05,
+    "max": 0.93,
+    "uncertain_fraction": 0.02,
+    "uncertain_from": 0.5,
+    "axis": 2,
+    "slices": [{"slice": 1, "uncertain_voxels": 1203, "mean": 0.31}, {"slice": 0, "uncertain_voxels": 4, "mean": 0.2}],
+}
+UNCERTAINTY_BUTTONS = (*ACTION_BUTTONS, "uncertaintyButton")
+
+
+def _views(scene, sagittal_red=False):
+    """Slicer's three slice views (Red axial, Yellow sagittal, Green coronal: SliceToRAS columns x, y, normal)."""
+    axial = np.array([[-1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    sagittal = np.array([[0, 0, 1.0, 0], [-1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+    coronal = np.array([[-1.0, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+    red = sagittal if sagittal_red else axial
+    return {
+        name: scene.add(FakeSliceNode(name, matrix))
+        for name, matrix in (("Red", red), ("Yellow", sagittal), ("Green", coronal))
+    }
+
+
+class RecordingLogic:
+    """The panel's logic stand-in for the uncertainty actions: records calls, answers with plans and values."""
+
+    def __init__(self, scene, tmp_path, block=None):
+        self.calls, self.block = [], block
+        self.map = scene.add(FakeVolumeNode("head tumor_seg uncertainty", np.zeros((2, 3, 4))))
+        self.answer = read_uncertainty({"uncertainty": SUMMARY}, str(tmp_path / "u.nii.gz"), "tumor_seg")
+
+    def loadUncertaintyMap(self, task, volume):
+        from MRILabelLib.jobs import Plan
+
+        self.calls.append(("loadUncertaintyMap", task, volume))
+
+        def work(progress):
+            if self.block is not None:
+                self.block.wait(10)
+            return self.answer
+
+        return Plan(f"Asking {task} for its uncertainty map", work, lambda answer: (self.map, answer))
+
+    def jumpToSlice(self, map_id, axis, index):
+        self.calls.append(("jumpToSlice", map_id, axis, index))
+        return None, f"Slice {index} shown in the Red view."
+
+    def overlayNodeIDs(self):
+        return [self.map.GetID()]
+
+    def describeError(self, error):
+        return plain_sentence(error)
+
+
+def _settle(widget):
+    if widget.jobs.job is not None:
+        assert widget.jobs.job.wait(10)
+    widget.onJobTimer()
+
+
+def test_uncertainty_button_and_slice_list_call_only_the_logic(panel, scene, tmp_path):
+    panel.logic = RecordingLogic(scene, tmp_path)
+    panel.ui.taskCombo = FakeCombo("tumor_seg")
+    volume = panel.ui.volumeSelector.currentNode()
+    panel.onShowUncertainty()
+    _settle(panel)
+    list_ = panel.ui.uncertaintyList
+    assert list_.entries == ["slice 1: 1,203 uncertain voxels (mean 0.31)", "slice 0: 4 uncertain voxels (mean 0.20)"]
+    assert list_.visible is True
+    assert panel.ui.uncertaintyLabel.setText.calls[-1][0][0] == (
+        "Correct first: slice 1 (1,203 uncertain voxels), slice 0 (4 uncertain voxels).\n"
+        "Mean uncertainty 0.050, max 0.930; 2.0% of voxels uncertain (≥ 0.5)."
+    )
+    assert _status(panel) == "head tumor_seg uncertainty shown; click a slice in the list to show it."
+    panel.onUncertainSliceClicked(list_.item(1))  # the second entry: slice 0
+    assert panel.logic.calls == [
+        ("loadUncertaintyMap", "tumor_seg", volume),
+        ("jumpToSlice", panel.logic.map.GetID(), 2, 0),
+    ]
+    assert _status(panel) == "Slice 0 shown in the Red view."
+    panel.onUncertainSliceClicked(None)  # a click beside the entries does nothing
+    assert len(panel.logic.calls) == 2
+    assert panel.ui.volumeSelector.sortFilterProxyModel().hiddenNodeIDs == [panel.logic.map.GetID()]
+
+
+def test_uncertainty_job_disables_every_action_button(panel, scene, tmp_path):
+    release = threading.Event()
+    panel.logic = RecordingLogic(scene, tmp_path, block=release)
+    panel._uncertaintyTasks = {"tumor_seg"}
+    panel.ui.taskCombo = FakeCombo("tumor_seg")
+    panel.onTaskChanged("tumor_seg")
+    ui = panel.ui
+    assert ui.uncertaintyButton.enabled is True
+    panel.onShowUncertainty()
+    assert [getattr(ui, name).enabled for name in UNCERTAINTY_BUTTONS] == [False] * len(UNCERTAINTY_BUTTONS)
+    assert ui.cancelButton.visible is True
+    panel.onShowUncertainty()  # a second click while it runs starts nothing
+    assert len(panel.logic.calls) == 1
+    release.set()
+    _settle(panel)
+    assert [getattr(ui, name).enabled for name in UNCERTAINTY_BUTTONS] == [True] * len(UNCERTAINTY_BUTTONS)
+
+
+def test_uncertainty_button_is_offered_for_the_tasks_that_give_maps(module, panel):
+    from MRILabelLib.jobs import Plan
+
+    tasks = [
+        TaskInfo("sequence", "classification", {"T1": 0}, "", True),
+        TaskInfo("tumor_seg", "segmentation", {"tumor": 1}, "", True),  # /info says nothing: offered
+        TaskInfo("old_seg", "segmentation", {"x": 1}, "", False, False),  # /info says no
+    ]
+    panel.logic.connect = lambda *args: Plan("Connecting", lambda progress: None, lambda answer: tasks)
+    panel.logic.strategies = lambda: []
+    panel.ui.serverUrlEdit.text, panel.ui.usernameEdit.text, panel.ui.passwordEdit.text = "http://x", "", ""
+    panel.ui.maxUploadSpin.value = 512.0
+    panel.onConnect()
+    _settle(panel)
+    offered = {}
+    for task in ("sequence", "tumor_seg", "old_seg"):
+        panel.ui.taskCombo.currentText = task
+        panel.onTaskChanged(task)
+        offered[task] = panel.ui.uncertaintyButton.enabled
+    assert offered == {"sequence": False, "tumor_seg": True, "old_seg": False}
+
+
+def test_uncertainty_map_lies_on_the_source_and_is_hidden_from_the_selector(
+    module, panel, logic, server, scene, tmp_path
+):
+    to_world = translation(10, -4, 2)
+    transform = scene.add(FakeTransformNode("acquisition", to_world))
+    volume = scene.add(FakeVolumeNode("head", np.zeros((2, 3, 4)), np.diag([0.9, 0.9, 3.0, 1.0])))
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    values = np.full((2, 3, 4), 0.7, np.float32)
+    values[0, 0, 0], values[0, 0, 1] = 0.05, np.nan
+    # the server answers in the coordinates of what it was sent: the world (hardened) geometry
+    server.uncertainty = {"uncertainty": SUMMARY}, _write(tmp_path / "u.nii.gz", values, to_world @ volume.ijk)
+    node, answer = perform(logic.loadUncertaintyMap("tumor_seg", volume))
+    assert ("uncertainty_map", "tumor_seg", logic.imageIdForVolume(volume)) in server.calls
+    assert node.GetTransformNodeID() == transform.GetID()  # under the volume's parent transform ...
+    np.testing.assert_allclose(node.ijk, volume.ijk)  # ... in its own coordinates
+    assert node.GetAttribute(module.ROLE_ATTRIBUTE) == module.OVERLAY_ROLE and node.GetStorageNode() is None
+    assert node.GetAttribute(module.TASK_ATTRIBUTE) == "tumor_seg" and answer.summary.slices[0].slice == 1
+    assert node.array[0, 0, 0] == 0.0 and node.array[0, 0, 1] == 0.0  # below 0.1 and NaN: not coloured
+    display = node.GetDisplayNode()
+    assert display.SetWindowLevelMinMax.calls == [((0.0, 1.0), {})]
+    heat = scene.GetFirstNodeByName("MRILabelHeat")
+    assert display.SetAndObserveColorNodeID.calls == [((heat.GetID(),), {})] and heat.colors[0][3] == 0.0
+    layers = module.stubs["slicer"].util.setSliceViewerLayers.calls[-1][1]
+    assert layers == {"background": volume, "foreground": node, "foregroundOpacity": 0.5}
+    panel.logic = logic
+    panel.refreshHiddenVolumes()
+    assert panel.ui.volumeSelector.sortFilterProxyModel().hiddenNodeIDs == [node.GetID()]
+
+
+def test_uncertainty_map_of_a_2d_picture_takes_the_pictures_geometry(logic, server, scene, tmp_path):
+    picture = scene.add(FakeVolumeNode("photo", np.zeros((1, 4, 5)), PNG_IJK_TO_RAS))
+    flat = {**SUMMARY, "slices": [{"slice": 0, "uncertain_voxels": 3, "mean": 0.2}]}
+    server.uncertainty = {"uncertainty": flat}, _write(tmp_path / "u.nii.gz", np.full((1, 4, 5), 0.5, np.float32))
+    node, answer = perform(logic.loadUncertaintyMap("tumor_seg", picture))
+    np.testing.assert_allclose(node.ijk, PNG_IJK_TO_RAS)
+    assert answer.summary.sentence() == "Correct first: slice 0 (3 uncertain voxels)."
+
+
+def test_a_misplaced_uncertainty_map_is_refused_and_not_left_in_the_scene(logic, server, scene, tmp_path):
+    volume = scene.add(FakeVolumeNode("head", np.zeros((2, 3, 4)), np.diag([1.0, 1.0, 2.0, 1.0])))
+    server.uncertainty = {"uncertainty": SUMMARY}, _write(tmp_path / "u.nii.gz", np.zeros((2, 3, 4)), np.eye(4))
+    with pytest.raises(ValueError) as caught:
+        perform(logic.loadUncertaintyMap("tumor_seg", volume))
+    assert plain_sentence(caught.value).startswith(
+        "The uncertainty map does not line up with the image: its voxel size is 1 × 1 × 1 mm"
+    )
+    assert logic.overlayNodeIDs() == []
+
+
+def test_a_task_without_maps_is_refused_before_the_volume_is_sent(logic, server, scene, util):
+    volume = scene.add(FakeVolumeNode("head", np.zeros((2, 3, 4))))
+    with pytest.raises(ValueError, match="tumor_gate does not give uncertainty maps"):
+        logic.loadUncertaintyMap("tumor_gate", volume)
+    assert util.exports == [] and server.calls == [("require_uncertainty", "tumor_gate")]
+
+
+@pytest.mark.parametrize("axis, index", [(2, 1), (2, 0), (1, 2), (0, 3)])
+def test_clicking_a_listed_slice_moves_the_closest_view_onto_it(
+    module, panel, logic, server, scene, tmp_path, axis, index
+):
+    views = _views(scene)
+    to_world = translation(0, 7, -3)
+    transform = scene.add(FakeTransformNode("registration", to_world))
+    volume = scene.add(FakeVolumeNode("head", np.zeros((2, 3, 4)), np.diag([0.9, 1.1, 3.0, 1.0])))
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    listed = {**SUMMARY, "axis": axis, "slices": [{"slice": index, "uncertain_voxels": 5, "mean": 0.3}]}
+    server.uncertainty = (
+        {"uncertainty": listed},
+        _write(tmp_path / "u.nii.gz", np.zeros((2, 3, 4)), to_world @ volume.ijk),
+    )
+    panel.logic = logic
+    panel.ui.taskCombo = FakeCombo("tumor_seg")
+    panel.ui.volumeSelector = FakeSelector(volume)
+    panel.onShowUncertainty()
+    _settle(panel)
+    assert panel.ui.uncertaintyList.entries == [f"slice {index}: 5 uncertain voxels (mean 0.30)"]
+    panel.onUncertainSliceClicked(panel.ui.uncertaintyList.item(0))
+    expected = {2: "Red", 1: "Green", 0: "Yellow"}[axis]  # K: axial, J: coronal, I: sagittal for this grid
+    moved = [name for name, view in views.items() if view.jumps]
+    assert moved == [expected]
+    plane = views[expected].slice_to_ras.array
+    centre = slice_center(to_world @ volume.ijk, (2, 3, 4), axis, index)  # in world coordinates
+    assert float((centre - plane[:3, 3]) @ plane[:3, 2]) == pytest.approx(0.0, abs=1e-9)
+    assert _status(panel) == f"Slice {index} of head tumor_seg uncertainty shown in the {expected} view."
+
+
+def test_going_to_a_slice_uses_the_view_parallel_to_the_slices_and_refuses_without_views(
+    logic, server, scene, tmp_path
+):
+    volume = scene.add(FakeVolumeNode("head", np.zeros((2, 3, 4))))
+    server.uncertainty = {"uncertainty": SUMMARY}, _write(tmp_path / "u.nii.gz", np.zeros((2, 3, 4)), volume.ijk)
+    node, _ = perform(logic.loadUncertaintyMap("tumor_seg", volume))
+    with pytest.raises(ValueError, match="No slice view is open to show slice 1 in"):
+        logic.jumpToSlice(node.GetID(), 2, 1)
+    views = _views(scene, sagittal_red=True)  # the user turned Red sagittal ...
+    views["Yellow"].mapped = False  # ... Yellow is not in the layout ...
+    views["Green"].slice_to_ras.array[:3, :3] = np.eye(3)  # ... and Green shows axial slices
+    sliceNode, message = logic.jumpToSlice(node.GetID(), 2, 1)
+    assert sliceNode is views["Green"] and message.endswith("shown in the Green view.")
+    with pytest.raises(ValueError, match="slice 2 is not in the volume"):
+        logic.jumpToSlice(node.GetID(), 2, 2)
+    scene.RemoveNode(node)
+    with pytest.raises(ValueError, match="The uncertainty map this list belongs to was removed"):
+        logic.jumpToSlice(node.GetID(), 2, 1)
+
+
+def test_closing_the_scene_empties_the_slice_list(panel, scene, tmp_path):
+    panel.logic = RecordingLogic(scene, tmp_path)
+    panel.logic.cleanTemporaryFiles = lambda removeFolder=False: None
+    panel.onShowUncertainty()
+    _settle(panel)
+    panel.onSceneStartClose(None, None)
+    assert panel.ui.uncertaintyList.entries == [] and panel.ui.uncertaintyList.visible is False
+    assert panel._uncertainSlices is None
+    panel.onUncertainSliceClicked(("item", panel.ui.uncertaintyList, 0))
+    assert [call[0] for call in panel.logic.calls] == ["loadUncertaintyMap"]
+
+
+def test_self_test_goes_to_the_uncertain_slice_where_there_are_slice_views(module, scene):
+    views = _views(scene)
+    test = module.MRILabelTest()
+    test.setUp()
+    try:
+        test.test_uncertainty_overlay()
+    finally:
+        test.tearDown()
+    assert views["Red"].jumps and not views["Yellow"].jumps and not views["Green"].jumps
+    assert set(scene.nodes) == {view.GetID() for view in views.values()}  # the slice views outlive Clear()

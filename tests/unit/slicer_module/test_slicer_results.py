@@ -2,13 +2,19 @@
 
 import pytest
 
+from MRILabelLib import TaskInfo, plain_sentence
+from MRILabelLib.logic import declared_uncertainty
 from MRILabelLib.progress import fraction_done, read_progress
 from MRILabelLib.results import (
+    UNREADABLE_SUMMARY,
     ClassRow,
+    UncertainSlice,
     label_info_for,
     parse_classification,
     parse_measurements,
     parse_segmentation,
+    parse_uncertainty,
+    read_uncertainty,
 )
 
 GATE = {
@@ -245,3 +251,123 @@ def test_read_progress(status, lines, expected):
 def test_progress_message():
     progress = read_progress("tumor_gate", "r", "RUNNING", [EPOCH_LINE.format(1, 1, 3, 5, 0.4917)])
     assert progress.message() == "tumor_gate: RUNNING, epoch 1/1, iteration 3/5, loss 0.4917 (60%)"
+
+
+# --- voxel uncertainty (issue 18 item 4): the server's summary -> the panel's sentence and slice list ---------------
+
+#: As apps/mri_app/lib/uncertainty.py answers it: most uncertain slices first (ties by mean), five of them.
+UNCERTAINTY = {
+    "measure": "normalised predictive entropy H(p) / log K of the softmax (0 certain, 1 all classes equally likely)",
+    "mean": 0.0312,
+    "max": 0.9731,
+    "uncertain_fraction": 0.012345,
+    "uncertain_from": 0.5,
+    "axis": 2,
+    "slices": [
+        {"slice": 41, "uncertain_voxels": 1203, "mean": 0.3104},
+        {"slice": 40, "uncertain_voxels": 980, "mean": 0.2811},
+        {"slice": 7, "uncertain_voxels": 980, "mean": 0.1},
+        {"slice": 12, "uncertain_voxels": 1, "mean": 0.02},
+        {"slice": 3, "uncertain_voxels": 0, "mean": 0.011},
+    ],
+}
+
+
+def test_uncertainty_summary_keeps_the_servers_order_and_reads_as_a_sentence():
+    summary = parse_uncertainty(UNCERTAINTY, "tumor_seg")
+    assert summary.task == "tumor_seg" and summary.axis == 2 and summary.uncertain_from == 0.5
+    assert [s.slice for s in summary.slices] == [41, 40, 7, 12, 3]  # not re-sorted
+    assert summary.slices[0] == UncertainSlice(41, 1203, 0.3104)
+    assert summary.sentence() == (
+        "Correct first: slice 41 (1,203 uncertain voxels), slice 40 (980 uncertain voxels), "
+        "slice 7 (980 uncertain voxels), slice 12 (1 uncertain voxel)."
+    )
+    assert summary.statistics() == "Mean uncertainty 0.031, max 0.973; 1.2% of voxels uncertain (≥ 0.5)."
+    assert summary.rows() == [
+        "slice 41: 1,203 uncertain voxels (mean 0.31)",
+        "slice 40: 980 uncertain voxels (mean 0.28)",
+        "slice 7: 980 uncertain voxels (mean 0.10)",
+        "slice 12: 1 uncertain voxel (mean 0.02)",
+        "slice 3: 0 uncertain voxels (mean 0.01)",
+    ]
+    answer = read_uncertainty({"uncertainty": UNCERTAINTY}, "/tmp/map.nii.gz", "tumor_seg")
+    assert answer.summary == summary and answer.problem is None
+    assert answer.message() == f"{summary.sentence()}\n{summary.statistics()}"
+
+
+@pytest.mark.parametrize(
+    "slices, sentence",
+    [
+        ([], "The server listed no slices to correct first."),
+        (
+            [{"slice": 3, "uncertain_voxels": 0, "mean": 0.2}, {"slice": 2, "uncertain_voxels": 0, "mean": 0.1}],
+            "No voxel is uncertain (normalised entropy ≥ 0.5); the highest mean uncertainty is on slice 3, slice 2.",
+        ),
+        ([{"slice": 0, "uncertain_voxels": 12, "mean": 0.4}], "Correct first: slice 0 (12 uncertain voxels)."),
+    ],
+    ids=["no slices", "nothing uncertain", "a 2D picture: one slice"],
+)
+def test_uncertainty_sentence_without_uncertain_slices(slices, sentence):
+    summary = parse_uncertainty({**UNCERTAINTY, "slices": slices})
+    assert summary.sentence() == sentence and len(summary.rows()) == len(slices)
+
+
+def test_uncertainty_statistics_leave_out_what_the_server_did_not_send():
+    summary = parse_uncertainty({"axis": 0, "slices": [{"slice": 1, "uncertain_voxels": 2, "mean": 0.5}]})
+    assert summary.statistics() == "" and summary.mean is None and summary.measure == ""
+    assert read_uncertainty({"uncertainty": summary.raw}, "m.nii.gz").message() == summary.sentence()
+    only_fraction = parse_uncertainty({**summary.raw, "uncertain_fraction": 0.5})
+    assert only_fraction.statistics() == "50.0% of voxels uncertain."
+
+
+@pytest.mark.parametrize(
+    "summary, words",
+    [
+        (None, "expected a mapping, got NoneType"),
+        ([1, 2], "expected a mapping, got list"),
+        ({**UNCERTAINTY, "axis": 3}, "axis must be 0, 1 or 2, got 3"),
+        ({**UNCERTAINTY, "axis": True}, "axis must be 0, 1 or 2, got True"),
+        ({k: v for k, v in UNCERTAINTY.items() if k != "axis"}, "axis must be 0, 1 or 2, got None"),
+        ({**UNCERTAINTY, "slices": "41, 40"}, "slices must be a list, got str"),
+        ({**UNCERTAINTY, "slices": [41, 40]}, "slices[0] must be a mapping, got int"),
+        ({**UNCERTAINTY, "slices": [{"slice": -1, "uncertain_voxels": 2, "mean": 0.1}]}, "slices[0].slice must be"),
+        ({**UNCERTAINTY, "slices": [{"slice": 2.5, "uncertain_voxels": 2, "mean": 0.1}]}, "slices[0].slice must be"),
+        (
+            {**UNCERTAINTY, "slices": [{"slice": 1, "uncertain_voxels": float("inf"), "mean": 0.1}]},
+            "slices[0].uncertain_voxels must be a whole number ≥ 0, got inf",
+        ),
+        ({**UNCERTAINTY, "slices": [{"slice": 1, "uncertain_voxels": "9"}]}, "slices[0].uncertain_voxels must be"),
+        (
+            {**UNCERTAINTY, "slices": [{"slice": 1, "uncertain_voxels": 9}]},
+            "slices[0].mean must be a number from 0 to 1",
+        ),
+        ({**UNCERTAINTY, "mean": 1.5}, "mean must be a number from 0 to 1, got 1.5"),
+        ({**UNCERTAINTY, "max": float("nan")}, "max must be a number from 0 to 1, got nan"),
+        ({**UNCERTAINTY, "uncertain_fraction": "1%"}, "uncertain_fraction must be a number from 0 to 1"),
+    ],
+)
+def test_malformed_uncertainty_summaries_become_one_plain_sentence(summary, words):
+    with pytest.raises(ValueError) as caught:
+        parse_uncertainty(summary, "tumor_seg")
+    sentence = plain_sentence(caught.value)
+    assert sentence.startswith(f"{UNREADABLE_SUMMARY}: ") and words in sentence
+    assert sentence.endswith(".") and "\n" not in sentence and "Traceback" not in sentence
+    answer = read_uncertainty({"uncertainty": summary}, "/tmp/map.nii.gz", "tumor_seg")
+    assert answer.summary is None and answer.path == "/tmp/map.nii.gz"  # the map is still shown ...
+    assert answer.message() == f"{sentence} The map is shown without the slice list."  # ... and the list says why
+
+
+@pytest.mark.parametrize(
+    "model, declared, kind, offered",
+    [
+        ({"type": "segmentation"}, None, "segmentation", True),  # /info says nothing: every segmentation task
+        ({"type": "classification"}, None, "classification", False),
+        ({"type": "segmentation", "uncertainty": False}, False, "segmentation", False),
+        ({"type": "classification", "uncertainty": True}, True, "classification", True),
+        ({"type": "segmentation", "config": {"uncertainty": False}}, True, "segmentation", True),  # an option
+        ({"type": "segmentation", "uncertainty": "yes"}, None, "segmentation", True),  # not a flag: ignored
+    ],
+)
+def test_which_tasks_offer_uncertainty(model, declared, kind, offered):
+    assert declared_uncertainty(model) is declared
+    assert TaskInfo("t", kind, {}, "", True, declared).offers_uncertainty is offered

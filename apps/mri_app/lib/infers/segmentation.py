@@ -20,6 +20,8 @@ from lib.uncertainty import PredictiveEntropyd, UncertainSlicesd, wants_uncertai
 
 
 class _SegmentationInfer(BasicInferTask):
+    answers_uncertainty = True  # params {"uncertainty": true}: the voxel uncertainty map (lib.uncertainty)
+
     def __init__(self, path: str, network, labels: Dict[str, int], description: str, **kwargs):
         super().__init__(
             path=path,

@@ -1,14 +1,16 @@
 """What every mri-label trainer shares: data from the datastore, a fixed subject split, AMP on GPU,
-a cosine learning-rate schedule, early stopping, and a ``model.json`` written beside the checkpoint."""
+a cosine learning-rate schedule, early stopping, and a ``model.json`` written beside the checkpoint. A fine-tune
+run's promotion decision goes to the task's model history (:mod:`lib.history`)."""
 
 import contextlib
 import copy
 import json
 import logging
 import os
+import threading
 import time
 from abc import abstractmethod
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from ignite.engine import Events
@@ -21,6 +23,7 @@ from monailabel.tasks.train.basic_train import Context
 from lib.atomic import atomic_write_json
 from lib.conf import conf_bool
 from lib.datalists import split_by_subject
+from lib.history import DEFAULT_KEEP, record_decision
 from lib.learning_curve import CURVE_FILE, LearningCurveHandler, publish_curve
 from lib.networks import build_network
 from lib.slice_cache import cache_folder, cache_items
@@ -30,6 +33,16 @@ from lib.trainers.distributed import DistributedTrainTask
 from mri_label.core.splits import ensure_split, split_of
 
 logger = logging.getLogger(__name__)
+
+_running: Dict[str, int] = {}  # task -> trainings of it running in this process (see training_in_process)
+_running_lock = threading.Lock()
+
+
+def training_in_process(task: str) -> bool:
+    """Whether a training of ``task`` runs in this process (``POST /train/<task>?run_sync=true`` trains in the
+    server's own process; MONAI Label's background trainings run in their own)."""
+    with _running_lock:
+        return _running.get(task, 0) > 0
 
 
 class MRITrainTask(DistributedTrainTask):
@@ -46,6 +59,10 @@ class MRITrainTask(DistributedTrainTask):
         shipped_path: the checkpoint shipped with the app, served until a training publishes one; a fine-tune
             run starts from it when nothing was published yet. Never written.
         config: defaults shown in ``/info`` and overridable per request.
+        train_on: which ``final`` labels a segmentation training (or a classifier's per-slice labels from masks)
+            uses: ``all``, or ``approved`` ones only (``--conf train_on``,
+            :func:`lib.datalists.trainable_final_labels`).
+        history_keep: archived checkpoints kept in the task's model history (``--conf history_keep``).
     """
 
     def __init__(
@@ -58,6 +75,8 @@ class MRITrainTask(DistributedTrainTask):
         description: str,
         config: Optional[Dict] = None,
         shipped_path: Optional[str] = None,
+        train_on: str = "all",
+        history_keep: int = DEFAULT_KEEP,
     ):
         defaults = {
             "max_epochs": 30,
@@ -90,10 +109,21 @@ class MRITrainTask(DistributedTrainTask):
         )
         self._resume = False  # continue the interrupted run of the same name from its resume.pt
         self._finetuning = False  # this run fine-tunes (publishes a candidate)
+        self.train_on, self.history_keep = train_on, history_keep
+        self._label_rule: Optional[Dict] = None  # which final labels the items use (set by items; model.json)
 
     def __getstate__(self):
         # spawned training processes get a pickled copy of the task; a finished run's context holds engines
         return dict(self.__dict__, _context=None)
+
+    def __call__(self, request, datastore):
+        with _running_lock:
+            _running[self.task] = _running.get(self.task, 0) + 1
+        try:
+            return super().__call__(request, datastore)
+        finally:
+            with _running_lock:
+                _running[self.task] -= 1
 
     @abstractmethod
     def items(self, datastore: Datastore) -> List[Dict]:
@@ -264,25 +294,32 @@ class MRITrainTask(DistributedTrainTask):
         return stats
 
     def _finish_finetune(self, request, stats: Dict, served: str, baseline, started: float) -> Dict:
-        """Promote the candidate of a fine-tune run if not worse than the served checkpoint; record the run in
-        ``finetune_result.json`` beside the checkpoint (read by the server's retrain scheduler)."""
+        """Promote the candidate of a fine-tune run if not worse than the served checkpoint (archiving the one it
+        replaces); append the decision to the task's model history (:func:`lib.history.record_decision`) and
+        record the run in ``finetune_result.json`` beside the checkpoint (read by the server's retrain scheduler)."""
         evaluation = stats.get("eval") or {}
         after = evaluation.get("best_metric") if evaluation else None
         before = self._baseline
-        promoted, reason = promote_candidate(
-            candidate_path(served), served, before["value"] if before else None, after, had_served=baseline is not None
-        )
-        logger.info(f"{self.task}: fine-tuned checkpoint {'promoted' if promoted else 'NOT promoted'}: {reason}")
+
+        def promote(archive: Callable[[], Optional[str]]):
+            return promote_candidate(
+                candidate_path(served),
+                served,
+                before["value"] if before else None,
+                after,
+                had_served=baseline is not None,
+                archive=archive,
+            )
+
         context = self._context
         labelled = {i["image"] for i in (context.datalist if context else [])}
         record = {
             "run": request.get("al_run"),
+            "train_run": request.get("name"),
             "task": self.task,
             "metric": evaluation.get("key_metric_name") or (before or {}).get("name"),
             "metric_before": before["value"] if before else None,
             "metric_after": after,
-            "promoted": promoted,
-            "reason": reason,
             "labelled_images": len(labelled),
             "train_items": len(context.train_datalist) if context and context.train_datalist else 0,
             "val_items": len(context.val_datalist) if context and context.val_datalist else 0,
@@ -291,7 +328,15 @@ class MRITrainTask(DistributedTrainTask):
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "duration_s": round(time.time() - started, 1),
+            "final_labels": self._label_rule,
         }
+        entry = record_decision(os.path.dirname(served), record, promote, keep=self.history_keep)
+        record.update(promoted=entry["promoted"], reason=entry["reason"], archive=entry["archive"])
+        archived = f" (the checkpoint it replaced is archived as {entry['archive']})" if entry["archive"] else ""
+        logger.info(
+            f"{self.task}: fine-tuned checkpoint {'promoted' if entry['promoted'] else 'NOT promoted'}: "
+            f"{entry['reason']}{archived}"
+        )
         _write_json(os.path.join(os.path.dirname(served), "finetune_result.json"), record)
         return record
 
@@ -325,6 +370,7 @@ class MRITrainTask(DistributedTrainTask):
                     "amp": self._amp,
                     "distributed": stats.get("distributed"),
                     "energy": stats.get("energy"),
+                    **({"final_labels": self._label_rule} if self._label_rule else {}),
                     **self.training_card(context),
                 },
                 "metrics": {
@@ -351,17 +397,31 @@ def candidate_path(served: str) -> str:
     return f"{root}.candidate{extension}"
 
 
-def promote_candidate(candidate: str, served: str, before, after, had_served: bool = True):
+def promote_candidate(
+    candidate: str,
+    served: str,
+    before,
+    after,
+    had_served: bool = True,
+    archive: Optional[Callable[[], Optional[str]]] = None,
+):
     """Replace ``served`` by ``candidate`` (``os.replace``) when its validation metric ``after`` is not worse than
     the served checkpoint's ``before`` (higher is better); otherwise delete the candidate and keep ``served``.
     Returns ``(promoted, reason)``. With no served checkpoint yet (``had_served`` False: neither a trained nor
     a shipped one), any candidate is promoted; without a validation metric on either side nothing can be
     compared and the served checkpoint stays. ``before`` may be a shipped checkpoint's: ``served`` is then
-    the path training publishes to, which does not exist yet."""
+    the path training publishes to, which does not exist yet. ``archive()``, when given, is called right before
+    an existing ``served`` file is replaced (the model history keeps a copy of it)."""
     if not os.path.exists(candidate):
         return False, "the run published no candidate checkpoint"
-    if not had_served:
+
+    def replace():
+        if archive is not None and os.path.exists(served):
+            archive()
         os.replace(candidate, served)
+
+    if not had_served:
+        replace()
         return True, "no checkpoint was served yet"
     if before is None or after is None:
         os.remove(candidate)
@@ -376,7 +436,7 @@ def promote_candidate(candidate: str, served: str, before, after, had_served: bo
             f"validation metric {float(after):.4f} is worse than the served checkpoint's {float(before):.4f}; "
             "served checkpoint kept",
         )
-    os.replace(candidate, served)
+    replace()
     return True, f"validation metric {float(after):.4f} >= served checkpoint's {float(before):.4f}"
 
 

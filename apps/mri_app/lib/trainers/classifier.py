@@ -10,8 +10,7 @@ from monai.transforms import Activationsd
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import Context
 
-from lib.datalists import classification_items, final_label
-from lib.label_info import label_task
+from lib.datalists import classification_items, trainable_final_labels
 from lib.networks import load_pretrained
 from lib.slice_cache import train_cached_pre
 from lib.trainers.base import MRITrainTask
@@ -37,7 +36,8 @@ class ClassifierTrainer(MRITrainTask):
         classes: class names in index order.
         size: model input side (pixels).
         mask_task: ``(task, labels)`` of a segmentation task whose ``final`` masks give per-slice
-            labels (tumor_gate learns from tumor_seg masks: class 1 where the slice has tumor).
+            labels (tumor_gate learns from tumor_seg masks: class 1 where the slice has tumor); which masks, by
+            ``train_on`` (:func:`lib.datalists.trainable_final_labels`).
         slices_per_volume: central slices taken from each class-labelled volume (evenly spaced).
         pretrained: a ResNet state dict file the network is initialised from before training (see
             :func:`lib.networks.load_pretrained`); a run that resumes its own checkpoint (same run name) or
@@ -73,10 +73,9 @@ class ClassifierTrainer(MRITrainTask):
         masks = None
         if self.mask_task:
             task, labels = self.mask_task
-
-            def masks(image_id):
-                path, info = final_label(datastore, image_id)
-                return path if path and label_task(info, {task: labels}) == task else None
+            chosen, rule = trainable_final_labels(datastore, task, {task: labels}, self.train_on)
+            self._label_rule = dict(rule, task=task)  # the masks of another task give per-slice labels
+            masks = chosen.get
 
         items = classification_items(
             datastore, self.task, self.classes, mask_labels=masks, slices_per_volume=self.slices_per_volume

@@ -12,7 +12,7 @@ from monai.transforms import Activationsd, AsDiscreted
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import Context
 
-from lib.datalists import segmentation_items
+from lib.datalists import segmentation_items, trainable_final_labels
 from lib.losses import FocalTverskyCELoss
 from lib.mirroring import volume_inferer
 from lib.slice_cache import train_cached_pre, volume_items
@@ -29,7 +29,9 @@ class _SegmentationTrainer(MRITrainTask):
         self.num_classes = len(labels) + 1
 
     def items(self, datastore: Datastore) -> List[Dict]:
-        return segmentation_items(datastore, self.task, {self.task: self.labels}, slicewise=self.slicewise)
+        task_labels = {self.task: self.labels}
+        labels, self._label_rule = trainable_final_labels(datastore, self.task, task_labels, self.train_on)
+        return segmentation_items(datastore, self.task, task_labels, slicewise=self.slicewise, labels=labels)
 
     def train_post_transforms(self, context: Context):
         return [
