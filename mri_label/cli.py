@@ -5,6 +5,7 @@ mri-label serve [--studies DIR]      start the MONAI Label server with the MRI a
 mri-label import FORMAT SRC DEST     convert a published data set into a datastore
 mri-label train TASK --studies DIR   train with the shipped models' recipe, evaluate, write model.json
 mri-label evaluate TASK --studies DIR
+mri-label report IMAGE --task TASK   one A4 page (PDF, PNG, JSON) on one image, research use only
 """
 
 import argparse
@@ -162,6 +163,35 @@ def import_data(args) -> int:
     return 0
 
 
+def report(args) -> int:
+    from mri_label.patient_report import check_arguments, make_report
+
+    try:  # the arguments first, before the app and the model load
+        check_arguments(args.task, args.age, args.sex)
+        if not os.path.exists(args.image):
+            raise ValueError(f"IMAGE: no such file or folder {args.image!r}")
+        if args.model_dir is not None and not os.path.isdir(args.model_dir):
+            raise ValueError(f"--model-dir: no such folder {args.model_dir!r}")
+    except ValueError as error:
+        print(f"mri-label report: {error}", file=sys.stderr)
+        return 2
+    try:
+        summary = make_report(
+            args.image,
+            args.task,
+            model_dir=args.model_dir,
+            age=args.age,
+            sex=args.sex,
+            out=args.out,
+            progress=lambda m: print(m, flush=True),
+        )
+    except (FileNotFoundError, ValueError) as error:
+        print(f"mri-label report: {error}", file=sys.stderr)
+        return 1
+    print("wrote " + ", ".join(summary["files"].values()))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mri-label", description="Brain-MRI models served by MONAI Label")
     commands = top.add_subparsers(dest="command", required=True)
@@ -196,6 +226,22 @@ def parser() -> argparse.ArgumentParser:
         "an image-level split for comparison (optimistic on class-folder sets)",
     )
     p.set_defaults(run=evaluate)
+
+    p = commands.add_parser(
+        "report",
+        help="run a task on one image file and write a one-page report (report.pdf, report.png, report.json); "
+        "research use only",
+    )
+    p.add_argument("image", help="a NIfTI or NRRD file, or a DICOM series folder")
+    p.add_argument("--task", required=True, choices=["hippocampus", "tumor_seg"])
+    p.add_argument(
+        "--model-dir",
+        help="a model folder (<dir>/<task>/model.pt with model.json); default: the shipped checkpoint",
+    )
+    p.add_argument("--age", type=float, help="age in years (0-120), recorded; no percentile is computed yet")
+    p.add_argument("--sex", type=str.upper, choices=["F", "M"], help="F or M, recorded")
+    p.add_argument("--out", help="output folder (default: <image name>-<task>-report)")
+    p.set_defaults(run=report)
 
     p = commands.add_parser(
         "train", help="train a task with its recipe, evaluate it on held-out subjects, write model.json"
