@@ -33,7 +33,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MRILabelLib import NO_CAM_SENTENCE, ServerLogic, plain_sentence
+from MRILabelLib import NO_CAM_SENTENCE, NextSample, ReviewSample, ServerLogic, plain_sentence
 from MRILabelLib.errors import Cancelled, TrainingFailedError
 from MRILabelLib.geometry import (
     closest_view,
@@ -44,6 +44,7 @@ from MRILabelLib.geometry import (
     slice_normal,
     world_to_local,
 )
+from MRILabelLib.history import rollback_question
 from MRILabelLib.jobs import JobRunner, Plan, run_plan
 from MRILabelLib.overlay import (
     cam_display_values,
@@ -59,6 +60,14 @@ from MRILabelLib.results import (
     parse_classification,
     parse_measurements,
     read_uncertainty,
+)
+from MRILabelLib.review import (
+    DECISIONS,
+    REVIEW_STATES,
+    ReviewDecision,
+    ReviewList,
+    check_comment,
+    review_state,
 )
 
 IMAGE_ID_ATTRIBUTE = "MRILabel.ImageId"
@@ -82,6 +91,8 @@ LIB_MODULES = (
     "multipart",
     "progress",
     "results",
+    "history",
+    "review",
     "geometry",
     "overlay",
     "client",
@@ -104,7 +115,8 @@ class MRILabel(ScriptedLoadableModule):
         self.parent.helpText = (
             "Runs the mri-label MONAI Label server's brain-MRI tasks on the current volume: sequence, dementia "
             "stage and tumor gate classification, tumor segmentation, tumor pipeline and hippocampus volumes. "
-            "Submits class and segmentation corrections, starts trainings and fetches the next sample. "
+            "Submits class and segmentation corrections, starts trainings and fetches the next sample; shows a "
+            "task's model history (admins roll it back) and lets reviewers approve final labels. "
             "Research use only; not for clinical decisions."
         )
         self.parent.acknowledgementText = "Built on MONAI Label and 3D Slicer."
@@ -122,6 +134,7 @@ class MRILabelParameterNode:
     trainTask: str = ""
     epochs: Annotated[int, WithinRange(1, 1000)] = 10
     strategy: str = ""
+    historyTask: str = ""
 
 
 class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -140,6 +153,9 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.lastResult = None
         self._uncertaintyTasks = set()  # the server's tasks that offer Show uncertainty (after Connect)
         self._uncertainSlices = None  # (map node ID, axis, [slice index of each list entry]) of the last map
+        self._history = None  # the model history last shown (MRILabelLib.history.ModelHistory)
+        self._reviewItems = []  # the review list's entries (MRILabelLib.review.ReviewItem), in list order
+        self._connected = False
         self._plan = None
         self._then = None
         self._parameterNode = None
@@ -169,6 +185,12 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "submitSegmentationButton": self.onSubmitSegmentation,
             "trainButton": self.onStartTraining,
             "nextSampleButton": self.onNextSample,
+            "refreshHistoryButton": self.onRefreshHistory,
+            "rollbackButton": self.onRollBack,
+            "refreshReviewsButton": self.onRefreshReviews,
+            "loadReviewButton": self.onLoadForReview,
+            "approveButton": self.onApprove,
+            "needsChangesButton": self.onNeedsChanges,
             "cancelButton": self.onCancel,
         }
         for name, handler in buttons.items():
@@ -178,6 +200,8 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.taskCombo.currentTextChanged.connect(self.onTaskChanged)
         self.ui.trainTaskCombo.currentTextChanged.connect(lambda text: self._remember("trainTask", text))
         self.ui.strategyCombo.currentTextChanged.connect(lambda text: self._remember("strategy", text))
+        self.ui.historyTaskCombo.currentTextChanged.connect(self.onHistoryTaskChanged)
+        self.ui.reviewStatusCombo.currentTextChanged.connect(self.onReviewStatusChanged)
         # a click (or Enter) on an entry of the uncertain-slice list shows that slice
         self.ui.uncertaintyList.itemClicked.connect(self.onUncertainSliceClicked)
         self.ui.uncertaintyList.itemActivated.connect(self.onUncertainSliceClicked)
@@ -269,6 +293,7 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 (self.ui.taskCombo, "task"),
                 (self.ui.trainTaskCombo, "trainTask"),
                 (self.ui.strategyCombo, "strategy"),
+                (self.ui.historyTaskCombo, "historyTask"),
             ):
                 self._select(combo, getattr(self._parameterNode, name))
         finally:
@@ -329,6 +354,12 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.submitSegmentationButton,
             self.ui.trainButton,
             self.ui.nextSampleButton,
+            self.ui.refreshHistoryButton,
+            self.ui.rollbackButton,
+            self.ui.refreshReviewsButton,
+            self.ui.loadReviewButton,
+            self.ui.approveButton,
+            self.ui.needsChangesButton,
         ]
 
     def _setBusy(self, busy):
@@ -440,6 +471,10 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             trainable = [t.name for t in tasks if t.trainable]
             self._fillCombo(self.ui.trainTaskCombo, trainable, stored.trainTask if stored else None)
             self._fillCombo(self.ui.strategyCombo, self.logic.strategies(), stored.strategy if stored else None)
+            self._fillCombo(self.ui.historyTaskCombo, trainable, stored.historyTask if stored else None)
+            self._connected = True
+            self._clearHistory()
+            self._clearReviews()
             self._updateUncertaintyButton()
             self._showStatus(f"Connected to {url}: {len(tasks)} tasks.")
 
@@ -584,6 +619,120 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showStatus(f"Loaded next sample {node.GetName()}.")
 
         self._launch(self.logic.nextSample, self.ui.strategyCombo.currentText, then=show)
+
+    # --- model history -------------------------------------------------------------------------------------------
+
+    def onHistoryTaskChanged(self, text):
+        self._remember("historyTask", text)
+        if self._history is not None and self._history.task != text:
+            self._clearHistory()
+
+    def _clearHistory(self):
+        self._history = None
+        self.ui.historyTable.setRowCount(0)
+        self.ui.servedLabel.setText("")
+
+    def onRefreshHistory(self):
+        self._launch(self.logic.modelHistory, self.ui.historyTaskCombo.currentText, then=self._showHistory)
+
+    def _showHistory(self, history):
+        """Fill the table (newest first) and the served checkpoint's line."""
+        self._history = history
+        rows = history.rows
+        self.ui.historyTable.setRowCount(len(rows))
+        for index, row in enumerate(rows):
+            for column, text in enumerate(row.cells()):
+                self.ui.historyTable.setItem(index, column, qt.QTableWidgetItem(text))
+        self.ui.servedLabel.setText(history.served_line())
+        self._showStatus(history.sentence())
+
+    def onRollBack(self):
+        """Ask first (slicer.util.confirmOkCancelDisplay); only an OK sends the rollback."""
+        if self.jobs.busy:
+            return
+        task = self.ui.historyTaskCombo.currentText
+        question = self._guarded(self.logic.rollbackQuestion, task, self._history)
+        if question is None:
+            return
+        if not slicer.util.confirmOkCancelDisplay(question, windowTitle=WINDOW_TITLE):
+            self._showStatus(f"Rollback of {task} cancelled; nothing was sent.")
+            return
+
+        def rolledBack(answer):
+            result, history = answer
+            if history is not None:
+                self._showHistory(history)
+            else:
+                self._clearHistory()
+            self._showStatus(result.sentence())
+
+        self._launch(self.logic.rollBack, task, then=rolledBack)
+
+    # --- review --------------------------------------------------------------------------------------------------
+
+    def _clearReviews(self):
+        self._reviewItems = []
+        self.ui.reviewList.clear()
+
+    def onReviewStatusChanged(self, text):
+        """Another filter: the list is read again (once connected)."""
+        self._clearReviews()
+        if self._connected and not self.jobs.busy:
+            self.onRefreshReviews()
+
+    def onRefreshReviews(self):
+        self._launch(self.logic.reviewList, self.ui.reviewStatusCombo.currentText, then=self._showReviews)
+
+    def _showReviews(self, listing):
+        self._fillReviews(listing)
+        self._showStatus(listing.sentence())
+
+    def _fillReviews(self, listing):
+        self._reviewItems = list(listing.items)
+        self.ui.reviewList.clear()
+        for item in self._reviewItems:
+            self.ui.reviewList.addItem(item.text())
+
+    def _selectedReview(self):
+        """The review list's selected entry (``QListWidget.currentRow``), or None."""
+        row = self.ui.reviewList.currentRow
+        if isinstance(row, int) and 0 <= row < len(self._reviewItems):
+            return self._reviewItems[row]
+        return None
+
+    def onLoadForReview(self):
+        item = self._selectedReview()
+
+        def loaded(answer):
+            volume, segmentation = answer
+            self.ui.volumeSelector.setCurrentNode(volume)
+            self.ui.segmentationSelector.setCurrentNode(segmentation)
+            self._showStatus(f'Loaded {volume.GetName()} for review; its final label is "{segmentation.GetName()}".')
+
+        self._launch(self.logic.loadForReview, item.image if item else "", item.task if item else None, then=loaded)
+
+    def onApprove(self):
+        self._decide("approved")
+
+    def onNeedsChanges(self):
+        self._decide("needs_changes")
+
+    def _decide(self, status):
+        item = self._selectedReview()
+
+        def decided(decision):
+            self.ui.reviewCommentEdit.setPlainText("")
+            self._fillReviews(decision.listing)
+            self._showStatus(decision.sentence())
+
+        self._launch(
+            self.logic.submitReview,
+            item.image if item else "",
+            status,
+            self.ui.reviewCommentEdit.toPlainText(),
+            self.ui.reviewStatusCombo.currentText,
+            then=decided,
+        )
 
 
 class MRILabelLogic(ScriptedLoadableModuleLogic):
@@ -1183,13 +1332,98 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
         slicer.util.setSliceViewerLayers(background=node, fit=True)
         return node
 
+    # --- model history -----------------------------------------------------------------------------------------
+
+    def modelHistory(self, task):
+        """A plan: read the task's model history; its value is a :class:`MRILabelLib.history.ModelHistory`."""
+        server = self._server()
+        return Plan(f"Reading the model history of {task}", lambda progress: server.model_history(task))
+
+    @staticmethod
+    def rollbackQuestion(task, history=None):
+        """What the panel asks before rolling ``task`` back (``history``: the task's last history read, or None)."""
+        return rollback_question(task, history)
+
+    def rollBack(self, task):
+        """A plan: serve the task's newest archived checkpoint again (admin), then read its history again; its value
+        is ``(RollbackResult, ModelHistory or None)`` (None when the history could not be read after the rollback)."""
+        server = self._server()
+        rollback_question(task)  # a sentence before anything is sent when no task is chosen
+
+        def work(progress):
+            result = server.roll_back(task)
+            progress(f"Reading the model history of {task}")
+            try:
+                history = server.model_history(task)
+            except Cancelled:
+                raise
+            except Exception:  # the rollback happened: its sentence is shown without the table
+                logging.debug("MRI Label: history after the rollback not read", exc_info=True)
+                history = None
+            return result, history
+
+        return Plan(f"Rolling {task} back", work)
+
+    # --- review ------------------------------------------------------------------------------------------------
+
+    def reviewList(self, status):
+        """A plan: the final labels in review state ``status`` (``pending``, ``approved``, ``needs changes``); its
+        value is a :class:`MRILabelLib.review.ReviewList`."""
+        server = self._server()
+        state = review_state(status, REVIEW_STATES)  # a sentence before anything is sent
+        return Plan(f"Reading the {status} final labels", lambda progress: ReviewList(state, server.reviews(state)))
+
+    def submitReview(self, imageId, status, comment, listStatus):
+        """A plan: approve the image's final label or ask for changes, then read the review list (state
+        ``listStatus``) again; its value is a :class:`MRILabelLib.review.ReviewDecision`. The image, the decision and
+        the comment (at most 2,000 characters) are checked before anything is sent."""
+        server = self._server()
+        if not imageId:
+            raise ValueError("Select an image in the review list first")
+        decision = review_state(status, DECISIONS)
+        comment = check_comment(comment)
+        listed = review_state(listStatus, REVIEW_STATES)
+
+        def work(progress):
+            review = server.review(imageId, decision, comment)
+            progress("Reading the review list again")
+            return ReviewDecision(imageId, review, ReviewList(listed, server.reviews(listed)))
+
+        return Plan(f"Sending the review of {imageId}", work)
+
+    def loadForReview(self, imageId, task=None):
+        """A plan: fetch an image and its final label; its value is ``(volume, segmentation)`` (see
+        :meth:`loadReviewSample`)."""
+        server = self._server()
+        if not imageId:
+            raise ValueError("Select an image in the review list first")
+        folder = self._actionFolder()
+
+        def work(progress):
+            return server.fetch_for_review(imageId, task, progress, folder=folder)
+
+        return Plan(f"Loading {imageId} for review", work, self.loadReviewSample, self._removeFolder(folder))
+
+    def loadReviewSample(self, sample):
+        """Load a downloaded image as a fetched sample is loaded (:meth:`loadSample`: one file, its datastore id and
+        fingerprint) and its final label as a segmentation made for it (:meth:`loadMaskAsSegmentation`: the label
+        checked against the image's grid, segments named by the task's labels); returns ``(volume, segmentation)``.
+        The segmentation can be edited and submitted again as the image's final label (which makes it pending)."""
+        volume = self.loadSample(NextSample(sample.image_id, sample.image_path, {}))
+        result = SegmentationResult(sample.task or "", sample.label_path, sample.label_names, None, {})
+        segmentation = self.loadMaskAsSegmentation(result, volume, sample.image_id)
+        segmentation.SetName(f"{sample.image_id} final label" + (f" ({sample.task})" if sample.task else ""))
+        if not sample.task:  # a label of no served task: Submit uses the task chosen in the panel
+            segmentation.SetAttribute(TASK_ATTRIBUTE, "")
+        return volume, segmentation
+
 
 class MRILabelTest(ScriptedLoadableModuleTest):
     """Runs in Slicer (Reload and Test), without a server: mask import into a segmentation, export of a corrected
     segment, class-activation maps over a volume and over a one-slice picture, an uncertainty map with a jump to its
-    most uncertain slice (where the layout has slice views), and the geometry checks. It leaves
-    nothing behind (scene cleared, temporary files removed). With MRILABEL_TEST_SERVER_URL set it also connects and
-    lists the server's tasks (nothing is sent)."""
+    most uncertain slice (where the layout has slice views), an image and its final label loaded for review, and the
+    geometry checks. It leaves nothing behind (scene cleared, temporary files removed). With MRILABEL_TEST_SERVER_URL
+    set it also connects and lists the server's tasks (nothing is sent)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -1205,6 +1439,7 @@ class MRILabelTest(ScriptedLoadableModuleTest):
             self.test_mask_import_and_export,
             self.test_cam_overlays,
             self.test_uncertainty_overlay,
+            self.test_review_loading,
             self.test_geometry_checks,
             self.test_server_connection,
         ):
@@ -1313,6 +1548,25 @@ class MRILabelTest(ScriptedLoadableModuleTest):
         centre = slice_center(ijkToRas, (6, 16, 20), 2, 4)
         self.assertAlmostEqual(float(sliceToRas[:3, 2] @ (centre - sliceToRas[:3, 3])), 0.0, places=3)
         self.delayDisplay(f"Slice 4 shown in the {sliceNode.GetLayoutName()} view")
+
+    def test_review_loading(self):
+        ijkToRas = np.diag([0.9, 0.9, 3.0, 1.0])
+        ijkToRas[:3, 3] = (-20.0, 5.0, 2.0)
+        image = np.random.default_rng(1).normal(size=(6, 16, 20)).astype(np.float32)
+        imagePath = self._serverFile("MRILabel self-test review image", image, ijkToRas)
+        label = np.zeros((6, 16, 20), np.uint8)
+        label[2:4, 4:9, 5:12] = 1
+        labelPath = self._serverFile("MRILabel self-test review label", label, ijkToRas, "vtkMRMLLabelMapVolumeNode")
+        sample = ReviewSample("selftest_review", "selftest", imagePath, labelPath, {"tumor": 1})
+        volume, segmentationNode = self.logic.loadReviewSample(sample)
+        self.assertEqual(volume.GetAttribute(IMAGE_ID_ATTRIBUTE), "selftest_review")
+        self.assertEqual(segmentationNode.GetAttribute(IMAGE_ID_ATTRIBUTE), "selftest_review")
+        self.assertIs(self.logic.sourceVolumeOf(segmentationNode), volume)
+        segmentation = segmentationNode.GetSegmentation()
+        self.assertEqual(segmentation.GetNthSegment(0).GetName(), "tumor")
+        loaded = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentation.GetNthSegmentID(0), volume)
+        np.testing.assert_array_equal(loaded > 0, label > 0)
+        self.delayDisplay("An image and its final label loaded for review, the label on the image's grid")
 
     def test_geometry_checks(self):
         volume = self._volume("MRILabel self-test grid", np.zeros((4, 8, 8), np.float32), np.diag([1.0, 1.0, 3.0, 1]))

@@ -355,6 +355,39 @@ class ServerClient:
         """``GET /datastore/?output=all``: every image with its info and labels."""
         return self.request("GET", "/datastore/", {"output": "all"}).json()
 
+    def download_label(self, label_id: str, folder: str, tag: str = "final") -> str:
+        """``GET /datastore/label?label=ID&tag=TAG`` (MONAI Label's route; in a local datastore a label's id is its
+        image's id): save the label into ``folder`` as ``<tag>_label_<file name>`` (the image downloaded beside it
+        has the same file name); return the file's path."""
+        answer = self.request(
+            "GET", "/datastore/label", {"label": label_id, "tag": tag}, timeout_s=max(self.timeout_s, 120)
+        )
+        name = os.path.basename(_attachment_name(answer.headers) or f"{label_id}.nii.gz")
+        path = os.path.join(folder, f"{tag}_label_{name}")
+        with open(path, "wb") as handle:
+            handle.write(answer.body)
+        return path
+
+    # --- mri-label routes (apps/mri_app/lib/mri_routes.py) ---------------------------------------------------
+
+    def history(self, task: str) -> Dict:
+        """``GET /mri/history/{task}`` (user): ``{"task", "served", "entries"}``, entries newest first."""
+        return self.request("GET", f"/mri/history/{urllib.parse.quote(task)}").json()
+
+    def rollback(self, task: str) -> Dict:
+        """``POST /mri/rollback/{task}`` (admin): serve the newest archived checkpoint again;
+        ``{"task", "served", "entry"}``."""
+        return self.request("POST", f"/mri/rollback/{urllib.parse.quote(task)}").json()
+
+    def put_review(self, image_id: str, status: str, comment: str = "") -> Dict:
+        """``PUT /mri/review/{image}`` (reviewer): ``{"image", "review"}``."""
+        body = {"status": status, "comment": comment}
+        return self.request("PUT", f"/mri/review/{urllib.parse.quote(image_id)}", json_body=body).json()
+
+    def reviews(self, status: Optional[str] = None) -> Dict:
+        """``GET /mri/review?status=...`` (reviewer): ``{"status", "count", "images"}`` (every state when None)."""
+        return self.request("GET", "/mri/review", {"status": status} if status else None).json()
+
 
 def _attachment_name(headers: Dict[str, str]) -> Optional[str]:
     disposition = headers.get("content-disposition", "")

@@ -19,6 +19,7 @@ from .errors import (
     UnexpectedAnswerError,
     plain_sentence,
 )
+from .history import ModelHistory, RollbackResult, parse_history, parse_rollback
 from .progress import TrainingProgress, read_progress
 from .results import (
     ClassificationResult,
@@ -28,6 +29,17 @@ from .results import (
     parse_classification,
     parse_segmentation,
     read_uncertainty,
+)
+from .review import (
+    DECISIONS,
+    PENDING,
+    REVIEW_STATES,
+    Review,
+    ReviewItem,
+    check_comment,
+    parse_decision,
+    parse_reviews,
+    review_state,
 )
 
 ProgressCallback = Callable[[str, Optional[float], Optional[TrainingProgress]], None]
@@ -69,6 +81,28 @@ class NextSample(NamedTuple):
     image_id: str
     path: str
     info: Dict
+
+
+class ReviewSample(NamedTuple):
+    """An image and its ``final`` label, downloaded for review: the label's values are named by its task's labels
+    (``label_names``; empty when the label belongs to no task the server serves)."""
+
+    image_id: str
+    task: Optional[str]
+    image_path: str
+    label_path: str
+    label_names: Dict[str, int]
+
+
+def _missing_route(error: ServerHTTPError, what: str) -> BaseException:
+    """A 404 of FastAPI's own (``Not Found``: the route does not exist) as a sentence saying the server lacks
+    ``what``; any other error unchanged."""
+    if error.status == 404 and (error.detail or "").strip().lower() in ("not found", ""):
+        return ValueError(
+            f"This server has no {what} ({error.method} {error.path} does not exist); it needs an mri-label server "
+            "with model history and review"
+        )
+    return error
 
 
 def declared_uncertainty(model: Dict) -> Optional[bool]:
@@ -428,3 +462,105 @@ class ServerLogic:
         image_id = str(picked["id"])
         _report(progress, f"Downloading {image_id}")
         return NextSample(image_id, self.client.download_image(image_id, folder or self.work_dir), picked)
+
+    # --- model history ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _require_task(task: str) -> str:
+        if not task or not str(task).strip():
+            raise ValueError(f"task must be a task of the server (choose one in Model history), got {task!r}")
+        return str(task).strip()
+
+    def model_history(self, task: str) -> ModelHistory:
+        """The task's model history (``GET /mri/history/<task>``): the served checkpoint and the entries, newest first.
+
+        Raises:
+            ValueError: no task given, or the server has no model history (an older server).
+            UnexpectedAnswerError: the answer is not a model history.
+        """
+        task = self._require_task(task)
+        try:
+            answer = self.client.history(task)
+        except ServerHTTPError as error:
+            raise _missing_route(error, "model history") from None
+        return parse_history(answer, task)
+
+    def roll_back(self, task: str) -> RollbackResult:
+        """Serve the task's newest archived checkpoint again (``POST /mri/rollback/<task>``, admin).
+
+        Raises:
+            ServerHTTPError: 403 for a user who is not an admin, 409 with no archive or while a training of the task
+                runs (the server's sentence says which).
+        """
+        task = self._require_task(task)
+        try:
+            answer = self.client.rollback(task)
+        except ServerHTTPError as error:
+            raise _missing_route(error, "rollback") from None
+        return parse_rollback(answer, task)
+
+    # --- review ----------------------------------------------------------------------------------------------
+
+    def reviews(self, status: str = PENDING) -> List[ReviewItem]:
+        """The images whose ``final`` label is in review state ``status`` (``GET /mri/review``, reviewer).
+
+        Raises:
+            ValueError: an unknown state (nothing is sent), or the server has no review (an older server).
+        """
+        status = review_state(status, REVIEW_STATES)
+        try:
+            answer = self.client.reviews(status)
+        except ServerHTTPError as error:
+            raise _missing_route(error, "review of final labels") from None
+        return parse_reviews(answer)
+
+    def review(self, image_id: str, status: str, comment: str = "") -> Review:
+        """Approve an image's ``final`` label or ask for changes (``PUT /mri/review/<image>``, reviewer); returns the
+        review the server stored.
+
+        Raises:
+            ValueError: no image, a status that is not a decision, or a comment over 2,000 characters: checked before
+                anything is sent.
+            ServerHTTPError: 403 for a role below reviewer, 404 for an image without a final label.
+        """
+        if not image_id or not str(image_id).strip():
+            raise ValueError("Select an image in the review list first")
+        status = review_state(status, DECISIONS)
+        comment = check_comment(comment)
+        try:
+            answer = self.client.put_review(str(image_id).strip(), status, comment)
+        except ServerHTTPError as error:
+            raise _missing_route(error, "review of final labels") from None
+        return parse_decision(answer)
+
+    def fetch_for_review(
+        self,
+        image_id: str,
+        task: Optional[str] = None,
+        progress: Optional[ProgressCallback] = None,
+        folder: Optional[str] = None,
+    ) -> ReviewSample:
+        """Download an image and its ``final`` label into ``folder`` (``work_dir`` when None), as the next sample's
+        image is downloaded, with the label's value names from ``task``'s labels (none for an unknown task).
+
+        Raises:
+            ValueError: no image given, or the image has no final label on the server (any more).
+        """
+        if not image_id or not str(image_id).strip():
+            raise ValueError("Select an image in the review list first")
+        folder = folder or self.work_dir
+        names: Dict[str, int] = {}
+        if task and task in {t.name for t in self.tasks()}:
+            names = dict(self.task(task).labels)
+        _report(progress, f"Downloading {image_id}")
+        image_path = self.client.download_image(image_id, folder)
+        _report(progress, f"Downloading the final label of {image_id}")
+        try:
+            label_path = self.client.download_label(image_id, folder, "final")
+        except ServerHTTPError as error:
+            if error.status != 404:
+                raise
+            raise ValueError(
+                f"{image_id} has no final label on the server (any more); refresh the review list"
+            ) from None
+        return ReviewSample(image_id, task or None, image_path, label_path, names)

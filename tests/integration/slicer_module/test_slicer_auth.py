@@ -64,3 +64,50 @@ def test_a_role_too_low_is_a_sentence_naming_the_role(logic):
     assert refused.value.status == 403
     sentence = plain_sentence(refused.value)
     assert sentence.startswith("Your account may not do this") and "monailabel-annotator" in sentence
+
+
+# --- issue 18 item 4: model history (user), rollback (admin), review (reviewer) -----------------------------------
+
+
+def _refused(call, *args):
+    with pytest.raises(ServerHTTPError) as refused:
+        call(*args)
+    return refused.value.status, plain_sentence(refused.value)
+
+
+def test_an_annotator_reads_the_history_but_may_neither_roll_back_nor_review(logic):
+    logic.sign_in("ann.annotator", "annotator-pw")
+    history = logic.model_history("sequence")
+    assert history.rows == [] and history.served is not None  # the shipped checkpoint's copy
+    status, sentence = _refused(logic.roll_back, "sequence")
+    assert status == 403 and sentence.startswith("Your account may not do this") and "monailabel-admin" in sentence
+    for call, args in ((logic.reviews, ("pending",)), (logic.review, ("synth01_flair", "approved", "fine"))):
+        status, sentence = _refused(call, *args)
+        assert status == 403 and sentence == (
+            'Your account may not do this: Role "monailabel-reviewer" (or a higher one) is required to perform this '
+            "action; ask an administrator for the role."
+        )
+
+
+def test_a_reviewer_approves_with_a_comment_and_an_admin_may_roll_back(auth_server, monkeypatch, tmp_path):
+    from monailabel.config import settings
+
+    from tests.helpers.fake_realm import ACCOUNTS, Account
+
+    monkeypatch.setitem(ACCOUNTS, "rita.reviewer", Account("reviewer-pw", [settings.MONAI_LABEL_AUTH_ROLE_REVIEWER]))
+    reviewer = ServerLogic(auth_server["url"], work_dir=str(tmp_path))
+    reviewer.sign_in("rita.reviewer", "reviewer-pw")
+    assert "synth01_flair" in {item.image for item in reviewer.reviews("pending")}
+    review = reviewer.review("synth01_flair", "approved", "clean margins")
+    assert (review.status, review.reviewer, review.comment) == ("approved", "rita.reviewer", "clean margins")
+    (approved,) = [item for item in reviewer.reviews("approved") if item.image == "synth01_flair"]
+    assert approved.review.reviewer == "rita.reviewer" and approved.review.comment == "clean margins"
+    status, sentence = _refused(reviewer.roll_back, "sequence")  # a reviewer is not an admin
+    assert status == 403 and "monailabel-admin" in sentence
+
+    admin = ServerLogic(auth_server["url"], work_dir=str(tmp_path))
+    admin.sign_in("adam.admin", "admin-pw")
+    status, sentence = _refused(admin.roll_back, "sequence")  # allowed, but nothing was archived
+    assert status == 409 and sentence == (
+        "The server refused the request: sequence has no archived checkpoint to roll back to."
+    )

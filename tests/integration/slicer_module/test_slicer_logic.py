@@ -212,9 +212,15 @@ def test_uncertainty_map_of_tumor_seg_lies_on_the_volume(logic, server, training
 
 
 def test_uncertainty_of_a_task_without_maps_is_a_sentence(logic, trainings):
-    with pytest.raises(ValueError) as caught:
+    # the server refuses the option for a task without maps, naming those with one (an older server answered its
+    # usual result, which MRILabelLib turns into "... answered without an uncertainty summary": unit-tested)
+    with pytest.raises(ServerHTTPError) as refused:
         logic.uncertainty_map("tumor_pipeline", "synth02_flair")
-    assert plain_sentence(caught.value).startswith("tumor_pipeline answered without an uncertainty summary")
+    assert refused.value.status == 422
+    assert plain_sentence(refused.value) == (
+        "The server refused the request: params uncertainty: tumor_pipeline answers no uncertainty map; tasks that "
+        "do: ['hippocampus', 'tumor_seg']."
+    )
     with pytest.raises(ValueError) as caught:
         logic.uncertainty_map("tumor_gate", "synth01_flair")  # a classifier: refused before anything is sent
     assert plain_sentence(caught.value).startswith("tumor_gate does not give uncertainty maps")

@@ -65,13 +65,17 @@ class FakeCombo:
 
 
 class FakeList:
-    """QListWidget stand-in: entries as texts; ``row(item)`` of an entry this list gave out by ``item(row)``."""
+    """QListWidget stand-in: entries as texts; ``row(item)`` of an entry this list gave out by ``item(row)``;
+    ``currentRow`` as PythonQt gives QListWidget's property (an int, -1 without a selection; cleared with the list)."""
 
     def __init__(self):
-        self.entries, self.visible = [], True
+        self.entries, self.visible, self.currentRow = [], True, -1
 
     def clear(self):
-        self.entries = []
+        self.entries, self.currentRow = [], -1
+
+    def setCurrentRow(self, row):
+        self.currentRow = row
 
     def addItem(self, text):
         self.entries.append(str(text))
@@ -84,6 +88,50 @@ class FakeList:
 
     def row(self, item):
         return item[2] if isinstance(item, tuple) and item[1] is self else -1
+
+
+class FakeTableItem:
+    """qt.QTableWidgetItem stand-in: its text."""
+
+    def __init__(self, text=""):
+        self._text = str(text)
+
+    def text(self):
+        return self._text
+
+
+class FakeTable:
+    """QTableWidget stand-in: ``setRowCount`` and ``setItem``; :meth:`texts` gives the cells row by row."""
+
+    def __init__(self, columns=4):
+        self.columns, self.cells = columns, []
+
+    def setRowCount(self, count):
+        self.cells = [row for row in self.cells[:count]] + [
+            [None] * self.columns for _ in range(count - len(self.cells))
+        ]
+
+    def rowCount(self):
+        return len(self.cells)
+
+    def setItem(self, row, column, item):
+        self.cells[row][column] = item
+
+    def texts(self):
+        return [[None if item is None else item.text() for item in row] for row in self.cells]
+
+
+class FakeTextEdit:
+    """QPlainTextEdit stand-in: ``toPlainText``/``setPlainText``."""
+
+    def __init__(self, text=""):
+        self.text = text
+
+    def toPlainText(self):
+        return self.text
+
+    def setPlainText(self, text):
+        self.text = text
 
 
 class FakeSelector:
@@ -486,6 +534,7 @@ def stub_modules(events=None):
     qt = Recorder("qt")
     vtk = Recorder("vtk")
     put(vtk, "vtkMatrix4x4", FakeMatrix)
+    put(qt, "QTableWidgetItem", FakeTableItem)
     put(slicer_pkg, "mrmlScene", scene)
 
     loadable = types.ModuleType("slicer.ScriptedLoadableModule")
@@ -619,6 +668,16 @@ def stub_modules(events=None):
 
     error_display.calls = []
     put(util, "errorDisplay", error_display)
+
+    def confirm_ok_cancel(text, windowTitle=None, parent=None, **kwargs):
+        """As Slicer's ``confirmOkCancelDisplay(text, windowTitle=None, parent=None, **kwargs)``: True for OK. The
+        answer is ``confirm_ok_cancel.answer`` (Cancel unless a test says OK)."""
+        events.append("confirm box")
+        confirm_ok_cancel.calls.append(((text,), dict(windowTitle=windowTitle, parent=parent, **kwargs)))
+        return confirm_ok_cancel.answer
+
+    confirm_ok_cancel.calls, confirm_ok_cancel.answer = [], False
+    put(util, "confirmOkCancelDisplay", confirm_ok_cancel)
 
     for owner, prefix in ((slicer_pkg.app, "slicer"), (qt.QApplication, "qt")):
         put(owner, "setOverrideCursor", lambda *a, _p=prefix: events.append("cursor on"))

@@ -154,6 +154,12 @@ def test_buttons_are_wired_to_their_handlers(module):
         "submitSegmentationButton": widget.onSubmitSegmentation,
         "trainButton": widget.onStartTraining,
         "nextSampleButton": widget.onNextSample,
+        "refreshHistoryButton": widget.onRefreshHistory,
+        "rollbackButton": widget.onRollBack,
+        "refreshReviewsButton": widget.onRefreshReviews,
+        "loadReviewButton": widget.onLoadForReview,
+        "approveButton": widget.onApprove,
+        "needsChangesButton": widget.onNeedsChanges,
         "cancelButton": widget.onCancel,
     }
     for attribute, handler in wiring.items():
@@ -162,6 +168,8 @@ def test_buttons_are_wired_to_their_handlers(module):
     for signal in (slice_list.itemClicked, slice_list.itemActivated):  # a click or Enter on a listed slice
         assert signal.connect.calls == [((widget.onUncertainSliceClicked,), {})]
     assert widget.ui.taskCombo.currentTextChanged.connect.calls == [((widget.onTaskChanged,), {})]
+    assert widget.ui.historyTaskCombo.currentTextChanged.connect.calls == [((widget.onHistoryTaskChanged,), {})]
+    assert widget.ui.reviewStatusCombo.currentTextChanged.connect.calls == [((widget.onReviewStatusChanged,), {})]
     assert widget.trainingTimer.timeout.connect.calls == [((widget.onTrainingTimer,), {})]
     assert widget.jobTimer.timeout.connect.calls == [((widget.onJobTimer,), {})]
     assert isinstance(widget.logic, module.MRILabelLogic)

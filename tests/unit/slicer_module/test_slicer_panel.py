@@ -42,6 +42,12 @@ ACTION_BUTTONS = (
     "submitSegmentationButton",
     "trainButton",
     "nextSampleButton",
+    "refreshHistoryButton",
+    "rollbackButton",
+    "refreshReviewsButton",
+    "loadReviewButton",
+    "approveButton",
+    "needsChangesButton",
 )
 PNG_IJK_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # how Slicer loads a PNG or JPG
 
@@ -579,7 +585,7 @@ def test_ui_file_has_every_widget_the_panel_uses():
 
 def test_parameter_node_holds_the_panel_state_but_not_the_password(module):
     fields = set(module.MRILabelParameterNode.allParameters)
-    assert {"serverUrl", "task", "inputVolume", "segmentation", "epochs", "strategy"} <= fields
+    assert {"serverUrl", "task", "inputVolume", "segmentation", "epochs", "strategy", "historyTask"} <= fields
     assert not [f for f in fields if "password" in f.lower()]
     bound = {}
     for name, widget in _ui_widgets().items():
