@@ -48,6 +48,13 @@ VERSION = "0.1.0"
 # --- arguments ----------------------------------------------------------------------------------------------------
 
 
+def _measures_lesions(task: str) -> bool:
+    """Whether the task's config declares ``lesions`` (lesion measurements: the tumor page), else the volume page."""
+    from mri_label import tasks
+
+    return bool(getattr(tasks.config_class(task), "lesions", None))
+
+
 def check_arguments(task: str, age: Optional[float] = None, sex: Optional[str] = None) -> Optional[str]:
     """Check the report's arguments; return ``sex`` upper-cased (None when not given).
 
@@ -370,13 +377,14 @@ def build_report(
     sex = check_arguments(task, age, sex)
     image, mask = _check_grids(image, mask, spacing)
     measured = (result or {}).get("measurements") or {}
-    lesions = (measured.get("lesions") or {}).get("lesions") if task == "tumor_seg" else None
+    by_lesion = _measures_lesions(task)
+    lesions = (measured.get("lesions") or {}).get("lesions") if by_lesion else None
     index, why = key_slice(mask, axis, lesions)
     view_axis = axis if mask.ndim == 3 else 2
     in_plane = [d for d in range(mask.ndim) if d != view_axis][:2]
     plane = np.take(mask, index, axis=view_axis) if mask.ndim == 3 else mask
     pixel_mm2 = float(spacing[in_plane[0]]) * float(spacing[in_plane[1]])
-    numbers, measure_lines = _hippocampus(measured) if task == "hippocampus" else _tumor(measured, mask.ndim)
+    numbers, measure_lines = _tumor(measured, mask.ndim) if by_lesion else _hippocampus(measured)
     model, model_lines = _card(card, (result or {}).get("checkpoint"), checkpoint_sha256)
     subject_line = "age, sex: not given"
     if age is not None or sex is not None:

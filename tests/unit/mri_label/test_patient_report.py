@@ -35,7 +35,7 @@ def pdf_text(path) -> tuple:
 
 
 def card(task: str) -> dict:
-    return json.loads((SHIPPED_DIR / task / "model.json").read_text())
+    return json.loads((SHIPPED_DIR / task / "model.json").read_text(encoding="utf-8"))
 
 
 def whole_head_result() -> tuple:
@@ -182,7 +182,7 @@ def test_hippocampus_page_pdf_png_and_json_hold_the_same_numbers(tmp_path):
     )
     files = render(report, image, mask, (1.0, 1.0, 1.0), tmp_path / "out", affine=np.eye(4))
     assert sorted(Path(f).name for f in files.values()) == ["report.json", "report.pdf", "report.png"]
-    assert json.loads(Path(files["json"]).read_text()) == report
+    assert json.loads(Path(files["json"]).read_text(encoding="utf-8")) == report
 
     pages, text = pdf_text(files["pdf"])
     assert pages == 1
@@ -297,7 +297,7 @@ def test_cli_reports_tumor_seg_on_a_flair_volume(datastore_dir, tmp_path, capsys
     code, stdout, stderr = run_cli(argv + ["--model-dir", str(SHIPPED_DIR), "--out", str(out)], capsys)
     assert code == 0, stderr
     assert "report.pdf" in stdout and snapshot(SHIPPED_DIR) == before  # the model folder is only read
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     pages, text = pdf_text(out / "report.pdf")
     assert pages == 1 and RESEARCH_USE in text
     measured = report["measurements"]
@@ -324,7 +324,7 @@ def test_cli_reports_hippocampus_on_a_crop(datastore_dir, tmp_path, capsys):
     argv = ["report", str(datastore_dir / "synth_hippo02_t1.nii.gz"), "--task", "hippocampus", "--age", "71"]
     code, _, stderr = run_cli(argv + ["--sex", "f", "--model-dir", str(SHIPPED_DIR), "--out", str(out)], capsys)
     assert code == 0, stderr
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     pages, text = pdf_text(out / "report.pdf")
     assert pages == 1 and RESEARCH_USE in text
     measured = report["measurements"]
@@ -346,14 +346,14 @@ def test_cli_reports_tumor_seg_on_a_dicom_series_folder_without_the_patients_nam
     argv = ["report", str(tmp_path / "series-3"), "--task", "tumor_seg", "--model-dir", str(SHIPPED_DIR)]
     code, _, stderr = run_cli(argv + ["--out", str(out)], capsys)
     assert code == 0, stderr
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["input"]["file"] == "series-3" and report["input"]["shape"] == [64, 64, 8]
     assert report["input"]["spacing_mm"] == [1.0, 1.0, 3.0]
     lesion = report["measurements"]["largest_lesion"]
     tumor_slices = np.nonzero(series["tumor"].any(axis=(1, 2)))[0]  # (slices, rows, cols): the blob's slices
     assert lesion is not None and tumor_slices[0] <= lesion["slice"] <= tumor_slices[-1]
     _, text = pdf_text(out / "report.pdf")
-    everything = text + (out / "report.json").read_text()
+    everything = text + (out / "report.json").read_text(encoding="utf-8")
     assert "DOE" not in everything and "PID-4711" not in everything  # the page names the folder, not the patient
     assert "radiological view" in text
 

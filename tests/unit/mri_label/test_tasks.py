@@ -135,7 +135,7 @@ def _string_literals(path: Path) -> Dict[str, Set[int]]:
     """Value -> line numbers of every plain string literal of a Python file (f-strings and docstrings included:
     a docstring equal to a bare class name would count, prose containing one does not)."""
     found: Dict[str, Set[int]] = {}
-    for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+    for token in tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline):
         if token.type != tokenize.STRING:
             continue
         try:
@@ -190,7 +190,7 @@ def test_no_source_branches_on_a_task_name():
     names = set(tasks.task_names())
     found = []
     for relative, path in _scanned_files():
-        for node in ast.walk(ast.parse(path.read_text(), relative)):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), relative)):
             if not isinstance(node, ast.Compare):
                 continue
             operands = [node.left, *node.comparators]
