@@ -2,6 +2,7 @@
 and the repository are on ``sys.path`` through ``pythonpath`` in pyproject.toml; the auth realm and the auth server
 are in ``integration/conftest.py``.)"""
 
+import locale
 import os
 import shutil
 from pathlib import Path
@@ -13,6 +14,18 @@ from tests.helpers.app import APP_DIR, write_checkpoints
 
 # Tests start from untrained tasks unless they ask for the shipped checkpoints (conf shipped_models).
 os.environ["MRI_LABEL_SHIPPED_MODELS"] = "none"
+
+
+_LOCALE = locale.setlocale(locale.LC_ALL, None)
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_process_locale():
+    """Restore the process locale after each test: a native library reached by some test (seen in a full run: the
+    encoding turned ASCII for the tests after it, culprit not yet found) must not change how later tests read text."""
+    yield
+    if locale.setlocale(locale.LC_ALL, None) != _LOCALE:
+        locale.setlocale(locale.LC_ALL, _LOCALE)
 
 
 @pytest.fixture(scope="session")
