@@ -979,6 +979,17 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
             return imageId, None
         return imageId, self.exportForUpload(volumeNode, folder, imageId)
 
+    def _stageUpload(self, volumeNode):
+        """(GUI thread) A fresh action folder and :meth:`_prepareUpload`'s ``(image id, file or None)`` in it, as
+        ``(folder, image id, file)``; the folder is removed again when preparing fails."""
+        folder = self._actionFolder()
+        try:
+            imageId, path = self._prepareUpload(volumeNode, folder)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return folder, imageId, path
+
     def _ensureOnServer(self, server, imageId, path, progress):
         """(worker) Send the file unless the server holds the image; with no file, check that it does."""
         if path is None:
@@ -1005,12 +1016,7 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
         """A plan: run ``task`` on the volume; its value is ``(result, segmentation node or None)``."""
         server = self._server()
         volumeNode = self._requireNode(volumeNode, "A volume")
-        folder = self._actionFolder()
-        try:
-            imageId, path = self._prepareUpload(volumeNode, folder)
-        except Exception:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        folder, imageId, path = self._stageUpload(volumeNode)
         volumeId = volumeNode.GetID()
 
         def work(progress):
@@ -1057,12 +1063,7 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
         ``(node or None, message)``."""
         server = self._server()
         volumeNode = self._requireNode(volumeNode, "A volume")
-        folder = self._actionFolder()
-        try:
-            imageId, path = self._prepareUpload(volumeNode, folder)
-        except Exception:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        folder, imageId, path = self._stageUpload(volumeNode)
         volumeId = volumeNode.GetID()
 
         def work(progress):
@@ -1119,12 +1120,7 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
         server = self._server()
         volumeNode = self._requireNode(volumeNode, "A volume")
         server.require_uncertainty(task)  # before anything is sent (from the cached server info)
-        folder = self._actionFolder()
-        try:
-            imageId, path = self._prepareUpload(volumeNode, folder)
-        except Exception:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        folder, imageId, path = self._stageUpload(volumeNode)
         volumeId = volumeNode.GetID()
 
         def work(progress):
@@ -1210,12 +1206,7 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
         """A plan: record ``label`` as the correct class of the volume for ``task``."""
         server = self._server()
         volumeNode = self._requireNode(volumeNode, "A volume")
-        folder = self._actionFolder()
-        try:
-            imageId, path = self._prepareUpload(volumeNode, folder)
-        except Exception:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        folder, imageId, path = self._stageUpload(volumeNode)
 
         def work(progress):
             self._ensureOnServer(server, imageId, path, progress)

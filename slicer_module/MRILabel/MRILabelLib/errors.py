@@ -5,6 +5,7 @@ shows that sentence and never a traceback.
 """
 
 import re
+from typing import Any, Optional
 
 #: Shown when a classifier answer carries no class-activation map file.
 NO_CAM_SENTENCE = "This server does not provide class-activation maps."
@@ -207,3 +208,22 @@ def plain_sentence(error: BaseException) -> str:
     if isinstance(error, (ValueError, TypeError)):
         return _one_line(str(error))
     return _one_line(f"Something unexpected went wrong ({type(error).__name__}: {error})")
+
+
+def shown(value: Any) -> str:
+    """A value of an unexpected answer as a sentence quotes it: its ``repr``, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def answer_text(value: Any, what: str, required: bool = False) -> Optional[str]:
+    """A text field of a server answer: None when absent (unless ``required``).
+
+    Raises:
+        UnexpectedAnswerError: not a text, or an empty one where ``required`` (the sentence names ``what``).
+    """
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise UnexpectedAnswerError(f"{what} must be a text, got {shown(value)}")
+    return value

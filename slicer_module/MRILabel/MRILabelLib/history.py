@@ -18,7 +18,7 @@ An answer that is not of this shape raises :class:`~MRILabelLib.errors.Unexpecte
 import math
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from .errors import UnexpectedAnswerError
+from .errors import UnexpectedAnswerError, answer_text, shown
 
 PROMOTED, KEPT, ROLLED_BACK = "promoted", "kept", "rolled back"
 #: The table's column titles, in order.
@@ -115,25 +115,12 @@ class RollbackResult(NamedTuple):
         return f"{self.task} was rolled back: it serves {what} again{now}{kept}."
 
 
-def _text(value: Any, what: str, required: bool = False) -> Optional[str]:
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise UnexpectedAnswerError(f"{what} must be a text, got {_shown(value)}")
-    return value
-
-
 def _number(value: Any, what: str) -> Optional[float]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UnexpectedAnswerError(f"{what} must be a number, got {_shown(value)}")
+        raise UnexpectedAnswerError(f"{what} must be a number, got {shown(value)}")
     return float(value)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_checkpoint(value: Any, what: str = "served") -> Optional[Checkpoint]:
@@ -145,10 +132,10 @@ def parse_checkpoint(value: Any, what: str = "served") -> Optional[Checkpoint]:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise UnexpectedAnswerError(f"{what} must be a checkpoint description or null, got {_shown(value)}")
+        raise UnexpectedAnswerError(f"{what} must be a checkpoint description or null, got {shown(value)}")
     return Checkpoint(
-        name=str(_text(value.get("name"), f"{what}.name", required=True)),
-        modified=_text(value.get("modified"), f"{what}.modified"),
+        name=str(answer_text(value.get("name"), f"{what}.name", required=True)),
+        modified=answer_text(value.get("modified"), f"{what}.modified"),
         mtime=_number(value.get("mtime"), f"{what}.mtime"),
     )
 
@@ -163,7 +150,7 @@ def when(time: Optional[str]) -> str:
 def _metric(entry: Dict, where: str) -> str:
     before = _number(entry.get("metric_before"), f"{where}.metric_before")
     after = _number(entry.get("metric_after"), f"{where}.metric_after")
-    name = _text(entry.get("metric"), f"{where}.metric")
+    name = answer_text(entry.get("metric"), f"{where}.metric")
     if before is None and after is None:
         return NO_VALUE
     values = " → ".join(NO_VALUE if v is None else f"{v:.4f}" for v in (before, after))
@@ -177,18 +164,18 @@ def parse_entry(entry: Any, where: str = "entry") -> HistoryRow:
         UnexpectedAnswerError: the entry is not a mapping, or a shown field has the wrong type.
     """
     if not isinstance(entry, dict):
-        raise UnexpectedAnswerError(f"{where} must be a mapping, got {_shown(entry)}")
-    event = str(_text(entry.get("event"), f"{where}.event", required=True))
-    time = _text(entry.get("time"), f"{where}.time")
-    archive = _text(entry.get("archive"), f"{where}.archive")
+        raise UnexpectedAnswerError(f"{where} must be a mapping, got {shown(entry)}")
+    event = str(answer_text(entry.get("event"), f"{where}.event", required=True))
+    time = answer_text(entry.get("time"), f"{where}.time")
+    archive = answer_text(entry.get("archive"), f"{where}.archive")
     if event == ROLLED_BACK:
-        restored = _text(entry.get("restored"), f"{where}.restored")
-        by = _text(entry.get("by"), f"{where}.by")
+        restored = answer_text(entry.get("restored"), f"{where}.restored")
+        by = answer_text(entry.get("by"), f"{where}.by")
         reason = "served " + (f"the checkpoint archived as {restored}" if restored else "an archived checkpoint")
         reason += " again" + (f" (by {by})" if by else "")
         metric = NO_VALUE
     else:
-        reason = _text(entry.get("reason"), f"{where}.reason") or ""
+        reason = answer_text(entry.get("reason"), f"{where}.reason") or ""
         metric = _metric(entry, where)
     if archive:
         reason += ("; " if reason else "") + f"the checkpoint it replaced is archived as {archive}"
@@ -202,11 +189,11 @@ def parse_history(answer: Any, task: str = "") -> ModelHistory:
         UnexpectedAnswerError: the answer is not of the documented shape (the sentence names the field).
     """
     if not isinstance(answer, dict):
-        raise UnexpectedAnswerError(f"the model history must be a mapping, got {_shown(answer)}")
+        raise UnexpectedAnswerError(f"the model history must be a mapping, got {shown(answer)}")
     entries = answer.get("entries")
     if not isinstance(entries, list):
-        raise UnexpectedAnswerError(f"the model history's entries must be a list, got {_shown(entries)}")
-    name = _text(answer.get("task"), "task") or task
+        raise UnexpectedAnswerError(f"the model history's entries must be a list, got {shown(entries)}")
+    name = answer_text(answer.get("task"), "task") or task
     rows = [parse_entry(entry, f"entries[{index}]") for index, entry in enumerate(entries)]
     return ModelHistory(name, parse_checkpoint(answer.get("served")), rows)
 
@@ -218,9 +205,9 @@ def parse_rollback(answer: Any, task: str = "") -> RollbackResult:
         UnexpectedAnswerError: the answer is not of the documented shape.
     """
     if not isinstance(answer, dict):
-        raise UnexpectedAnswerError(f"the rollback answer must be a mapping, got {_shown(answer)}")
+        raise UnexpectedAnswerError(f"the rollback answer must be a mapping, got {shown(answer)}")
     entry = answer.get("entry")
     row = parse_entry(entry, "entry")
-    restored = _text(entry.get("restored"), "entry.restored") if isinstance(entry, dict) else None
-    name = _text(answer.get("task"), "task") or task
+    restored = answer_text(entry.get("restored"), "entry.restored") if isinstance(entry, dict) else None
+    name = answer_text(answer.get("task"), "task") or task
     return RollbackResult(name, parse_checkpoint(answer.get("served")), row, restored)

@@ -10,7 +10,7 @@ is ``pending``; a new ``final`` label is pending again.
 
 from typing import Any, List, NamedTuple, Optional
 
-from .errors import UnexpectedAnswerError
+from .errors import UnexpectedAnswerError, answer_text, shown
 
 PENDING, APPROVED, NEEDS_CHANGES = "pending", "approved", "needs_changes"
 #: Every review state, in the order of the panel's filter.
@@ -89,17 +89,6 @@ class ReviewItem(NamedTuple):
         return line
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _optional_text(value: Any, what: str) -> Optional[str]:
-    if value is not None and not isinstance(value, str):
-        raise UnexpectedAnswerError(f"{what} must be a text, got {_shown(value)}")
-    return value
-
-
 def parse_review(value: Any, what: str = "review") -> Optional[Review]:
     """A stored review (``{"status", "comment", "reviewer", "time"}``), or None for null.
 
@@ -109,15 +98,15 @@ def parse_review(value: Any, what: str = "review") -> Optional[Review]:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise UnexpectedAnswerError(f"{what} must be a mapping or null, got {_shown(value)}")
+        raise UnexpectedAnswerError(f"{what} must be a mapping or null, got {shown(value)}")
     status = value.get("status")
     if status not in DECISIONS:
-        raise UnexpectedAnswerError(f"{what}.status must be approved or needs_changes, got {_shown(status)}")
+        raise UnexpectedAnswerError(f"{what}.status must be approved or needs_changes, got {shown(status)}")
     return Review(
         status=status,
-        comment=_optional_text(value.get("comment"), f"{what}.comment") or "",
-        reviewer=_optional_text(value.get("reviewer"), f"{what}.reviewer"),
-        time=_optional_text(value.get("time"), f"{what}.time"),
+        comment=answer_text(value.get("comment"), f"{what}.comment") or "",
+        reviewer=answer_text(value.get("reviewer"), f"{what}.reviewer"),
+        time=answer_text(value.get("time"), f"{what}.time"),
     )
 
 
@@ -128,27 +117,27 @@ def parse_reviews(answer: Any) -> List[ReviewItem]:
         UnexpectedAnswerError: the answer is not of the documented shape (the sentence names the field).
     """
     if not isinstance(answer, dict):
-        raise UnexpectedAnswerError(f"the review list must be a mapping, got {_shown(answer)}")
+        raise UnexpectedAnswerError(f"the review list must be a mapping, got {shown(answer)}")
     images = answer.get("images")
     if not isinstance(images, list):
-        raise UnexpectedAnswerError(f"the review list's images must be a list, got {_shown(images)}")
+        raise UnexpectedAnswerError(f"the review list's images must be a list, got {shown(images)}")
     items = []
     for index, entry in enumerate(images):
         where = f"images[{index}]"
         if not isinstance(entry, dict):
-            raise UnexpectedAnswerError(f"{where} must be a mapping, got {_shown(entry)}")
+            raise UnexpectedAnswerError(f"{where} must be a mapping, got {shown(entry)}")
         image = entry.get("image")
         if not isinstance(image, str) or not image:
-            raise UnexpectedAnswerError(f"{where}.image must be an image id, got {_shown(image)}")
+            raise UnexpectedAnswerError(f"{where}.image must be an image id, got {shown(image)}")
         status = entry.get("status")
         if status not in REVIEW_STATES:
             raise UnexpectedAnswerError(
-                f"{where}.status must be one of {', '.join(REVIEW_STATES)}, got {_shown(status)}"
+                f"{where}.status must be one of {', '.join(REVIEW_STATES)}, got {shown(status)}"
             )
         items.append(
             ReviewItem(
                 image,
-                _optional_text(entry.get("task"), f"{where}.task"),
+                answer_text(entry.get("task"), f"{where}.task"),
                 status,
                 parse_review(entry.get("review"), f"{where}.review"),
             )
@@ -164,7 +153,7 @@ def parse_decision(answer: Any) -> Review:
     """
     review = parse_review(answer.get("review") if isinstance(answer, dict) else answer)
     if review is None:
-        raise UnexpectedAnswerError(f"the review answer holds no stored review, got {_shown(answer)}")
+        raise UnexpectedAnswerError(f"the review answer holds no stored review, got {shown(answer)}")
     return review
 
 
