@@ -151,8 +151,6 @@ def check_infer_params(params: Mapping[str, Any], may_write_labels: bool, from_d
         value = params.get(key)
         if key in params and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600):
             raise RequestError(f"params {key} must be a number of seconds in (0, 3600], got {value!r}")
-    if "uncertainty" in params and not isinstance(params["uncertainty"], bool):
-        raise RequestError(f"params uncertainty must be true or false, got {params['uncertainty']!r}")
     if "label_tag" in params:
         check_name(params["label_tag"], "params label_tag")
     if _flag(params, "save_label"):

@@ -29,6 +29,7 @@ from lib.pacs_proxy import router as pacs_proxy_router
 from lib.request_checks import RequestError, check_depth, check_infer_params, parse_object
 from lib.store_routes import router as store_router
 from lib.train_checks import check_train_request
+from lib.uncertainty import wants_uncertainty
 
 train_router = APIRouter(tags=["Train"])
 retrain_router = APIRouter(tags=["Active Learning"])
@@ -82,7 +83,11 @@ async def infer_model(
             raise bad_input(
                 422, f'{model} answers in JSON: ask output=json, or params {{"cam": true}} for its activation map'
             )
-    if request.get("uncertainty") is True and task is not None and not getattr(task, "answers_uncertainty", False):
+    try:
+        uncertainty = wants_uncertainty(request)  # a JSON boolean, else 422 (the infer tasks read it alike)
+    except RequestError as error:
+        raise refused(error) from None
+    if uncertainty and task is not None and not getattr(task, "answers_uncertainty", False):
         able = sorted(name for name, t in app_instance()._infers.items() if getattr(t, "answers_uncertainty", False))
         raise bad_input(422, f"params uncertainty: {model} answers no uncertainty map; tasks that do: {able}")
     try:
