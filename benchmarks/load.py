@@ -20,8 +20,8 @@ What it does, in one run on one machine:
    and class-label corrections (``PUT /classlabel/<task>?image=ID``), on images the infers and the training
    also use. Clients share the upload targets, so uploads to one image overlap.
    Beside them (unless ``--no-slow-routes``), one more thread loops over the slow routes that run on worker
-   threads: ``POST /activelearning/entropy`` and ``/epistemic`` (a model on every candidate, under the infer
-   lock), ``GET /datastore/dataset`` (the labelled data as a ZIP) and ``PUT /session/?uncompress=true`` (a tar.gz
+   threads: ``POST /activelearning/entropy`` and ``/epistemic`` (a model on every candidate, the infer lock taken
+   per image), ``GET /datastore/dataset`` (the labelled data as a ZIP) and ``PUT /session/?uncompress=true`` (a tar.gz
    of a volume, checked and unpacked; the session deleted again); and a probe calls ``GET /info/`` every
    ``PROBE_INTERVAL_S``: its row shows how the API answers while they run.
 4. After the window: waits for the training to end (stops it after ``--train-wait`` s), then downloads every

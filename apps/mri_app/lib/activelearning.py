@@ -34,7 +34,9 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from lib.datalists import final_label
 from lib.datastore import update_info_entry
 from lib.errors import bad_input
+from lib.infers import INFER_LOCK
 from lib.label_info import class_label, label_task
+from lib.mirroring import MirrorAveragingInferer
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +288,10 @@ class ModelScorer:
         return os.stat(path).st_mtime if path and os.path.exists(path) else None
 
     def __call__(self, task: str, image_id: str, datastore: Datastore) -> float:
+        with INFER_LOCK:  # per image: an infer request waits for one image's score, not for a whole strategy
+            return self.score(task, image_id, datastore)
+
+    def score(self, task: str, image_id: str, datastore: Datastore) -> float:
         infer = self.app._infers[task]
         if infer.type == "classification":
             result = self.app.infer({"model": task, "image": image_id, "result_extension": None}, datastore)
@@ -296,7 +302,10 @@ class ModelScorer:
             data = transform(data)
         inputs = torch.as_tensor(data["image"])[None].to(data["device"])
         network = infer._get_network(data["device"], data)
-        return mc_dropout_variance(network, inputs, infer.inferer(data), self.samples)
+        inferer = infer.inferer(data)
+        # dropout samples the network's uncertainty; averaging mirrors too would only multiply the passes
+        inferer = inferer.inner if isinstance(inferer, MirrorAveragingInferer) else inferer
+        return mc_dropout_variance(network, inputs, inferer, self.samples)
 
 
 class UncertaintyStrategy(Strategy):

@@ -5,7 +5,6 @@ MONAI Label's ``POST /reload`` for admins only; the guarded model-file and info 
 (:mod:`lib.access`) and log redaction (:mod:`lib.log_privacy`) over all routes."""
 
 import os
-import threading
 from typing import Optional
 
 import torch
@@ -24,6 +23,7 @@ from lib.datastore import check_image_id
 from lib.errors import bad_input, refused
 from lib.guard_routes import find_session, max_upload_bytes, rank_of, receive, remove
 from lib.guard_routes import router as guard_router
+from lib.infers import INFER_LOCK
 from lib.mri_routes import router as mri_router
 from lib.pacs_proxy import router as pacs_proxy_router
 from lib.request_checks import RequestError, check_depth, check_infer_params, parse_object
@@ -114,18 +114,9 @@ async def infer_model(
     )
 
 
-_infer_lock = threading.Lock()
-
-
 def _infer_one_at_a_time(*args):
-    with _infer_lock:
+    with INFER_LOCK:
         return run_inference(*args)
-
-
-def run_in_infer_lock(function, *args):
-    """``function(*args)`` holding the one-inference-at-a-time lock (strategies that run a model use it too)."""
-    with _infer_lock:
-        return function(*args)
 
 
 def run_inference(background_tasks, model: str, image: str, session_id: str, params: dict, file, label, output):
@@ -205,14 +196,10 @@ async def train_model(
     return run_model(model, params, run_sync, enqueue)
 
 
-#: Strategies that run a model on each candidate: they take the one-inference-at-a-time lock.
-MODEL_STRATEGIES = ("entropy", "epistemic")
-
-
 @retrain_router.post("/activelearning/{strategy}", summary="Next image to label, by an active-learning strategy (user)")
 async def next_sample(strategy: str, params: Optional[dict] = None, user: User = Depends(RoleRequired(access.USER))):
     """MONAI Label's call, off the event loop (stock: on it, so a strategy that runs models stalls every other
-    request); strategies that run a model share the infer lock."""
+    request); strategies that run a model take the infer lock for each image they score (``ModelScorer``)."""
     from monailabel.endpoints.activelearning import sample
 
     try:
@@ -222,8 +209,6 @@ async def next_sample(strategy: str, params: Optional[dict] = None, user: User =
     strategies = app_instance().info().get("strategies", {})
     if strategy not in strategies:
         raise bad_input(404, f"no active-learning strategy {strategy!r}; strategies: {sorted(strategies)}")
-    if strategy in MODEL_STRATEGIES:
-        return await run_in_threadpool(run_in_infer_lock, sample, strategy, params, user.username)
     return await run_in_threadpool(sample, strategy, params, user.username)
 
 

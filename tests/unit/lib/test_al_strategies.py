@@ -2,6 +2,7 @@
 
 import json
 import time
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 from monai.inferers import SimpleInferer
 from monailabel.datastore.local import LocalDatastore
 
-from lib.activelearning import RetrainScheduler, UncertaintyStrategy, entropy, mc_dropout_variance
+from lib.activelearning import ModelScorer, RetrainScheduler, UncertaintyStrategy, entropy, mc_dropout_variance
+from lib.infers import INFER_LOCK
+from lib.mirroring import MirrorAveragingInferer
 from lib.trainers.base import candidate_path, promote_candidate
 
 # ------------------------------------------------------------------------------------------- promotion
@@ -315,3 +318,41 @@ def test_real_finetune_run_does_not_promote_a_candidate_worse_than_the_served_ch
     assert result["metric_before"] == 1.0 and result["metric_after"] < 1.0 and stats["finetune"] == result
     assert open(config.path, "rb").read() == served_bytes
     assert not (tmp_path / "model" / "tumor_seg" / "model.candidate.pt").exists()
+
+
+class CountingSegmenter(DropoutSegmenter):
+    """Records, per forward pass, whether the one-inference-at-a-time lock was held (in a class attribute: the
+    scorer runs a deep copy of the network)."""
+
+    lock_held: list = []
+
+    def forward(self, x):
+        self.lock_held.append(INFER_LOCK.locked())
+        return super().forward(x)
+
+
+class MirroredVolumeInfer:
+    """Stands in for a volume segmentation infer task served with test-time mirroring along one axis."""
+
+    type = "segmentation"
+
+    def __init__(self):
+        self.network = CountingSegmenter()
+
+    def pre_transforms(self, data):
+        return [lambda d: dict(d, image=np.asarray(nib.load(d["image"]).dataobj)[None])]
+
+    def _get_network(self, device, data):
+        return self.network
+
+    def inferer(self, data):
+        return MirrorAveragingInferer(SimpleInferer(), flip_axes=(0,))
+
+
+def test_model_scorer_holds_the_infer_lock_per_image_and_samples_dropout_without_the_mirrors(small_store):
+    infer = MirroredVolumeInfer()
+    CountingSegmenter.lock_held.clear()
+    scorer = ModelScorer(SimpleNamespace(_infers={"seg": infer}), samples=5)
+    assert scorer("seg", "bright", small_store) > scorer("seg", "dim", small_store) > 0
+    assert CountingSegmenter.lock_held == [True] * 10  # 5 dropout passes per image, not 5 per mirror
+    assert not INFER_LOCK.locked()  # released after each image: an infer request waits for one image at most

@@ -1,8 +1,14 @@
 """Infer tasks: thin MONAI Label hooks over the shared transforms and the slice-wise inferer."""
 
 import os
+import threading
 import time
 from typing import Dict, Optional
+
+INFER_LOCK = threading.Lock()
+"""One inference at a time in a server process: the served networks are shared and reloaded in place when a
+training publishes. The infer route holds it for a request; a strategy that runs a model holds it for each image
+it scores, so that infers wait for one image, never for a whole strategy."""
 
 
 def checkpoint_name(path: str) -> str:
