@@ -92,8 +92,12 @@ def evaluate(args) -> int:
         model_dir=args.model_dir,
         progress=lambda m: print(m, flush=True),
         split_kind=args.split,
+        side=args.side,
+        conf=dict(args.conf or []),
     )
-    held_out = "held-out subjects" if args.split == "grouped" else "subjects, RANDOM image split (optimistic)"
+    held_out = f"{'held-out' if args.side == 'test' else 'validation'} subjects"
+    if args.split != "grouped":
+        held_out = "subjects, RANDOM image split (optimistic)"
     print(
         f"{summary['task']}: {summary['n_images']} images of {summary['n_subjects']} {held_out}: {summary['headline']}"
     )
@@ -224,6 +228,19 @@ def parser() -> argparse.ArgumentParser:
         default="grouped",
         help="grouped: test subjects of split.json (default); random: test images of split_random.json, "
         "an image-level split for comparison (optimistic on class-folder sets)",
+    )
+    p.add_argument(
+        "--side",
+        choices=["test", "val"],
+        default="test",
+        help="test: the held-out subjects (default); val: the validation subjects, to make a choice on",
+    )
+    p.add_argument(
+        "--conf",
+        nargs=2,
+        action="append",
+        metavar=("KEY", "VALUE"),
+        help="app option for this evaluation, repeatable (e.g. tumor_seg_keep_largest_component false)",
     )
     p.set_defaults(run=evaluate)
 

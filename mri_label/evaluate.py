@@ -56,13 +56,21 @@ from mri_label.sources import BREAKDOWNS, input_groups
 
 #: ``evaluate(split_kind=...)`` -> the split's unit (:func:`mri_label.core.splits.ensure_split`).
 SPLIT_KINDS = {"grouped": "subject", "random": "image"}
+#: The split sides an evaluation may score -> how reports name them.
+SIDES = {"test": "test", "val": "validation"}
 #: Tasks served by a cascade of other tasks' models -> (the tasks it needs loaded, the task it is compared with).
 PIPELINES = {"tumor_pipeline": (("tumor_gate", "tumor_seg"), "tumor_seg")}
 #: The pipeline's mean Dice should lie within this of its reference task's alone (issue 16).
 PIPELINE_TOLERANCE = 0.03
 
 
-def load_app(studies: str, task: str, model: Optional[str] = None, model_dir: Optional[str] = None):
+def load_app(
+    studies: str,
+    task: str,
+    model: Optional[str] = None,
+    model_dir: Optional[str] = None,
+    conf: Optional[Dict[str, str]] = None,
+):
     """The MRI app in process, serving ``task`` (with a checkpoint override when ``model`` is given); a pipeline
     task loads the tasks it chains (:data:`PIPELINES`), each from its own checkpoint; a task whose infer reads
     other tasks' networks (``reads_networks_of``: the gate, ``tumor_seg``'s) loads them too, and answers as it
@@ -77,10 +85,10 @@ def load_app(studies: str, task: str, model: Optional[str] = None, model_dir: Op
         )
     # the networks the task's infer reads (the gate: tumor_seg's), unless a checkpoint of the task itself is given
     read = () if model else tuple(getattr(discover_configs().get(task), "reads_networks_of", ()))
-    conf = {"models": ",".join(stages + read)}
+    options = {**(conf or {}), "models": ",".join(stages + read)}
     if model_dir:  # the models trained there are evaluated, never the shipped ones in their place
-        conf.update(model_dir=model_dir, shipped_models="none")
-    app = MRIApp(folder, str(studies), conf)
+        options.update(model_dir=model_dir, shipped_models="none")
+    app = MRIApp(folder, str(studies), options)
     if model:
         if not Path(model).is_file():
             raise FileNotFoundError(f"--model {model} is not a file")
@@ -240,11 +248,16 @@ def evaluate(
     model_dir: Optional[str] = None,
     progress: Callable[[str], None] = print,
     split_kind: str = "grouped",
+    side: str = "test",
+    conf: Optional[Dict[str, str]] = None,
 ) -> Dict:
     """Evaluate ``task`` on the datastore's test subjects; write the report into ``out``; return a summary.
 
     ``split_kind``: ``"grouped"`` (the test subjects of ``split.json``: patients, or near-duplicate groups) or
     ``"random"`` (the test images of ``split_random.json``, an image-level split; see the module docstring).
+    ``side``: ``"test"`` (held-out, default) or ``"val"``: the validation subjects, on which a choice (a
+    post-processing, a threshold) is made before the test subjects are scored. ``conf``: app options (``--conf KEY
+    VALUE`` of the server), e.g. ``{"tumor_seg_keep_largest_component": "false"}`` to compare a declared choice.
 
     Returns:
         {task, split_kind, n_subjects, n_images, headline, files}: ``headline`` holds the task's main figures
@@ -254,10 +267,12 @@ def evaluate(
         raise ValueError(f"target_recall must lie in (0, 1], got {target_recall}")
     if split_kind not in SPLIT_KINDS:
         raise ValueError(f"split_kind must be one of {', '.join(SPLIT_KINDS)}, got {split_kind!r}")
-    app = load_app(studies, task, model, model_dir)
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
+    app = load_app(studies, task, model, model_dir, conf)
     split = ensure_split(studies, unit=SPLIT_KINDS[split_kind])
-    out_dir = Path(out or Path("evaluation") / task)
-    test_images = _side_images(app, task, split, "test")
+    out_dir = Path(out or Path("evaluation") / (task if side == "test" else f"{task}-{side}"))
+    test_images = _side_images(app, task, split, side)
     caveat = None if task in PIPELINES else tasks.caveat(task)
     if split_kind == "random":
         caveat = (
@@ -272,7 +287,9 @@ def evaluate(
         "data": str(studies),
         "caveats": caveat,
         "split_kind": split_kind,
-        "split": "test subjects of split.json" if split_kind == "grouped" else "test images of split_random.json",
+        "split": f"{SIDES[side]} subjects of split.json"
+        if split_kind == "grouped"
+        else f"{SIDES[side]} images of split_random.json",
     }
     if task in PIPELINES:
         files, head = _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)

@@ -12,7 +12,6 @@ Output folder: ``encoder.pt`` (the encoder's tensors: ``conv1``, ``bn1``, ``laye
 ``model.json`` (tasks, datastores, items per split side, epochs, the validation curve and the chosen epoch, minutes).
 """
 
-import json
 import math
 import tempfile
 import time
@@ -22,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mri_label.app_path import app_class
+from mri_label.core.atomic import atomic_write, atomic_write_json
 from mri_label.core.splits import ensure_split, split_of
 
 
@@ -156,8 +156,7 @@ def pretrain(
         if not scores or row["val_mean_balanced_accuracy"] > best:
             best = row["val_mean_balanced_accuracy"] if scores else best
             state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-            torch.save(state, out_dir / "encoder.pt.tmp")
-            (out_dir / "encoder.pt.tmp").replace(out_dir / "encoder.pt")
+            atomic_write(out_dir / "encoder.pt", lambda f: torch.save(state, f))
             best_epoch = epoch
     card = {
         "kind": "pretrained encoder",
@@ -188,9 +187,7 @@ def pretrain(
         },
         "learning_curve": curve,
     }
-    tmp = out_dir / "model.json.tmp"
-    tmp.write_text(json.dumps(card, indent=1), encoding="utf-8")
-    tmp.replace(out_dir / "model.json")
+    atomic_write_json(out_dir / "model.json", card, indent=1)
     return card
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mri_label.core.atomic import atomic_write_text
 from mri_label.metrics import MERGED
 
 KINDS = ("classification", "segmentation")
@@ -560,7 +561,9 @@ def write_report(out_dir, task: str, kind: str, metrics: dict, meta: dict, extra
     if threshold:
         metrics = {**metrics, "threshold": threshold}
     json_path = out / "metrics.json"
-    json_path.write_text(json.dumps(_jsonable({"meta": meta, "metrics": metrics}), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(
+        json_path, json.dumps(_jsonable({"meta": meta, "metrics": metrics}), indent=2, allow_nan=False) + "\n"
+    )
 
     plots: list[tuple[str, Path | None]] = []
     if kind == "classification":

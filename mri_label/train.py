@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from mri_label.app_path import app_class
+from mri_label.core.atomic import atomic_write_json
 from mri_label.core.splits import ensure_split
 from mri_label.evaluate import evaluate
 from mri_label.recipes import train_request
@@ -111,6 +112,4 @@ def update_card(card_path: Path, record: Dict) -> None:
     card["training"] = training
     if "held_out" in record:
         card.setdefault("metrics", {})["held_out"] = record["held_out"]
-    temporary = Path(str(card_path) + ".tmp")
-    temporary.write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
-    os.replace(temporary, card_path)
+    atomic_write_json(card_path, card, indent=2, default=str)

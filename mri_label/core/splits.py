@@ -11,7 +11,7 @@ the trainers do). The first call orders them by ``sha1("<seed>:<subject>")`` and
 spare one). No stratification. Later calls return the stored split unchanged; subjects that appeared since (images
 added later) are placed by their own hash, ``u = sha1(...) / 2**60`` against the cumulative fractions, so no
 existing subject ever moves and the assignment does not depend on the order in which subjects arrive. Writes are
-atomic (temporary file + ``os.replace``) and serialised by a file lock beside ``split.json``.
+atomic (:mod:`mri_label.core.atomic`) and serialised by a file lock beside ``split.json``.
 
 ``split_random.json`` (``ensure_split(..., unit="image")``) is the same kind of split with the IMAGE id as the unit
 (``"unit": "image"`` in the file), for comparison only: where images of one subject (or near-duplicate group) sit on
@@ -22,13 +22,13 @@ both sides it overstates accuracy. It is the split that ``split.json`` would be 
 import hashlib
 import json
 import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 from filelock import FileLock
+
+from mri_label.core.atomic import atomic_write_json
 
 SPLIT_FILE = "split.json"
 RANDOM_SPLIT_FILE = "split_random.json"
@@ -36,7 +36,9 @@ UNITS = {"subject": SPLIT_FILE, "image": RANDOM_SPLIT_FILE}
 SIDES = ("train", "val", "test")
 
 
-def _key(seed: int, subject: str) -> str:
+def subject_key(seed: int, subject: str) -> str:
+    """The one subject hash of every split (``split.json``, ``split_random.json`` and the per-run split of a
+    datastore without a folder, :func:`lib.datalists.split_by_subject`): ``sha1("<seed>:<subject>")`` in hex."""
     return hashlib.sha1(f"{seed}:{subject}".encode()).hexdigest()
 
 
@@ -64,7 +66,7 @@ def _counts(n: int, fractions: Sequence[float]) -> List[int]:
 
 def _by_hash(seed: int, fractions: Sequence[float], subject: str) -> str:
     """Side of one subject from its own hash: ``u`` in [0, 1) against the cumulative fractions."""
-    u = int(_key(seed, subject)[:15], 16) / 16**15
+    u = int(subject_key(seed, subject)[:15], 16) / 16**15
     if u < fractions[0]:
         return "train"
     return "val" if u < fractions[0] + fractions[1] else "test"
@@ -90,7 +92,7 @@ def datastore_images(datastore_path) -> List[str]:
 def new_split(subjects: Iterable[str], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0) -> dict:
     """A fresh split of ``subjects`` (not written): order by ``sha1("<seed>:<subject>")`` and cut."""
     fractions = _check_fractions(fractions)
-    order = sorted({str(s) for s in subjects}, key=lambda s: _key(seed, s))
+    order = sorted({str(s) for s in subjects}, key=lambda s: subject_key(seed, s))
     n_train, n_val, _ = _counts(len(order), fractions)
     sides = {s: "train" if k < n_train else "val" if k < n_train + n_val else "test" for k, s in enumerate(order)}
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -116,20 +118,6 @@ def load_split(datastore_path, unit: str = "subject") -> Optional[dict]:
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"{path}: not a valid split file ({error})") from None
     return split
-
-
-def _write(path: Path, split: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(split, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _split_file(unit: str) -> str:
@@ -172,7 +160,7 @@ def ensure_split(
                 split["subjects"][subject] = _by_hash(split["seed"], split["fractions"], subject)
             split["subjects"] = dict(sorted(split["subjects"].items()))
             split["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        _write(folder / name, split)
+        atomic_write_json(folder / name, split, indent=1)
     return split
 
 

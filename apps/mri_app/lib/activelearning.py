@@ -37,6 +37,7 @@ from lib.errors import bad_input
 from lib.infers import INFER_LOCK
 from lib.label_info import class_label, label_task
 from lib.mirroring import MirrorAveragingInferer
+from mri_label.core.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +49,6 @@ UNCERTAINTY = {
     "epistemic": ("segmentation", "Segmentation: unlabelled image with the highest Monte-Carlo dropout variance"),
 }
 _DONE = ("DONE", "ERROR", "STOPPED")
-
-
-def _write_json(path: str, content: Dict) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(content, handle, indent=2, default=str)
-    os.replace(temporary, path)
 
 
 class RetrainScheduler:
@@ -108,7 +102,7 @@ class RetrainScheduler:
 
     def _save(self) -> None:
         os.makedirs(self.model_dir, exist_ok=True)
-        _write_json(self.path, self.state)
+        atomic_write_json(self.path, self.state, indent=2, default=str)
 
     def _entry(self, task: str) -> Dict:
         return self.state["tasks"].setdefault(

@@ -5,7 +5,6 @@ is the axial slice index of a volume for 2D tasks (``-1`` for 2D images and 3D t
 training uses follows ``--conf train_on`` (:func:`trainable_final_labels`: all, or the approved ones only).
 """
 
-import hashlib
 import logging
 import math
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
@@ -17,6 +16,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
 from lib.label_info import APPROVED, REVIEW_STATES, class_label, label_task, review_status
 from lib.transforms import axial_axis, brain_slices
+from mri_label.core.splits import subject_key
 
 logger = logging.getLogger(__name__)
 
@@ -186,14 +186,13 @@ def segmentation_items(
 def split_by_subject(items: List[Dict], val_fraction: float, seed: int = 0) -> Tuple[List[Dict], List[Dict]]:
     """Deterministic train/validation split in which no subject is on both sides.
 
-    Subjects are ordered by a hash of ``(seed, subject)``; the first ``ceil(val_fraction * n)`` of them
-    (at least one when there are two or more subjects) go to validation.
+    Subjects are ordered by the split hash of ``(seed, subject)`` (:func:`mri_label.core.splits.subject_key`, the
+    hash of ``split.json``); the first ``ceil(val_fraction * n)`` of them (at least one when there are two or more
+    subjects) go to validation.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-    subjects = sorted(
-        {str(i["subject"]) for i in items}, key=lambda s: hashlib.sha1(f"{seed}:{s}".encode()).hexdigest()
-    )
+    subjects = sorted({str(i["subject"]) for i in items}, key=lambda s: subject_key(seed, s))
     n_val = min(len(subjects) - 1, max(1, math.ceil(val_fraction * len(subjects)))) if val_fraction > 0 else 0
     val_subjects = set(subjects[:n_val])
     train = [i for i in items if str(i["subject"]) not in val_subjects]

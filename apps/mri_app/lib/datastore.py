@@ -22,10 +22,10 @@ from monai.transforms import LoadImage
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from lib.atomic import atomic_copy, atomic_write_json, remove_partial_files
 from lib.errors import ImageNotFound, bad_input, refused
 from lib.label_info import REVIEW_KEY, label_task, segment_names
 from lib.request_checks import RequestError, check_depth
+from mri_label.core.atomic import atomic_copy, atomic_write_json, remove_partial_files
 
 logger = logging.getLogger(__name__)
 

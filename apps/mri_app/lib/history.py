@@ -2,7 +2,7 @@
 
 Layout in a task's model folder (``<model_dir>/<task>``)::
 
-    history.json              every event, oldest first (written whole, atomically: lib.atomic)
+    history.json              every event, oldest first (written whole, atomically: mri_label.core.atomic)
     history/<UTC timestamp>/  an archived checkpoint: model.pt and model.json as they were served
 
 Events (``"event"``):
@@ -31,8 +31,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from filelock import FileLock
 
-from lib.atomic import atomic_copy, atomic_write_json
 from lib.infers import checkpoint_info
+from mri_label.core.atomic import atomic_copy, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

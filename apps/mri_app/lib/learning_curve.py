@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 from ignite.engine import Engine, Events
 
-from lib.atomic import atomic_write_json
+from mri_label.core.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

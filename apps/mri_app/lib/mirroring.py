@@ -1,7 +1,9 @@
 """Test-time mirroring: average a network's softmax over mirrored copies of its input (nnU-Net's mirroring).
 
 A task that trains with random mirrors along some axes (``flip_axes`` of its config) is served with the
-average over every combination of those mirrors, each prediction mirrored back.
+average over every combination of those mirrors, each prediction mirrored back. A classifier whose config declares
+``test_time_mirroring`` (chosen on validation) averages its class probabilities over the image and its left-right
+mirror, the flip its training augmentation applies.
 """
 
 from itertools import combinations
@@ -29,13 +31,17 @@ class MirrorAveragingInferer(Inferer):
 
     Args:
         inner: the inferer of one pass (e.g. ``SlidingWindowInferer``).
-        flip_axes: spatial axes (0..2) of a ``(B, C, H, W, D)`` input; empty = ``inner`` alone, unchanged.
+        flip_axes: spatial axes (0..2) of a ``(B, C, H, W[, D])`` input; empty = ``inner`` alone, unchanged.
+        segmentation: True: ``inner`` answers logits ``(B, K, *spatial)``, each mirrored back before the mean.
+            False: class logits with the classes last (e.g. ``(1, N, K)`` of a slice-wise classifier), averaged as
+            they come.
     """
 
-    def __init__(self, inner: Inferer, flip_axes: Sequence[int]):
+    def __init__(self, inner: Inferer, flip_axes: Sequence[int], segmentation: bool = True):
         super().__init__()
         self.inner = inner
         self.mirrors = mirror_sets(flip_axes)
+        self.segmentation = segmentation
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
         if len(self.mirrors) == 1:
@@ -44,8 +50,8 @@ class MirrorAveragingInferer(Inferer):
         for axes in self.mirrors:
             dims = [2 + a for a in axes]
             x = torch.flip(inputs, dims) if dims else inputs
-            p = torch.softmax(self.inner(x, network, *args, **kwargs), dim=1)
-            p = torch.flip(p, dims) if dims else p
+            p = torch.softmax(self.inner(x, network, *args, **kwargs), dim=1 if self.segmentation else -1)
+            p = torch.flip(p, dims) if dims and self.segmentation else p
             total = total + p
         return torch.log((total / len(self.mirrors)).clamp_min(1e-8))
 

@@ -22,9 +22,9 @@ from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import file_checksum
 
 from lib.access import ADMIN, ANNOTATOR, RoleRequired
-from lib.atomic import atomic_write, atomic_write_json
 from lib.errors import ImageNotFound, bad_input, refused
 from lib.request_checks import RequestError, parse_object
+from mri_label.core.atomic import atomic_write, atomic_write_json
 
 router = APIRouter()
 #: Info keys only the server writes: class labels and predictions (their own API), active-learning scores,

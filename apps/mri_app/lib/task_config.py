@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Tuple
 
 from monailabel.interfaces.config import TaskConfig
 
-from lib.conf import conf_choice, conf_float, conf_int, conf_ints
+from lib.conf import conf_bool, conf_choice, conf_float, conf_int, conf_ints
 from lib.datalists import TRAIN_ON
 from lib.history import DEFAULT_KEEP
 from lib.infers.classifier import ClassifierInfer
@@ -24,6 +24,11 @@ RECIPE = {"max_epochs": 30, "learning_rate": 3e-4, "early_stop_patience": 10}
 ``recipe`` (what ``mri-label train`` and ``benchmarks/quality.py`` run, and the shipped checkpoint was trained
 with). Budgets are for this project's 2-core CPU: each fits in an hour there."""
 
+
+POSTPROCESSING = "largest connected component of the mask kept (face-connected, whole volume)"
+"""What ``model.json`` records of a task's ``keep_largest_component``."""
+MIRRORING = "class probabilities averaged over the image and its left-right mirror"
+"""What ``model.json`` records of a classifier's ``test_time_mirroring``."""
 
 EVALUATIONS = {
     "classification": "each image's class: accuracy, balanced accuracy, macro F1, per class and per subject",
@@ -151,6 +156,10 @@ class ClassifierConfig(MRITaskConfig):
     series_classes: Dict[str, str] = {}  # series id (file suffix, channel, phantom contrast) -> class (sequence only)
     image_size = 128
     """Default of ``--conf <task>_image_size`` (pixels)."""
+    test_time_mirroring = False
+    """The infer averages the class probabilities over the image and its left-right mirror (declare it when it raises
+    the validation figure of the shipped checkpoint; state the figures beside it). ``--conf
+    <task>_test_time_mirroring`` overrides it."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -162,6 +171,7 @@ class ClassifierConfig(MRITaskConfig):
         self.slices_per_volume = conf_int(conf, f"{name}_slices_per_volume", 8, low=1)
         widths = conf_ints(conf, f"{name}_widths", (16, 32, 64, 128), length=4)
         self.pretrained = conf.get(f"{name}_pretrained") or None
+        self.test_time_mirroring = conf_bool(conf, f"{name}_test_time_mirroring", type(self).test_time_mirroring)
         if self.pretrained:
             self.network_spec, self.network = self._pretrained_network(name, conf)
         else:
@@ -198,6 +208,8 @@ class ClassifierConfig(MRITaskConfig):
         card = dict(
             super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION}
         )
+        if self.test_time_mirroring:
+            card["test_time_mirroring"] = MIRRORING
         if self.pretrained:
             card["pretrained"] = {
                 "path": self.pretrained,
@@ -210,7 +222,13 @@ class ClassifierConfig(MRITaskConfig):
 
     def infer(self):
         return self.infer_class(
-            self.serving_paths, self.network, self.labels, self.size, self.description, **self.infer_kwargs()
+            self.serving_paths,
+            self.network,
+            self.labels,
+            self.size,
+            self.description,
+            mirror=self.test_time_mirroring,
+            **self.infer_kwargs(),
         )
 
     def trainer(self):
@@ -226,13 +244,17 @@ class ClassifierConfig(MRITaskConfig):
 
 
 class SliceSegmentationConfig(MRITaskConfig):
-    """Slice-wise 2D ResUNet. Options ``--conf <task>_image_size`` (default 256) and ``<task>_widths``."""
+    """Slice-wise 2D ResUNet. Options ``--conf <task>_image_size`` (default 256), ``<task>_widths`` and
+    ``<task>_keep_largest_component`` (default: the task's declaration)."""
 
     kind = "segmentation"
     evaluation = "segmentation"
     uncertainty = "epistemic"
     lesions: Optional[str] = None
     """The label whose connected components the infer measures as lesions (volume, RANO-style diameters)."""
+    keep_largest_component = False
+    """Post-processing: the infer keeps only the largest connected component of the mask (nnU-Net's rule: declare it
+    when it raises the validation subjects' mean Dice of the shipped checkpoint; state the figures beside it)."""
 
     def init(self, name, model_dir, conf, planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -242,15 +264,27 @@ class SliceSegmentationConfig(MRITaskConfig):
             raise ValueError(f"--conf {name}_image_size must be divisible by {2 ** (len(widths) - 1)}, got {self.size}")
         self.network_spec = residual_unet(2, len(self.labels) + 1, widths)
         self.network = build_network(self.network_spec)
+        self.keep_largest_component = conf_bool(
+            conf, f"{name}_keep_largest_component", type(self).keep_largest_component
+        )
 
     def card(self):
-        return dict(
+        card = dict(
             super().card(), input={"layout": SLICES, "size": [self.size, self.size], "normalization": NORMALIZATION}
         )
+        if self.keep_largest_component:
+            card["postprocessing"] = POSTPROCESSING
+        return card
 
     def infer(self):
         return SliceSegmentationInfer(
-            self.serving_paths, self.network, self.labels, self.description, size=self.size, lesions=self.lesions
+            self.serving_paths,
+            self.network,
+            self.labels,
+            self.description,
+            size=self.size,
+            lesions=self.lesions,
+            keep_largest=self.keep_largest_component,
         )
 
     def trainer(self):

@@ -53,6 +53,19 @@ def test_split_by_subject_sizes_and_disjoint(seed, n_subjects, fraction, n_val):
 
 
 @pytest.mark.parametrize("seed", [0, 3])
+def test_split_by_subject_uses_the_split_hash_of_split_json(seed):
+    """One subject hash: the per-run split holds out the first subjects of the order split.json is cut in."""
+    from mri_label.core.splits import new_split, subject_key
+
+    items = _items(12)
+    _, val = split_by_subject(items, 0.25, seed)
+    order = sorted(_subjects(items), key=lambda s: subject_key(seed, s))
+    assert _subjects(val) == set(order[:3])
+    cut = new_split(_subjects(items), fractions=(0.75, 0.25, 0.0), seed=seed)
+    assert [cut["subjects"][s] for s in order] == ["train"] * 9 + ["val"] * 3  # split.json: the same order
+
+
+@pytest.mark.parametrize("seed", [0, 3])
 def test_split_by_subject_deterministic(seed):
     items = _items(12)
     assert split_by_subject(items, 0.25, seed) == split_by_subject(list(items), 0.25, seed)

@@ -1,5 +1,5 @@
 """lib.history on a temporary model folder: fine-tune decisions appended (promoted and kept), the replaced checkpoint
-archived, archives bounded, rollback (and its undo), and history.json written whole through lib.atomic."""
+archived, archives bounded, rollback (and its undo), and history.json written whole through mri_label.core.atomic."""
 
 import json
 import os
@@ -137,7 +137,7 @@ def test_history_is_written_whole_through_the_shared_atomic_writer(task_dir, mon
     written = []
     monkeypatch.setattr(history, "atomic_write_json", lambda path, *a, **k: written.append(path))
     _finetune(task_dir, "v2", before=0.9, after=0.1)
-    assert written == [str(task_dir / "history.json")]  # lib.atomic's writer, nothing else writes it
+    assert written == [str(task_dir / "history.json")]  # mri_label.core.atomic's writer, nothing else writes it
     assert (task_dir / "history.json").read_bytes() == before
     monkeypatch.undo()
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from monai.data import MetaTensor
 from monai.inferers import SimpleInferer
 from monai.transforms import Compose, RandFlipd
 
@@ -106,3 +107,41 @@ def test_hippocampus_declares_its_mirrors_for_training_serving_and_the_card(tmp_
         # by name: tests that load the app through MONAI Label may have imported lib.mirroring a second time
         assert type(inferer).__name__ == "MirrorAveragingInferer" and inferer.mirrors == [(), (0,)]
     assert any(type(t).__name__ == "RandFlipd" for t in config.trainer().train_pre_transforms(None))
+
+
+class RowMeanClassifier(torch.nn.Module):
+    """Class logits of a (N, 1, H, W) batch from the mean of its first rows along axis 0 versus its last ones: a
+    left-right mirror swaps them."""
+
+    def forward(self, x):
+        half = x.shape[2] // 2
+        return torch.stack([x[:, 0, :half].mean((1, 2)), x[:, 0, half:].mean((1, 2))], dim=-1)[None]
+
+
+def test_class_probabilities_are_averaged_over_the_image_and_its_mirror_without_mapping_back():
+    image = torch.zeros(1, 1, 8, 8)
+    image[0, 0, :4] = 2.0  # left half bright: class 0 without the mirror, class 1 on the mirror
+    network = RowMeanClassifier()
+    plain = torch.softmax(network(image), -1)
+    mirrored = torch.softmax(network(torch.flip(image, [2])), -1)
+    answer = MirrorAveragingInferer(lambda x, net: net(x), (0,), segmentation=False)(image, network)
+    assert answer.shape == plain.shape == (1, 1, 2)
+    torch.testing.assert_close(torch.softmax(answer, -1), (plain + mirrored) / 2)
+    torch.testing.assert_close(torch.softmax(answer, -1), torch.full((1, 1, 2), 0.5))  # symmetric by construction
+
+
+@pytest.mark.parametrize(
+    "task, declared",
+    [("dementia_stage", True), ("tumor_type", False), ("sequence", False)],
+)
+def test_a_classifier_mirrors_at_inference_only_where_its_config_declares_it(tmp_path, task, declared):
+    from main import discover_configs
+
+    for override, expected in ((None, declared), ("false", False), ("true", True)):
+        config = discover_configs()[task]()
+        conf = {"shipped_models": "none"} | ({f"{task}_test_time_mirroring": override} if override else {})
+        config.init(task, str(tmp_path), conf)
+        infer = config.infer()
+        data = {"image": MetaTensor(torch.zeros(1, 16, 16))}
+        assert (type(infer.inferer(data)).__name__ == "MirrorAveragingInferer") is expected
+        assert ("test_time_mirroring" in config.card()) is expected

@@ -294,3 +294,28 @@ def test_pipeline_takes_no_single_checkpoint(setup, tmp_path):
         evaluate(
             "tumor_pipeline", str(studies), model=str(tmp_path / "x.pt"), model_dir=str(models), progress=lambda m: None
         )
+
+
+@pytest.mark.parametrize("keep_largest", ["true", "false"])
+def test_the_validation_side_scores_the_val_subjects_with_the_options_given(setup, tmp_path, keep_largest):
+    studies, models = setup
+    out = tmp_path / f"val-{keep_largest}"
+    summary = evaluate(
+        "tumor_seg",
+        str(studies),
+        out=str(out),
+        model_dir=str(models),
+        progress=lambda m: None,
+        side="val",
+        conf={"tumor_seg_keep_largest_component": keep_largest},
+    )
+    split = ensure_split(studies)
+    saved = json.loads((out / "metrics.json").read_text())
+    scored = {s["subject"] for s in saved["metrics"]["subjects"]}
+    assert scored and all(split_of(split, s) == "val" for s in scored)
+    assert summary["n_subjects"] == len(scored) and saved["meta"]["split"] == "validation subjects of split.json"
+
+
+def test_the_side_is_validated(datastore_dir):
+    with pytest.raises(ValueError, match="side must be one of test, val, got 'train'"):
+        evaluate("tumor_seg", str(datastore_dir), side="train")

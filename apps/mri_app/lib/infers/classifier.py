@@ -15,6 +15,7 @@ from lib.conf import conf_bool
 from lib.datalists import CLASS_SLICE_FRACTION, GATE_SLICE_FRACTION
 from lib.errors import bad_input
 from lib.infers import checkpoint_info
+from lib.mirroring import MirrorAveragingInferer
 from lib.slicewise import SliceScoreInferer, SlicewiseInferer
 from lib.transforms import axial_axis, brain_slices, infer_slices_pre
 
@@ -34,7 +35,9 @@ class ClassifierInfer(BasicInferTask):
     aggregation = "mean of the softmax probabilities of the central head slices"
     slice_fraction = CLASS_SLICE_FRACTION
 
-    def __init__(self, path: str, network, labels: Dict[str, int], size: int, description: str, **kwargs):
+    def __init__(
+        self, path: str, network, labels: Dict[str, int], size: int, description: str, mirror: bool = False, **kwargs
+    ):
         super().__init__(
             path=path,
             network=network,
@@ -46,11 +49,19 @@ class ClassifierInfer(BasicInferTask):
         )
         self.size = size
         self.classes = [name for name, _ in sorted(labels.items(), key=lambda kv: kv[1])]
+        self.mirror = bool(mirror)
 
     def pre_transforms(self, data=None) -> Sequence:
         return infer_slices_pre()
 
     def inferer(self, data=None):
+        """The slice inferer; with ``mirror``, averaged over the image and its mirror along spatial axis 0 (the
+        left-right flip of the training augmentation, :func:`lib.transforms.augment_2d`)."""
+        plain = self.slice_inferer(data)
+        return MirrorAveragingInferer(plain, (0,), segmentation=False) if self.mirror else plain
+
+    def slice_inferer(self, data) -> SlicewiseInferer:
+        """One pass over the slices to classify (``data["slices_run"]`` records which)."""
         image = data["image"]
         if image.ndim == 3:
             data["slices_run"] = [0]
@@ -187,7 +198,7 @@ class SegmentationGateInfer(TumorGateInfer):
         self.area_fraction = area_fraction
 
     def inferer(self, data=None):
-        plain = super().inferer(data)
+        plain = self.slice_inferer(data)
         data["score_inferer"] = SliceScoreInferer(self.size, self.area_fraction, axis=plain.axis, slices=plain.slices)
         return data["score_inferer"]
 

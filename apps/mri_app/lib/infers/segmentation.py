@@ -7,7 +7,7 @@ total, and left/right volumes for 3D input.
 
 from typing import Dict, Optional, Sequence
 
-from monai.transforms import Activationsd, AsDiscreted, SqueezeDimd
+from monai.transforms import Activationsd, AsDiscreted, KeepLargestConnectedComponentd, SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.transform.post import Restored
@@ -67,18 +67,26 @@ class _SegmentationInfer(BasicInferTask):
 class SliceSegmentationInfer(_SegmentationInfer):
     """2D network over the axial slices of a slice or volume; ``slices`` in the request limits which run.
     ``lesions``: name of the label whose connected components are measured as lesions (``measurements["lesions"]``,
-    :class:`lib.transforms.LesionMeasuresd`); None: none."""
+    :class:`lib.transforms.LesionMeasuresd`); None: none. ``keep_largest``: keep only the largest connected
+    component (face-connected, over the whole volume: MONAI's ``KeepLargestConnectedComponentd``) of the labels,
+    nnU-Net's post-processing, for a task whose validation says it helps."""
 
-    def __init__(self, *args, size: int, lesions: Optional[str] = None, **kwargs):
+    def __init__(self, *args, size: int, lesions: Optional[str] = None, keep_largest: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.size = size
         if lesions is not None and lesions not in self.labels:
             raise ValueError(f"lesions must name one of the labels {list(self.labels)}, got {lesions!r}")
         self.lesions = lesions
+        self.keep_largest = bool(keep_largest)
 
     def post_transforms(self, data=None) -> Sequence:
         chain = list(super().post_transforms(data))
-        if self.lesions is not None and not wants_uncertainty(data):
+        if wants_uncertainty(data):
+            return chain
+        if self.keep_largest:  # on the argmax labels (B=1 channel first), before the channel is squeezed
+            at = next(i for i, t in enumerate(chain) if isinstance(t, AsDiscreted)) + 1
+            chain.insert(at, KeepLargestConnectedComponentd(keys="pred", independent=False, connectivity=1))
+        if self.lesions is not None:
             chain.append(LesionMeasuresd(keys="pred", label=self.labels[self.lesions]))
         return chain
 

@@ -20,7 +20,6 @@ from monai.utils import set_determinism
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import Context
 
-from lib.atomic import atomic_write_json
 from lib.conf import conf_bool
 from lib.datalists import split_by_subject
 from lib.history import DEFAULT_KEEP, record_decision
@@ -30,6 +29,7 @@ from lib.slice_cache import cache_folder, cache_items
 from lib.slicewise import channels_last_on_cpu
 from lib.trainers.checkpoints import load_resume_state, resume_path, save_resume_state
 from lib.trainers.distributed import DistributedTrainTask
+from mri_label.core.atomic import atomic_write_json
 from mri_label.core.splits import ensure_split, split_of
 
 logger = logging.getLogger(__name__)

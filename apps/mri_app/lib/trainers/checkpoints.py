@@ -21,7 +21,7 @@ import torch
 from monailabel.tasks.train import basic_train
 from monailabel.tasks.train.handler import PublishStatsAndModel, prepare_stats
 
-from lib.atomic import atomic_copy, atomic_write, atomic_write_json
+from mri_label.core.atomic import atomic_copy, atomic_write, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Crash-safe writes (lib.atomic): a failed or killed write leaves the old file whole; leftovers are cleaned."""
+"""Crash-safe writes (mri_label.core.atomic, the one writer of the app's and the CLI's files): a failed or killed
+write leaves the old file whole; leftovers are cleaned."""
 
 import os
 import signal
@@ -9,7 +10,14 @@ import time
 
 import pytest
 
-from lib.atomic import PARTIAL_SUFFIX, atomic_copy, atomic_write, atomic_write_json, remove_partial_files
+from mri_label.core.atomic import (
+    PARTIAL_SUFFIX,
+    atomic_copy,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    remove_partial_files,
+)
 
 
 class _Interrupted(RuntimeError):
@@ -38,6 +46,9 @@ def test_copy_and_json_replace_the_whole_file(tmp_path):
     assert dest.read_bytes() == source.read_bytes()
     atomic_write_json(str(tmp_path / "index.json"), {"a": [1, 2]}, indent=2)
     assert (tmp_path / "index.json").read_text(encoding="utf-8") == '{\n  "a": [\n    1,\n    2\n  ]\n}'
+    atomic_write_text(tmp_path / "note.txt", "Größe\n")  # a path object, UTF-8
+    assert (tmp_path / "note.txt").read_bytes() == "Größe\n".encode("utf-8")
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(PARTIAL_SUFFIX)]
 
 
 def test_leftover_partial_files_are_removed_and_nothing_else(tmp_path):
@@ -52,7 +63,7 @@ def test_leftover_partial_files_are_removed_and_nothing_else(tmp_path):
 WRITER = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, sys.argv[1])
-    from lib.atomic import atomic_write
+    from mri_label.core.atomic import atomic_write
     path, size = sys.argv[2], int(sys.argv[3])
     n = 0
     while True:
@@ -65,14 +76,12 @@ WRITER = textwrap.dedent("""
 
 @pytest.mark.parametrize("delay", [0.05, 0.2, 0.5])
 def test_a_process_killed_while_writing_leaves_a_whole_file(tmp_path, delay):
-    from tests.helpers.app import APP_DIR
+    from tests.helpers.app import ROOT
 
     path, size = tmp_path / "big.bin", 8 << 20
     script = tmp_path / "writer.py"
     script.write_text(WRITER, encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(APP_DIR), str(path), str(size)], stdout=subprocess.PIPE
-    )
+    process = subprocess.Popen([sys.executable, str(script), str(ROOT), str(path), str(size)], stdout=subprocess.PIPE)
     assert process.stdout.readline()  # one whole write done
     time.sleep(delay)
     process.send_signal(signal.SIGKILL)
