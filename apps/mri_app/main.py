@@ -8,12 +8,13 @@ file is ``<state folder>/logs/app.log``; ``--conf state_dir DIR`` chooses the st
 until a task is trained there, its shipped checkpoint (``<app>/shipped/<task>``) is served
 (``--conf shipped_models none`` serves none).
 ``--studies`` may be a DICOMweb root (``http://127.0.0.1:8042/dicom-web``): ``--conf dicomweb_modality``
-(default ``MR``) selects the series; final labels go back to the PACS as DICOM-SEG (:mod:`lib.dicomweb`).
+(default ``MR``) selects the series; final labels go back to the PACS as DICOM-SEG with their measurements as DICOM SR
+(:mod:`lib.dicomweb`, :mod:`lib.dicom_sr`).
 """
 
 import logging
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
@@ -45,6 +46,7 @@ from lib.infers.tumor_pipeline import TumorPipelineInfer
 from lib.request_checks import DEFAULT_MAX_INFER_VOXELS, infer_cost
 from lib.routes import install as install_routes
 from lib.stock import cors_origins, stop_promptly
+from lib.transforms import measure_label_file
 
 logger = logging.getLogger(__name__)
 #: The tasks ``tumor_pipeline`` may run, each counted in its work budget.
@@ -122,6 +124,8 @@ class MRIApp(MONAILabelApp):
                 dicomweb_client(self.studies),
                 dicomweb_search_filter(self.conf),
                 task_labels=self.segmentation_labels(),
+                measure=self.measure_label,
+                lesion_labels={n: c.lesions for n, c in self.models.items() if getattr(c, "lesions", None)},
                 cache_path=cache or None,
                 max_upload_mb=conf_float(self.conf, "max_upload_mb", 2048.0, low=1.0),
                 fetch_by_frame=settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
@@ -210,6 +214,19 @@ class MRIApp(MONAILabelApp):
                 f"{model} on an image of size {tuple(size)} means {cost:,} voxels of work; this server "
                 f"takes at most {self.max_infer_voxels:,} per request (--conf max_infer_voxels)",
             )
+
+    def measure_label(self, task: str, image_path: str, label_path: str) -> Optional[Dict]:
+        """``measurements`` of a label map on an image as segmentation task ``task``'s infer measures its answer (the
+        DICOM SR of a final label, :mod:`lib.dicom_sr`): the infer's own ``measure_label`` where it has one, else
+        volumes per label and the lesions of the label its config declares (:func:`lib.transforms.measure_label_file`);
+        None for a task that is no segmentation task served here."""
+        config, infer = self.models.get(task), self._infers.get(task)
+        if config is None or infer is None or getattr(config, "kind", "") != "segmentation":
+            return None
+        own = getattr(infer, "measure_label", None)
+        if callable(own):
+            return own(image_path, label_path)
+        return measure_label_file(image_path, label_path, config.labels, lesions=getattr(config, "lesions", None))
 
     def segmentation_labels(self) -> Dict[str, Dict[str, int]]:
         """Segmentation task -> its label names and values."""

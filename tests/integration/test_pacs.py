@@ -1,5 +1,6 @@
 """A real PACS path: Orthanc with its DICOMweb plugin as ``--studies``; an MR series found, segmented by
-``tumor_seg``, and final labels written back to Orthanc as DICOM-SEG; no patient identifier in the logs.
+``tumor_seg``, and final labels written back to Orthanc as DICOM-SEG with their measurements as DICOM SR; no patient
+identifier in the logs.
 
 Skips where Orthanc or its DICOMweb plugin is not installed (Debian ``orthanc``, ``orthanc-dicomweb``)."""
 
@@ -21,6 +22,7 @@ import pydicom  # noqa: E402
 import pydicom_seg  # noqa: E402
 from dicomweb_client import DICOMwebClient  # noqa: E402
 
+from lib.dicom_sr import carried, read_report  # noqa: E402
 from tests.helpers.app import SHIPPED_DIR  # noqa: E402
 from tests.helpers.live_server import running_server  # noqa: E402
 
@@ -73,8 +75,8 @@ def _put_label(pacs, mask: np.ndarray, like: sitk.Image, params: dict, image: st
         )
 
 
-def _seg_series(pacs) -> set:
-    found = pacs["dicomweb"].search_for_series(pacs["study"], search_filters={"Modality": "SEG"})
+def _seg_series(pacs, modality: str = "SEG") -> set:
+    found = pacs["dicomweb"].search_for_series(pacs["study"], search_filters={"Modality": modality})
     return {str(pydicom.Dataset.from_json(s).SeriesInstanceUID) for s in found}
 
 
@@ -141,6 +143,40 @@ def test_viewer_segment_names_and_values_are_kept(pacs):
     read = pydicom_seg.SegmentReader().read(seg)
     edema = read.segment_data(3).astype(bool)
     assert edema.sum() == 12 and edema[0].sum() == 12
+
+
+def test_final_label_measurements_go_back_as_dicom_sr(pacs):
+    """The model's answer saved as the final label: beside its DICOM-SEG the PACS holds a DICOM SR (TID 1500) whose
+    measurements, read back from Orthanc, are the infer's JSON ones, referencing the SEG's segment and the series."""
+    answer = requests.post(
+        f"{pacs['server']}/infer/tumor_seg", params={"image": pacs["series"], "output": "json"}, timeout=300
+    )
+    assert answer.status_code == 200, answer.text
+    measurements = answer.json()["measurements"]
+    assert measurements["lesions"]["components"] >= 1, measurements  # the blob is found
+    mask = _infer_mask(pacs)
+    before_seg, before_sr = _seg_series(pacs), _seg_series(pacs, "SR")
+    response = _put_label(pacs, sitk.GetArrayFromImage(mask), mask, {"task": "tumor_seg"})
+    assert response.status_code == 200, response.text
+    new_seg, new_sr = _seg_series(pacs) - before_seg, _seg_series(pacs, "SR") - before_sr
+    assert len(new_seg) == 1 and len(new_sr) == 1
+    seg = _read_seg(pacs, next(iter(new_seg)))
+    stored = pacs["dicomweb"].retrieve_series(pacs["study"], next(iter(new_sr)))
+    assert len(stored) == 1 and stored[0].Modality == "SR"
+    read = read_report(stored[0])
+    assert read["measurements"] == carried(measurements, {"tumor": 1}, "tumor")
+    lesions = read["measurements"]["lesions"]
+    assert lesions["volume_ml"] == measurements["lesions"]["volume_ml"] > 0
+    assert lesions["components"] == measurements["lesions"]["components"]
+    for got, want in zip(lesions["lesions"], measurements["lesions"]["lesions"], strict=True):
+        assert got["largest_diameter_mm"] == want["largest_diameter_mm"]
+        assert got["perpendicular_diameter_mm"] == want["perpendicular_diameter_mm"]
+    assert read["segments"] == {"tumor": 1} and read["seg"] == seg.SOPInstanceUID
+    assert read["source_series"] == pacs["series"]
+
+    cached = requests.get(f"{pacs['server']}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+    info = cached[pacs["series"]]["labels"]["final"]["info"]
+    assert info["sr"]["SeriesInstanceUID"] == next(iter(new_sr)) and info["SeriesInstanceUID"] == seg.SeriesInstanceUID
 
 
 def test_training_datalist_pairs_the_series_with_its_label(pacs):

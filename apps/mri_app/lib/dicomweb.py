@@ -1,5 +1,6 @@
 """A PACS as the studies source: MONAI Label's DICOMweb datastore, searching MR series, writing ``final``
-labels back as DICOM-SEG (pydicom-seg; no dcmqi binary needed), with 4xx answers for bad input.
+labels back as DICOM-SEG (pydicom-seg; no dcmqi binary needed) with their measurements beside it as DICOM SR
+(:mod:`lib.dicom_sr`), with 4xx answers for bad input.
 
 Start with ``--studies http://127.0.0.1:8042/dicom-web`` (e.g. Orthanc with its DICOMweb plugin). Series are
 found by QIDO-RS with MONAI Label's ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER`` and ``Modality`` set from
@@ -14,9 +15,10 @@ import re
 import shutil
 import tempfile
 import threading
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+import pydicom
 import requests
 import SimpleITK as sitk
 from dicomweb_client import DICOMwebClient
@@ -24,10 +26,10 @@ from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
 from monailabel.datastore.utils.convert import binary_to_image, nifti_to_dicom_seg
-from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.datastore import check_label_file, check_label_tag, check_upload_size, without_review
+from lib.dicom_sr import carried, measurement_report
 from lib.errors import bad_input
 
 logger = logging.getLogger(__name__)
@@ -100,6 +102,15 @@ def dicomweb_client(url: str) -> DICOMwebClient:
     return client
 
 
+def label_task(info: Mapping[str, Any], task_labels: Mapping[str, Mapping[str, int]]) -> Optional[str]:
+    """The segmentation task a label belongs to: ``info["task"]`` (or ``info["model"]``) where it names one of
+    ``task_labels``, else the only one there; None when neither tells."""
+    task: Any = info.get("task") if info.get("task") in task_labels else info.get("model")
+    if task not in task_labels:
+        task = next(iter(task_labels)) if len(task_labels) == 1 else None
+    return task
+
+
 def segment_info(
     values: List[int], info: Mapping[str, Any], task_labels: Mapping[str, Mapping[str, int]]
 ) -> List[dict]:
@@ -113,15 +124,13 @@ def segment_info(
     viewer = [s for s in (info.get("label_info") or []) if isinstance(s, dict) and s.get("name")]
     by_idx = {int(s["idx"]): s for s in viewer if str(s.get("idx", "")).isdigit()}
     unindexed = [s for s in viewer if not str(s.get("idx", "")).isdigit() and s.get("name") != "background"]
-    task: Any = info.get("task") if info.get("task") in task_labels else info.get("model")
-    if task not in task_labels:
-        task = next(iter(task_labels)) if len(task_labels) == 1 else None
-    names = {int(v): n for n, v in (task_labels.get(task) or {}).items()}
+    task = label_task(info, task_labels)
+    names = {int(v): n for n, v in (task_labels.get(task) or {}).items()} if task else {}
     segments = []
     for i, value in enumerate(values):
         given = by_idx.get(value) or (unindexed[i] if i < len(unindexed) else {})
         name = str(given.get("name") or names.get(value) or f"segment {value}")
-        segment = {
+        segment: Dict[str, Any] = {
             "name": name,
             "description": f"{task}: {name}" if task else name,
             "model_name": task or "MONAI Label",
@@ -140,6 +149,10 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
         client: DICOMweb client of the PACS.
         search_filter: QIDO-RS series filter (see :func:`search_filter`).
         task_labels: segmentation task -> ``{label name: value}``, to name the segments of a DICOM-SEG.
+        measure: ``(task, image path, label path) -> measurements`` of a label map as the task's infer measures its
+            answer (None: not a task that measures); a final label of a task it measures also gets a DICOM SR of
+            them (:mod:`lib.dicom_sr`). None: no SR.
+        lesion_labels: segmentation task -> the label its config declares as ``lesions``.
         cache_path: folder for downloaded series and labels (MONAI Label's default when None).
         max_upload_mb: largest label file accepted (MB); larger ones get a 413.
         fetch_by_frame: as MONAI Label's ``MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME``.
@@ -150,6 +163,8 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
         client: DICOMwebClient,
         search_filter: Dict[str, Any],
         task_labels: Optional[Mapping[str, Mapping[str, int]]] = None,
+        measure: Optional[Callable[[str, str, str], Optional[Dict[str, Any]]]] = None,
+        lesion_labels: Optional[Mapping[str, str]] = None,
         cache_path: Optional[str] = None,
         max_upload_mb: float = 2048.0,
         fetch_by_frame: bool = False,
@@ -159,6 +174,13 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
         if max_upload_mb <= 0:
             raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb}")
         self.task_labels = {t: dict(v) for t, v in (task_labels or {}).items()}
+        if measure is not None and not callable(measure):
+            raise ValueError(f"measure must be callable (task, image path, label path), got {measure!r}")
+        self.measure = measure
+        self.lesion_labels = dict(lesion_labels or {})
+        for task, label in self.lesion_labels.items():
+            if label not in self.task_labels.get(task, {}):
+                raise ValueError(f"lesion_labels[{task!r}] must name a label of task {task!r}, got {label!r}")
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         self._fetch_lock = threading.Lock()
         super().__init__(
@@ -220,7 +242,9 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
         self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any], label_id: str = ""
     ) -> str:
         """Check the label against the series; a ``final`` one is also stored in the PACS as DICOM-SEG
-        (STOW-RS), and its series UID recorded in the label info (``SeriesInstanceUID``)."""
+        (STOW-RS), and its series UID recorded in the label info (``SeriesInstanceUID``); with its task's
+        measurements as DICOM SR in the same request where the task measures (``sr`` in the label info: the SR's
+        ``SeriesInstanceUID`` and ``SOPInstanceUID``, None without one)."""
         image_path = self.get_image_uri(image_id)
         if not image_path:
             raise bad_input(404, f"image {image_id!r} is not a series of the PACS")
@@ -245,7 +269,8 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
                 os.unlink(converted)
 
     def _store_seg(self, image_id: str, image_path: str, label_filename: str, info: Dict[str, Any]) -> Dict[str, Any]:
-        """Write the label as DICOM-SEG referencing the cached series and store it in the PACS."""
+        """Write the label as DICOM-SEG referencing the cached series, and its measurements as DICOM SR referencing
+        the SEG's segments, and store both in the PACS (one STOW-RS request)."""
         label = sitk.ReadImage(label_filename)
         array = sitk.GetArrayViewFromImage(label)
         if (
@@ -270,6 +295,8 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
                 f"final label for image {image_id!r} is not in the image's grid (origin, spacing or direction differ)",
             )
         label.CopyInformation(image)
+        task = label_task(info, self.task_labels)
+        numbers = self._measurements(image_id, task, image_path, label_filename)
         grid_file = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
         seg_file = ""
         try:
@@ -279,27 +306,75 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
                 seg_file = nifti_to_dicom_seg(
                     series_dir, grid_file, segment_info(values, info, self.task_labels), use_itk=False
                 )
+                seg = pydicom.dcmread(seg_file)
             except (ValueError, AttributeError) as error:
                 raise bad_input(
                     422, f"final label for image {image_id!r} could not be written as DICOM-SEG: {error}"
-                ) from None
-            try:
-                seg_series = dicom_web_upload_dcm(seg_file, self._client)
-            except requests.RequestException as error:
-                raise bad_input(
-                    502, f"the PACS did not store the DICOM-SEG of image {image_id}: {type(error).__name__}"
                 ) from None
         finally:
             for path in (grid_file, seg_file):
                 if path and os.path.exists(path):
                     os.unlink(path)
-        if not seg_series:
-            raise bad_input(502, f"the PACS did not confirm the DICOM-SEG of image {image_id}")
+        report = None
+        if task is not None and numbers is not None:
+            try:
+                report = measurement_report(
+                    seg, numbers, self.task_labels[task], task, lesions=self.lesion_labels.get(task)
+                )
+            except ValueError as error:
+                raise bad_input(
+                    422,
+                    f"the measurements of the final label for image {image_id!r} could not be written as "
+                    f"DICOM SR: {error}",
+                ) from None
+        self._stow(image_id, [seg] if report is None else [seg, report])
         for method in (DICOMWebDatastore.list_images, DICOMWebDatastore.get_labeled_images):
             method.cache_clear()  # so the new label counts at once, not after MONAI_LABEL_DICOMWEB_CACHE_EXPIRY
-        logger.info(f"DICOM-SEG {seg_series} stored for image {image_id}: segments {values}")
+        seg_series = str(seg.SeriesInstanceUID)
+        sr = None
+        if report is not None:
+            sr = {"SeriesInstanceUID": str(report.SeriesInstanceUID), "SOPInstanceUID": str(report.SOPInstanceUID)}
+        logger.info(
+            f"DICOM-SEG {seg_series} stored for image {image_id}: segments {values}"
+            + (f"; DICOM SR {sr['SeriesInstanceUID']} of its {task} measurements" if sr else "; no DICOM SR")
+        )
         study = self.get_image_info(image_id).get("StudyInstanceUID")
-        return {"SeriesInstanceUID": seg_series, "StudyInstanceUID": study, "Modality": "SEG"}
+        return {"SeriesInstanceUID": seg_series, "StudyInstanceUID": study, "Modality": "SEG", "sr": sr}
+
+    def _measurements(
+        self, image_id: str, task: Optional[str], image_path: str, label_filename: str
+    ) -> Optional[Dict[str, Any]]:
+        """The task's measurements of the final label (None: no SR: no task known, none measured, or none of the
+        task's labels in it); 422 when they cannot be taken."""
+        if self.measure is None or task is None:
+            return None
+        try:
+            measured = self.measure(task, image_path, label_filename)
+            if measured is None:
+                return None
+            numbers = carried(measured, self.task_labels[task], self.lesion_labels.get(task))
+        except ValueError as error:
+            raise bad_input(
+                422, f"the final label for image {image_id!r} could not be measured for its DICOM SR: {error}"
+            ) from None
+        if not numbers["mm3"] and "lesions" not in numbers:
+            return None  # none of the task's labels in it: nothing to report
+        return measured
+
+    def _stow(self, image_id: str, datasets: Sequence[pydicom.Dataset]) -> None:
+        """Store ``datasets`` in the PACS with one STOW-RS request; 502 unless it confirms every one."""
+        what = " and ".join("DICOM SR" if ds.Modality == "SR" else f"DICOM-{ds.Modality}" for ds in datasets)
+        try:
+            answer = self._client.store_instances(list(datasets))
+        except requests.RequestException as error:
+            raise bad_input(
+                502, f"the PACS did not store the {what} of image {image_id}: {type(error).__name__}"
+            ) from None
+        stored = {str(item.get("ReferencedSOPInstanceUID", "")) for item in answer.get("ReferencedSOPSequence", [])}
+        missing = [ds for ds in datasets if str(ds.SOPInstanceUID) not in stored]
+        if missing:
+            names = " and ".join("DICOM SR" if ds.Modality == "SR" else f"DICOM-{ds.Modality}" for ds in missing)
+            raise bad_input(502, f"the PACS did not confirm the {names} of image {image_id}")
 
 
 def _same_grid(label: sitk.Image, image: sitk.Image, mm: float = 1e-2, cosine: float = 1e-3) -> bool:

@@ -5,7 +5,7 @@ Conventions: images are channel-first MetaTensors, ``(C, H, W)`` for a 2D slice 
 land back in the input grid). 2D models see one axial slice resized to ``(S, S)`` pixels.
 """
 
-from typing import Any, Dict, Hashable, Mapping, Sequence
+from typing import Any, Dict, Hashable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -275,3 +275,27 @@ class LabelVolumesd(MapTransform):
             result["measurements"] = measured
             d[self.result_key] = result
         return d
+
+
+def measure_label_file(
+    image_path: str, label_path: str, labels: Mapping[str, int], lesions: Optional[str] = None, sides: bool = True
+) -> Dict:
+    """``measurements`` of the label map in ``label_path`` on the image in ``image_path``, as a segmentation infer
+    measures its own answer: :class:`LabelVolumesd` (``sides`` as there), then :class:`LesionMeasuresd` for the
+    label named ``lesions``, with the image's affine as read (a final label, the model's answer or a person's
+    correction, is measured as the result was).
+
+    Raises:
+        ValueError: ``lesions`` names no label, or the label map is not of the image's size.
+    """
+    if lesions is not None and lesions not in labels:
+        raise ValueError(f"lesions must name one of the labels {list(labels)}, got {lesions!r}")
+    image = load(["image"])[0]({"image": image_path})["image"]
+    label = load(["label"])[0]({"label": label_path})["label"]
+    if tuple(label.shape[1:]) != tuple(image.shape[1:]):
+        raise ValueError(f"the label map's size {tuple(label.shape[1:])} is not the image's {tuple(image.shape[1:])}")
+    data: Dict[Hashable, Any] = {"pred": label[0], "pred_meta_dict": {"affine": image.meta["original_affine"]}}
+    data = LabelVolumesd(keys="pred", labels=labels, sides=sides)(data)
+    if lesions is not None:
+        data = LesionMeasuresd(keys="pred", label=labels[lesions])(data)
+    return data["result"]["measurements"]

@@ -1,9 +1,10 @@
-"""The PACS datastore's pieces without a PACS: search filter, segment naming, UID check, grid check."""
+"""The PACS datastore's pieces without a PACS: search filter, segment naming, UID check, grid check, the label's task,
+the STOW-RS confirmation of a SEG and its SR."""
 
 import pytest
 import SimpleITK as sitk
 
-from lib.dicomweb import _same_grid, is_uid, search_filter, segment_info
+from lib.dicomweb import _same_grid, is_uid, label_task, search_filter, segment_info
 
 TASKS = {"tumor_seg": {"tumor": 1}, "hippocampus": {"anterior": 1, "posterior": 2}}
 
@@ -103,3 +104,77 @@ def test_a_pacs_that_stops_answering_gives_502_within_the_time_limit(tmp_path, m
         listener.close()
         if getattr(datastore, "_observer", None) is not None:
             datastore._observer.stop()
+
+
+def test_label_task():
+    assert label_task({"task": "hippocampus"}, TASKS) == "hippocampus"
+    assert label_task({"model": "tumor_seg"}, TASKS) == "tumor_seg"
+    assert label_task({"task": "nope"}, TASKS) is None  # two tasks served, none named
+    assert label_task({}, {"tumor_seg": {"tumor": 1}}) == "tumor_seg"
+
+
+class _StoringClient:
+    """A DICOMweb client whose STOW-RS confirms only the first ``confirm`` instances (all when None)."""
+
+    def __init__(self, confirm=None):
+        self.confirm, self.requests = confirm, []
+
+    def store_instances(self, datasets):
+        import pydicom
+
+        self.requests.append([ds.SOPInstanceUID for ds in datasets])
+        answer = pydicom.Dataset()
+        items = []
+        for ds in datasets[: self.confirm]:
+            item = pydicom.Dataset()
+            item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+            items.append(item)
+        answer.ReferencedSOPSequence = items
+        return answer
+
+
+def _datastore(tmp_path, **kwargs):
+    from monailabel.datastore.dicom import DICOMwebClientX
+
+    from lib.dicomweb import MRIDICOMwebDatastore
+
+    client = DICOMwebClientX(url="http://127.0.0.1:9/dicom-web")
+    return MRIDICOMwebDatastore(client, {"Modality": "MR"}, cache_path=str(tmp_path), **kwargs)
+
+
+def test_seg_and_sr_go_in_one_stow_request_and_both_must_be_confirmed(tmp_path):
+    import pydicom
+    from fastapi import HTTPException
+
+    datastore = _datastore(tmp_path)
+    try:
+        instances = []
+        for modality, uid in (("SEG", "1.2.3.1"), ("SR", "1.2.3.2")):
+            ds = pydicom.Dataset()
+            ds.Modality, ds.SOPInstanceUID = modality, uid
+            instances.append(ds)
+        datastore._client = _StoringClient()
+        datastore._stow("1.2.3", instances)
+        assert datastore._client.requests == [["1.2.3.1", "1.2.3.2"]]
+        datastore._client = _StoringClient(confirm=1)
+        with pytest.raises(HTTPException) as refused:
+            datastore._stow("1.2.3", instances)
+        assert (
+            refused.value.status_code == 502 and "did not confirm the DICOM SR of image 1.2.3" in refused.value.detail
+        )
+    finally:
+        if getattr(datastore, "_observer", None) is not None:
+            datastore._observer.stop()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"measure": "not callable"}, "measure must be callable"),
+        ({"task_labels": TASKS, "lesion_labels": {"tumor_seg": "edema"}}, "lesion_labels['tumor_seg']"),
+    ],
+)
+def test_measuring_arguments_are_checked(tmp_path, kwargs, message):
+    with pytest.raises(ValueError) as raised:
+        _datastore(tmp_path, **kwargs)
+    assert message in str(raised.value)

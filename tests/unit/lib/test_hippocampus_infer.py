@@ -80,6 +80,52 @@ def test_left_is_left(template_result):
     assert (x > 0).sum() * voxel == pytest.approx(result["measurements"]["right_mm3"], rel=0.02)
 
 
+def test_a_final_label_measures_as_its_whole_head_answer(infer, template_result, tmp_path):
+    """The answer saved as a final label and measured again (its DICOM SR's numbers) gives the answer's measurements
+    exactly: the same registration (remembered from the infer) splits the sides and gives the head size; a
+    correction is measured as it is."""
+    label, result = template_result
+    sitk.WriteImage(label, str(tmp_path / "final.nii.gz"))
+    assert infer.measure_label(template_path(), str(tmp_path / "final.nii.gz")) == result["measurements"]
+
+    array = sitk.GetArrayFromImage(label).transpose(2, 1, 0)
+    x = ras_x_of_labelled(label)
+    left = np.argwhere(array > 0)[x < 0]
+    array[tuple(left.T)] = 0  # the left hippocampus corrected away
+    corrected = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    corrected.CopyInformation(label)
+    sitk.WriteImage(corrected, str(tmp_path / "corrected.nii.gz"))
+    measured = infer.measure_label(template_path(), str(tmp_path / "corrected.nii.gz"))
+    assert measured["left"]["total_mm3"] == 0 and measured["head_size"]["per_mille_of_etiv"]["left"] == 0
+    assert measured["right"] == result["measurements"]["right"]
+    assert measured["total_mm3"] == result["measurements"]["right"]["total_mm3"]
+    assert measured["head_size"]["etiv_ml"] == result["measurements"]["head_size"]["etiv_ml"]
+
+
+def test_a_final_label_without_a_remembered_registration_is_measured_with_a_new_one(infer, template_result, tmp_path):
+    label, result = template_result
+    sitk.WriteImage(label, str(tmp_path / "final.nii.gz"))
+    infer._registrations.clear()
+    measured = infer.measure_label(template_path(), str(tmp_path / "final.nii.gz"))
+    expected = result["measurements"]
+    assert measured["mm3"] == expected["mm3"]  # per label: the label alone
+    assert measured["head_size"]["etiv_ml"] == pytest.approx(expected["head_size"]["etiv_ml"], rel=0.01)
+    for side in ("left", "right"):
+        assert measured[side]["total_mm3"] == pytest.approx(expected[side]["total_mm3"], rel=0.02)
+
+
+def test_a_final_label_on_a_crop_measures_as_its_answer(infer, tmp_path):
+    template = sitk.ReadImage(template_path())
+    box = registration.HIPPOCAMPUS_BOXES_MNI["left"]
+    grid = registration.box_grid(box["center"], (36.0, 50.0, 36.0))
+    crop = sitk.Resample(template, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    sitk.WriteImage(crop, str(tmp_path / "crop.nii.gz"))
+    label, result = run(infer, tmp_path / "crop.nii.gz")
+    sitk.WriteImage(label, str(tmp_path / "final.nii.gz"))
+    measured = infer.measure_label(str(tmp_path / "crop.nii.gz"), str(tmp_path / "final.nii.gz"))
+    assert measured == result["measurements"] and "left" not in measured
+
+
 def test_mask_lies_in_grey_matter(template_result):
     """Independent of the boxes: the hippocampus is grey matter in the template's own tissue map."""
     gm = sitk.GetArrayFromImage(sitk.ReadImage(template_path().replace("_t1_", "_gm_"))).astype(float)

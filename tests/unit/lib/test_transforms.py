@@ -16,6 +16,7 @@ from lib.transforms import (
     axial_axis,
     brain_slices,
     infer_slices_pre,
+    measure_label_file,
     train_volume_pre,
 )
 
@@ -306,3 +307,54 @@ def test_train_volume_pre_augment_gives_patches(files, samples):
     assert isinstance(out, list) and len(out) == samples
     for patch in out:
         assert patch["image"].shape == (1, 8, 8, 8) and patch["label"].shape == (1, 8, 8, 8)
+
+
+class _BrightIsTumor(torch.nn.Module):
+    """Stand-in segmentation network: foreground logit 10 (x - 0.5), bright voxels are tumor."""
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x), 10 * (x - 0.5)], dim=1)
+
+
+def test_a_label_file_measures_as_the_infer_measured_its_answer(tmp_path):
+    """The infer's answer, saved and measured again (as a final label is for its DICOM SR), gives the infer's JSON
+    ``measurements`` exactly, on an oblique anisotropic grid with two lesions."""
+    import os
+
+    import SimpleITK as sitk
+
+    from lib.infers.segmentation import SliceSegmentationInfer
+
+    volume = np.full((40, 36, 10), 0.2, np.float32)
+    volume[4:20, 6:14, 2:7] = 1.0
+    volume[28:34, 24:30, 5:8] = 1.0
+    turn = np.array([[math.cos(0.3), -math.sin(0.3), 0.0], [math.sin(0.3), math.cos(0.3), 0.0], [0.0, 0.0, 1.0]])
+    image_path = tmp_path / "oblique.nii.gz"
+    nib.save(nib.Nifti1Image(volume, _affine(turn.T, spacing=(0.9, 1.1, 3.0), origin=(-20, 5, 7))), image_path)
+    infer = SliceSegmentationInfer(
+        str(tmp_path / "absent.pt"), _BrightIsTumor(), {"tumor": 1}, "stand-in", size=32, lesions="tumor"
+    )
+    answer, result = infer({"image": str(image_path), "device": "cpu", "result_extension": ".nii.gz"})
+    try:
+        assert result["measurements"]["lesions"]["components"] == 2
+        measured = measure_label_file(str(image_path), answer, {"tumor": 1}, lesions="tumor")
+        assert measured == result["measurements"]
+        edited = sitk.ReadImage(answer)
+        array = sitk.GetArrayFromImage(edited)
+        array[:, :, :] = 0  # a correction that removes everything
+        corrected = sitk.GetImageFromArray(array)
+        corrected.CopyInformation(edited)
+        sitk.WriteImage(corrected, str(tmp_path / "corrected.nii.gz"))
+        emptied = measure_label_file(str(image_path), str(tmp_path / "corrected.nii.gz"), {"tumor": 1}, "tumor")
+        assert emptied["mm3"] == {"tumor": 0.0} and emptied["lesions"]["components"] == 0
+    finally:
+        os.remove(answer)
+
+
+def test_measure_label_file_refuses_a_label_of_another_size_or_an_unknown_lesions_label(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), tmp_path / "image.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.uint8), np.eye(4)), tmp_path / "label.nii.gz")
+    with pytest.raises(ValueError, match="size"):
+        measure_label_file(str(tmp_path / "image.nii.gz"), str(tmp_path / "label.nii.gz"), {"tumor": 1})
+    with pytest.raises(ValueError, match="lesions must name one of the labels"):
+        measure_label_file(str(tmp_path / "image.nii.gz"), str(tmp_path / "image.nii.gz"), {"tumor": 1}, "edema")

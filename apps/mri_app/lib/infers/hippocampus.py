@@ -15,7 +15,9 @@ labels recorded in ``model.json`` (``ok``, or ``check the segmentation`` with th
 import logging
 import os
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from typing import Any, Dict, Optional, Sequence, Tuple, cast
 
 import numpy as np
@@ -29,16 +31,23 @@ from lib.errors import bad_input
 from lib.infers import checkpoint_info
 from lib.infers.segmentation import VolumeSegmentationInfer
 from lib.model_card import read_card
-from lib.transforms import LabelVolumesd, axial_axis
+from lib.transforms import LabelVolumesd, axial_axis, measure_label_file
 from lib.uncertainty import normalised_entropy, uncertain_slices, wants_uncertainty
 
 logger = logging.getLogger(__name__)
 
 SIDES = ("left", "right")
+REMEMBERED_REGISTRATIONS = 8
+"""Registrations an infer task keeps (the latest images it registered), for :meth:`HippocampusInfer.measure_label`."""
 
 
 class HippocampusInfer(VolumeSegmentationInfer):
     """Hippocampus on a crop (MONAI Label's hooks, as any volume task) or on a whole head (registration path)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._registrations: "OrderedDict[tuple, sitk.Transform]" = OrderedDict()
+        self._registrations_lock = threading.Lock()
 
     def post_transforms(self, data=None) -> Sequence:
         chain = list(super().post_transforms(data))
@@ -79,6 +88,8 @@ class HippocampusInfer(VolumeSegmentationInfer):
                 f"{image.GetNumberOfComponentsPerPixel()} component(s)",
             )
         regions = self._regions(image, boxes)
+        if not boxes:
+            self._remember(request["image"], regions[SIDES[0]][2])
         latency_pre = time.time() - begin
 
         start = time.time()
@@ -131,6 +142,72 @@ class HippocampusInfer(VolumeSegmentationInfer):
             },
         }
         return file, result
+
+    def measure_label(self, image_path: str, label_path: str) -> Dict:
+        """``measurements`` of a label map on the image as :meth:`__call__` gives them for its own answer (for a final
+        label: the model's answer or a person's correction, e.g. its DICOM SR, :mod:`lib.dicom_sr`).
+
+        A crop: volumes per label and the volume check. A whole head: volumes per label and per side, the volume
+        check and the head size, sides split by the template's hippocampus boxes mapped through the image's
+        registration: the one this task's infer made of the same file when it is among the
+        :data:`REMEMBERED_REGISTRATIONS` latest (so an unchanged answer measures exactly as it was answered), else a
+        new one. Boxes a request gave are not known here. Without a registration (the image does not register) the
+        sides and the head size are "not computed".
+
+        Raises:
+            BadInput: 415 when the image cannot be read.
+            ValueError: the label map is not of the image's size.
+        """
+        geometry = _geometry(image_path)
+        image = None
+        if geometry is None and os.path.isdir(image_path):
+            image = _read(image_path)
+            geometry = (image.GetSize(), image.GetSpacing())
+        if geometry is None or registration.is_crop(*geometry):
+            measured = measure_label_file(image_path, label_path, self.labels, sides=False)
+            measured["volume_check"] = self.volume_check({"crop": measured.get("total_mm3")})
+            return measured
+        image = image or _read(image_path)
+        labels = sitk.GetArrayFromImage(registration.read_image(label_path)).transpose(2, 1, 0)
+        if labels.shape != tuple(image.GetSize()):
+            raise ValueError(f"the label map's size {labels.shape} is not the image's {tuple(image.GetSize())}")
+        transform = self._remembered(image_path)
+        if transform is None:
+            try:
+                transform = registration.register_to_template(image)
+            except RuntimeError:
+                measured = self.measure(image, labels, {})
+                measured["head_size"] = {
+                    "etiv_ml": None,
+                    "note": "not computed: the image could not be registered to the MNI152 template",
+                }
+                return measured
+        sides = {}
+        for side in SIDES:
+            box = registration.HIPPOCAMPUS_BOXES_MNI[side]
+            grid = registration.box_grid(box["center"], box["size"], float(self.spacing[0]))
+            inside = registration.paste(np.ones(grid.GetSize(), np.uint8), grid, image, transform) > 0
+            sides[side] = np.where(inside, labels, 0)
+        measured = self.measure(image, labels, sides)
+        measured["head_size"] = head_size(measured, {side: (None, None, transform) for side in SIDES}, None)
+        return measured
+
+    def _remember(self, path: Any, transform: Optional[sitk.Transform]) -> None:
+        """Keep the registration of the image file at ``path`` (the latest :data:`REMEMBERED_REGISTRATIONS`)."""
+        key = _file_key(path)
+        if key is None or transform is None:
+            return
+        with self._registrations_lock:
+            self._registrations[key] = transform
+            self._registrations.move_to_end(key)
+            while len(self._registrations) > REMEMBERED_REGISTRATIONS:
+                self._registrations.popitem(last=False)
+
+    def _remembered(self, path: str) -> Optional[sitk.Transform]:
+        """The kept registration of the image file at ``path`` when the file is unchanged since, else None."""
+        key = _file_key(path)
+        with self._registrations_lock:
+            return None if key is None else self._registrations.get(key)
 
     def _regions(self, image: sitk.Image, boxes) -> Dict[str, tuple]:
         """side -> (crop array in RAS voxel order, its grid, grid-to-image transform or None)."""
@@ -235,6 +312,17 @@ def _read(path: str) -> sitk.Image:
         raise bad_input(
             415, f"cannot read the image {os.path.basename(path)!r}: {str(error).splitlines()[0]}"
         ) from None
+
+
+def _file_key(path: Any) -> Optional[tuple]:
+    """(real path, modification time ns, size) of an image file or series folder; None for what is neither."""
+    if not isinstance(path, str):
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return os.path.realpath(path), stat.st_mtime_ns, stat.st_size
 
 
 def _geometry(path: str) -> Optional[tuple]:
