@@ -132,7 +132,7 @@ def test_class_probabilities_are_averaged_over_the_image_and_its_mirror_without_
 
 @pytest.mark.parametrize(
     "task, declared",
-    [("dementia_stage", True), ("tumor_type", False), ("sequence", False)],
+    [("dementia_stage", True), ("tumor_type", False), ("sequence", True), ("tumor_gate", False)],
 )
 def test_a_classifier_mirrors_at_inference_only_where_its_config_declares_it(tmp_path, task, declared):
     from main import discover_configs
