@@ -197,6 +197,8 @@ def report(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from mri_label import tasks  # cheap: the app's configs load when a task's declaration is first asked
+
     top = argparse.ArgumentParser(prog="mri-label", description="Brain-MRI models served by MONAI Label")
     commands = top.add_subparsers(dest="command", required=True)
 
@@ -250,7 +252,15 @@ def parser() -> argparse.ArgumentParser:
         "research use only",
     )
     p.add_argument("image", help="a NIfTI or NRRD file, or a DICOM series folder")
-    p.add_argument("--task", required=True, choices=["hippocampus", "tumor_seg"])
+    # the tasks whose config declares measures (mri_label.tasks.reported_tasks), asked when --task is read or the help
+    # shown (a metavar: argparse would list the choices, importing the app's configs, when the parser is built)
+    p.add_argument(
+        "--task",
+        required=True,
+        metavar="TASK",
+        choices=tasks.LazyNames(tasks.reported_tasks),
+        help="a task whose config declares measures: %(choices)s",
+    )
     p.add_argument(
         "--model-dir",
         help="a model folder (<dir>/<task>/model.pt with model.json); default: the shipped checkpoint",

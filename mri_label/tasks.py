@@ -10,8 +10,9 @@ config names its classes or labels, or branches on its name: it asks here.
 Importing this module is cheap; the first question imports the app's configs (torch, MONAI), once per process.
 """
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Type, overload
 
 from mri_label.app_path import app_on_path
 
@@ -186,3 +187,38 @@ def uncertainty(task: str) -> str:
 def volume_only(task: str) -> bool:
     """Whether the task takes 3D volumes only."""
     return bool(config_class(task).volume_only)
+
+
+def measures(task: str) -> Optional[str]:
+    """What the task's results measure for a report and for change over time (its config's ``measures``: a key of
+    :data:`mri_label.core.change.MEASURES`), or None: the task makes no report."""
+    declared = getattr(config_class(task), "measures", None)
+    return str(declared) if declared else None
+
+
+def reported_tasks() -> List[str]:
+    """The tasks whose config declares ``measures``: those ``mri-label report`` and ``output=report`` take."""
+    return [t for t in configs() if measures(t)]
+
+
+class LazyNames(Sequence):
+    """Task names asked of the registry at first use, e.g. argparse ``choices`` that import the app's configs only
+    when the option is parsed or its help shown, never when the command line is built."""
+
+    def __init__(self, names: Callable[[], List[str]]):
+        self._names = names
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> List[str]: ...
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()

@@ -42,6 +42,7 @@ from lib.datastore import (
 from lib.dicomweb import MRIDICOMwebDatastore, dicomweb_client
 from lib.dicomweb import search_filter as dicomweb_search_filter
 from lib.errors import ImageNotFound, bad_input
+from lib.follow_up import follow_up, study_of
 from lib.infers.tumor_pipeline import TumorPipelineInfer
 from lib.request_checks import DEFAULT_MAX_INFER_VOXELS, infer_cost
 from lib.routes import install as install_routes
@@ -245,7 +246,9 @@ class MRIApp(MONAILabelApp):
             stop_promptly(self.stop_grace_s)
 
     def infer(self, request, datastore=None):
-        """MONAI Label's infer, with 4xx answers for what the caller got wrong, and predictions recorded."""
+        """MONAI Label's infer, with 4xx answers for what the caller got wrong, and predictions recorded; a task
+        whose config declares ``measures`` gets the change over time in its result (``change_over_time``) and its
+        result stored in the image's info for the next study (:mod:`lib.follow_up`)."""
         model = request.get("model")
         task = self._infers.get(model)
         if task is None:
@@ -273,8 +276,19 @@ class MRIApp(MONAILabelApp):
             raise bad_input(
                 409, f"model {model!r} is not trained yet: train it (POST /train/<task>) or put a checkpoint at {paths}"
             )
+        measures = getattr(self.models.get(model), "measures", None)
+        study = None
+        if measures:  # subject and study date, checked before the model runs (lib.follow_up)
+            try:
+                study = study_of(datastore, None if uploaded else image, path, request)
+            except ValueError as error:
+                raise bad_input(422, str(error)) from None
         result = super().infer(request, datastore)
         params = result.get("params") or {}
+        if study is not None and isinstance(params, dict) and params.get("measurements") is not None:
+            params["change_over_time"] = follow_up(
+                datastore, model, str(measures), None if uploaded else image, study, params, request
+            )
         if task.type == InferType.CLASSIFICATION and path != image and "probabilities" in params:
             prediction = {
                 k: params.get(k) for k in ("label", "probabilities", "checkpoint", "probability", "threshold")

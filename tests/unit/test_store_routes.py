@@ -64,6 +64,12 @@ def test_uploaded_weights_are_served_and_the_shipped_ones_never_touched(api_serv
             422,
             "managed by the server",
         ),
+        (  # a forged earlier result would change the next study's change over time (lib.follow_up)
+            "/datastore/image/info?image=synth01_t1",
+            '{"measured": {"hippocampus": {"values": {"total_mm3": 1}}}}',
+            422,
+            "managed by the server",
+        ),
         ("/datastore/image/info?image=synth01_t1", "{not json", 422, "JSON object"),
         ("/datastore/image/info?image=synth01_t1", "[1, 2]", 422, "JSON object"),
         ("/datastore/image/info?image=nobody", '{"note": "x"}', 404, "nobody"),

@@ -5,10 +5,12 @@ MONAI Label's ``POST /reload`` for admins only; the guarded model-file and info 
 (:mod:`lib.access`) and log redaction (:mod:`lib.log_privacy`) over all routes."""
 
 import os
+import shutil
+import tempfile
 from typing import Optional
 
 import torch
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from monailabel.config import settings
 from monailabel.endpoints.infer import ResultType
@@ -26,6 +28,7 @@ from lib.guard_routes import router as guard_router
 from lib.infers import INFER_LOCK
 from lib.mri_routes import router as mri_router
 from lib.pacs_proxy import router as pacs_proxy_router
+from lib.report import FORMATS, answer_bytes, answer_name, report_options, write_report
 from lib.request_checks import RequestError, check_depth, check_infer_params, parse_object
 from lib.store_routes import router as store_router
 from lib.train_checks import check_train_request
@@ -35,6 +38,21 @@ train_router = APIRouter(tags=["Train"])
 retrain_router = APIRouter(tags=["Active Learning"])
 infer_router = APIRouter(tags=["Infer"])
 admin_router = APIRouter()
+
+REPORT = "report"
+"""``output=report``: the one-page report of the result (:mod:`lib.report`), besides MONAI Label's outputs."""
+OUTPUTS = tuple(kind.value for kind in ResultType) + (REPORT,)
+"""What ``output`` of ``POST /infer/<task>`` may be: MONAI Label's ``ResultType`` values and ``report``."""
+
+
+def check_output(output: Optional[str]):
+    """``output`` as the infer runs it: None, a ``ResultType``, or :data:`REPORT`; 422 naming the values otherwise
+    (FastAPI's own check of the ``ResultType`` enum is replaced: it would refuse ``report``)."""
+    if output is None:
+        return None
+    if output not in OUTPUTS:
+        raise bad_input(422, f"output must be one of {', '.join(OUTPUTS)}; got {output!r}")
+    return REPORT if output == REPORT else ResultType(output)
 
 
 @admin_router.post("/reload", include_in_schema=False)
@@ -55,9 +73,10 @@ async def infer_model(
     params: str = Form("{}"),
     file: UploadFile = File(None),
     label: UploadFile = File(None),
-    output: Optional[ResultType] = None,
+    output: Optional[str] = Query(None, description=f"what the answer holds: {', '.join(OUTPUTS)}"),
     user: User = Depends(RoleRequired(access.USER)),
 ):
+    kind = check_output(output)
     try:
         request = parse_object(params, "params")
     except RequestError as error:
@@ -74,7 +93,7 @@ async def infer_model(
             if not image:
                 raise
     task = app_instance()._infers.get(model)
-    if task is not None and task.type == "classification" and output == ResultType.image:
+    if task is not None and task.type == "classification" and kind == ResultType.image:
         try:
             wants_map = conf_bool(request, "cam", False, where="params")
         except ValueError as error:
@@ -99,6 +118,13 @@ async def infer_model(
         )
     except RequestError as error:
         raise refused(error) from None
+    if kind == REPORT and task is not None:  # an unknown task is answered 404 by the infer itself
+        configs = app_instance().models
+        reporting = {name: c.measures for name, c in configs.items() if getattr(c, "measures", None)}
+        try:
+            report_options(getattr(configs.get(model), "measures", None), model, reporting, request)
+        except ValueError as error:
+            raise bad_input(422, str(error)) from None
     # Off the event loop, so uploads, class labels and status calls are answered while a model runs; one
     # inference at a time (the networks are shared and reloaded in place when training publishes).
     return await run_in_threadpool(
@@ -110,7 +136,7 @@ async def infer_model(
         request,
         file,
         label,
-        output,
+        kind,
     )
 
 
@@ -121,7 +147,8 @@ def _infer_one_at_a_time(*args):
 
 def run_inference(background_tasks, model: str, image: str, session_id: str, params: dict, file, label, output):
     """MONAI Label's ``run_inference`` with the uploads under ``--conf max_upload_mb`` (413) and their temporary
-    files removed on every path (stock: left behind whenever the inference fails)."""
+    files removed on every path (stock: left behind whenever the inference fails); ``output`` :data:`REPORT`
+    answers the result's one-page report (:func:`_report`)."""
     instance = app_instance()
     temporary = []
     try:
@@ -145,6 +172,8 @@ def run_inference(background_tasks, model: str, image: str, session_id: str, par
         result = instance.infer(request)
         if result is None:
             raise bad_input(422, f"{model} returned no result for this input")
+        if output == REPORT:
+            return _report(instance, model, image, request, result, params, temporary)
         if output == ResultType.dicom_seg:
             result["dicom_seg"] = _dicom_seg(instance, image, result, params)
             background_tasks.add_task(remove, result["dicom_seg"])
@@ -157,6 +186,43 @@ def run_inference(background_tasks, model: str, image: str, session_id: str, par
     finally:
         for path in temporary:
             remove(path)
+
+
+def _report(instance, model: str, image: str, request: dict, result: dict, params: dict, temporary: list) -> Response:
+    """The answer to ``output=report``: the PDF page (shown inline), or with params ``report_format`` ``zip`` a ZIP
+    of ``report.pdf``, ``report.png`` and ``report.json``; the result file and the page's folder are removed."""
+    config = instance.models[model]
+    _, age, sex, form = report_options(config.measures, model, {}, params)
+    produced = result.get("file") if result.get("file") is not None else result.get("label")
+    if produced is None:
+        raise bad_input(422, f"{model} returned no label map to report on")
+    if isinstance(produced, str):
+        temporary.append(produced)
+    uploaded = os.path.isabs(request["image"]) and os.path.exists(request["image"])
+    path = request["image"] if uploaded else instance.datastore().get_image_uri(image)
+    folder = tempfile.mkdtemp(prefix="mri-label-report-")
+    try:
+        checkpoint = instance._infers[model].get_path()
+        written = write_report(
+            model,
+            config.measures,
+            path,
+            produced,  # the label map in the input's grid: a file, or the array itself
+            result.get("params") or {},
+            checkpoint,
+            folder,
+            image if image and not uploaded else "uploaded image",
+            age=age,
+            sex=sex,
+        )
+        body = answer_bytes(written["files"], form)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    name = f"{answer_name(image if not uploaded else None, model)}.{form}"
+    disposition = "inline" if form == "pdf" else "attachment"
+    return Response(
+        content=body, media_type=FORMATS[form], headers={"Content-Disposition": f'{disposition}; filename="{name}"'}
+    )
 
 
 def _dicom_seg(instance, image: str, result: dict, params: dict) -> str:

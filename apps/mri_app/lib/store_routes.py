@@ -28,8 +28,9 @@ from mri_label.core.atomic import atomic_write, atomic_write_json
 
 router = APIRouter()
 #: Info keys only the server writes: class labels and predictions (their own API), active-learning scores,
-#: strategy picks, attribution and file bookkeeping, and a final label's review (PUT /mri/review, lib.review).
-MANAGED_INFO_KEYS = ("class_labels", "predictions", "al_scores", "strategy", "name", "ts", "user", "review")
+#: strategy picks, attribution and file bookkeeping, a final label's review (PUT /mri/review, lib.review) and the
+#: measured results that change over time compares (lib.follow_up).
+MANAGED_INFO_KEYS = ("class_labels", "predictions", "al_scores", "strategy", "name", "ts", "user", "review", "measured")
 
 
 def _config(model: str):

@@ -68,6 +68,9 @@ class MRITaskConfig(TaskConfig):
     volume_only = False  # takes 3D volumes only: a 2D image is refused at infer and never proposed by active learning
     input_series: Optional[str] = None  # the series it reads (a key of the sequence config's series_classes); None: any
     caveat: Optional[str] = None  # printed with every evaluation of the task (metrics.json, report.md)
+    measures: Optional[str] = None
+    """What its results measure for ``output=report`` / ``mri-label report`` and change over time (a key of
+    :data:`mri_label.core.change.MEASURES`: ``volumes`` or ``lesions``); None: no report, no change over time."""
 
     def init(self, name: str, model_dir: str, conf: Dict[str, str], planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)

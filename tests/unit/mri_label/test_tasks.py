@@ -89,6 +89,10 @@ def test_what_each_task_declares():
     assert tasks.mask_task("tumor_gate") == ("tumor_seg", tasks.labels("tumor_seg"))
     assert [t for t in tasks.task_names() if tasks.mask_task(t)] == ["tumor_gate"]
     assert [t for t in tasks.task_names() if tasks.caveat(t)] == ["dementia_stage", "tumor_type"]
+    assert {t: tasks.measures(t) for t in tasks.reported_tasks()} == {"hippocampus": "volumes", "tumor_seg": "lesions"}
+    assert [t for t in tasks.task_names() if tasks.measures(t) is None] == [
+        t for t in tasks.task_names() if t not in ("hippocampus", "tumor_seg")
+    ]
     assert tasks.finding_class("tumor_gate", False) == tasks.classes("tumor_gate")[0]
     assert tasks.finding_class("tumor_gate", True) == tasks.classes("tumor_gate")[1]
     assert tasks.negative_class("tumor_type") == tasks.classes("tumor_type")[-1]
@@ -126,6 +130,11 @@ def test_each_declaration_fits_the_task(task):
         assert tasks.kind(segmenter) == "segmentation" and labels.items() <= tasks.labels(segmenter).items()
     for other in config.reads_networks_of:
         assert other in tasks.task_names()
+    if config.measures is not None:  # a report: measurements of a segmentation, lesions where it measures lesions
+        from mri_label.core.change import MEASURES
+
+        assert config.kind == "segmentation" and config.measures in MEASURES
+        assert (config.measures == "lesions") == bool(getattr(config, "lesions", None))
 
 
 # ------------------------------------------------------------------------------------------- nothing retyped

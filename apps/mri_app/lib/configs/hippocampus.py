@@ -18,3 +18,4 @@ class HippocampusConfig(VolumeSegmentationConfig):
     evaluation = "segmentation+union"  # anterior and posterior, and the whole hippocampus (as MSD reports them)
     recipe = dict(RECIPE, max_epochs=70, train_batch_size=4, learning_rate=1e-3, early_stop_patience=20)
     flip_axes = (0,)  # left-right mirrors in training, averaged over at inference (lib.mirroring)
+    measures = "volumes"  # reported per label and side; change over time also per year (mri_label.core.change)

@@ -14,6 +14,7 @@ class TumorSegConfig(SliceSegmentationConfig):
     evaluation = "binary segmentation"  # whole tumor: every truth value > 0 (BraTS sub-regions merged)
     input_series = "flair"  # tumor_pipeline is evaluated on these volumes; the sample data's tumor masks lie on them
     lesions = "tumor"  # measured per component: volume in mL, RANO-style axial diameters (lib.lesion_measures)
+    measures = "lesions"  # reported as lesions (volume, diameters); change of volume and sum of products
     # chosen on the 6 validation subjects with the shipped checkpoint: mean volume Dice 0.818 without, 0.828 with
     # (docs/explanation/evaluation.md)
     keep_largest_component = True
