@@ -47,7 +47,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -58,6 +57,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, cast
+
+from machine import machine, machine_line
+from mri_label.launch import start_server_command
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "apps" / "mri_app"
@@ -573,22 +575,7 @@ def server(
     import requests
 
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "monailabel.main",
-        "start_server",
-        "--app",
-        str(app_dir),
-        "--studies",
-        str(studies),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    for key, value in conf.items():
-        command += ["--conf", key, str(value)]
+    command = start_server_command(app_dir, studies, "127.0.0.1", port, conf)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -939,11 +926,8 @@ def main(argv=None) -> int:
     ref_rows = reference["rows"] if reference else []
     by_input = {r["input"]: r for r in ref_rows}
     print()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}, server threads "
-        f"{args.threads or 'default'}; load average "
-        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after (above ~0.5 the numbers are upper bounds)"
-    )
+    host = machine(load_before[0], load_after[0])
+    print(machine_line(host, f"server threads {args.threads or 'default'}") + " (above ~0.5: upper bounds)")
     print(
         f"server start to ready: mri-label {mri['startup_s']:.1f} s"
         + (f", reference {reference['startup_s']:.1f} s" if reference else "")
@@ -984,12 +968,7 @@ def main(argv=None) -> int:
         args.json.write_text(
             json.dumps(
                 {
-                    "machine": {
-                        "cpus": os.cpu_count(),
-                        "platform": platform.platform(),
-                        "load_before": load_before,
-                        "load_after": load_after,
-                    },
+                    "machine": host,
                     "calls": calls,
                     "reference_calls": ref_calls,
                     "threads": args.threads,

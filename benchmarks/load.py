@@ -43,7 +43,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import re
 import shutil
 import sys
@@ -56,6 +55,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from latency import APP_DIR, ROOT, check_count, format_table, percentile, server, vm_hwm_mb  # noqa: E402
+from machine import machine, machine_line  # noqa: E402
 
 SHIPPED_DIR = APP_DIR / "shipped"
 #: (task, image, output) of the infer requests in the mix
@@ -716,8 +716,7 @@ def report(result: Dict, clients: int, load: Sequence[float]) -> str:
     """The printed summary of a run."""
     t, v = result["training"], result["verification"]
     lines = [
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; load average "
-        f"{load[0]:.2f} before, {load[1]:.2f} after",
+        machine_line(machine(*load)),
         f"{clients} clients for {result['window_s']:.1f} s on loopback; "
         "latencies of all requests (failed ones included)",
         results_table(result["rows"]),
@@ -826,12 +825,7 @@ def main(argv=None) -> int:
         args.json.write_text(
             json.dumps(
                 {
-                    "machine": {
-                        "cpus": os.cpu_count(),
-                        "platform": platform.platform(),
-                        "load_before": load_before,
-                        "load_after": load_after,
-                    },
+                    "machine": machine(load_before, load_after),
                     "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                     **result,
                     "failed": reasons,

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mri_label.app_path import app_dir, app_on_path
+from mri_label.launch import start_server_command
 
 DEFAULT_DATASTORE = Path.home() / ".mri-label" / "sample-datastore"
 
@@ -54,27 +55,9 @@ def serve(args) -> int:
     state = server_state()
     # MONAI Label's log configuration, writing this server's own log file from its first line (lib.server_state)
     log_config = init_log_config(None, state.state_dir(studies, conf), state.LOG_NAME)
-    command = [
-        sys.executable,
-        "-m",
-        "monailabel.main",
-        "start_server",
-        "--app",
-        str(app_dir()),
-        "--studies",
-        str(studies),
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-        "--log_config",
-        log_config,
-        "--conf",
-        "models",
-        args.models,
-    ]
-    for key, value in args.conf or []:
-        command += ["--conf", key, value]
+    command = start_server_command(
+        app_dir(), studies, args.host, args.port, {"models": args.models, **conf}, log_config=log_config
+    )
     print("+ " + " ".join(command), flush=True)
     os.execv(sys.executable, command)
     return 0

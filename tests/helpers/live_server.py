@@ -5,12 +5,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import requests
 
+from mri_label.launch import start_server_command
 from tests.helpers.app import APP_DIR
 
 
@@ -37,22 +37,7 @@ def running_server(
     port = free_port()
     options = {"models": "all", "model_dir": str(models), "state_dir": str(root / "state"), **(conf or {})}
     options = {key: value for key, value in options.items() if value is not None}  # None: the app's default
-    command = [
-        sys.executable,
-        "-m",
-        "monailabel.main",
-        "start_server",
-        "--app",
-        str(APP_DIR),
-        "--studies",
-        str(studies),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    for key, value in options.items():
-        command += ["--conf", key, str(value)]
+    command = start_server_command(APP_DIR, studies, "127.0.0.1", port, options)
     log_path = root / "server.log"
     with open(log_path, "a") as log:
         process = subprocess.Popen(
