@@ -92,11 +92,18 @@ def load_app(
     if model:
         if not Path(model).is_file():
             raise FileNotFoundError(f"--model {model} is not a file")
-        app._infers[task].path = [str(model)]
+        _infer(app, task).path = [str(model)]
     for stage in stages:
-        if app._infers[stage].get_path() is None:
-            raise FileNotFoundError(f"{stage} has no checkpoint at {app._infers[stage].path}: train it or pass --model")
+        if _infer(app, stage).get_path() is None:
+            raise FileNotFoundError(f"{stage} has no checkpoint at {_infer(app, stage).path}: train it or pass --model")
     return app
+
+
+def _infer(app, task: str):
+    """The app's infer task ``task`` (:func:`lib.stock.infers`)."""
+    from lib import stock  # noqa: E402  (the app's adapter to MONAI Label, importable once the app is loaded)
+
+    return stock.infers(app)[task]
 
 
 def _load(path: str):
@@ -142,7 +149,7 @@ def _classifier_predictions(app, task: str, images: List[str], progress) -> Dict
     from lib.label_info import class_label, label_task  # noqa: E402
     from lib.transforms import axial_axis  # noqa: E402
 
-    datastore, infer = app.datastore(), app._infers[task]
+    datastore, infer = app.datastore(), _infer(app, task)
     classes = infer.classes
     # a gate: a volume with a final mask of its mask_task is scored per slice (the slice's truth: its mask slice)
     masks = tasks.mask_task(task) if tasks.evaluation(task) == "gate" else None
@@ -203,14 +210,14 @@ def _segmentation_cases(
     from lib.datalists import final_label  # noqa: E402
     from lib.label_info import label_task  # noqa: E402
 
-    datastore, infer, truth_task = app.datastore(), app._infers[task], truth_task or task
+    datastore, infer, truth_task = app.datastore(), _infer(app, task), truth_task or task
     series = tasks.input_series(truth_task) if volumes_only else None
     sequence = tasks.series_class(series) if series else None
     binary = tasks.evaluation(truth_task) == "binary segmentation"
     cases = []
     for n, image_id in enumerate(images):
         label_path, label_info = final_label(datastore, image_id)
-        if not label_path or label_task(label_info, {truth_task: app._infers[truth_task].labels}) != truth_task:
+        if not label_path or label_task(label_info, {truth_task: _infer(app, truth_task).labels}) != truth_task:
             continue
         info = datastore.get_image_info(image_id)
         wrong_series = sequence is not None and info.get("sequence", sequence) != sequence
@@ -280,7 +287,7 @@ def evaluate(
             "sides, so this figure is optimistic; compare it with the grouped split, never report it alone."
         )
     stages = PIPELINES[task][0] if task in PIPELINES else (task,)
-    checkpoints = {s: app._infers[s].get_path() for s in stages}
+    checkpoints = {s: _infer(app, s).get_path() for s in stages}
     meta = {
         "task": task,
         "model": checkpoints[task] if task in checkpoints else checkpoints,
@@ -293,7 +300,7 @@ def evaluate(
     }
     if task in PIPELINES:
         files, head = _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)
-    elif app._infers[task].type == "classification":
+    elif _infer(app, task).type == "classification":
         files, head = _evaluate_classifier(
             app, task, studies, split, test_images, target_recall, meta, out_dir, progress
         )
@@ -320,7 +327,7 @@ def _evaluate_classifier(app, task, studies, split, test_images, target_recall, 
     if tasks.evaluation(task) == "gate":
         metrics["threshold"] = _gate_threshold(app, task, split, test, target_recall, progress)
         shipped = float(
-            test["shipped_threshold"] if test["shipped_threshold"] is not None else app._infers[task].threshold
+            test["shipped_threshold"] if test["shipped_threshold"] is not None else _infer(app, task).threshold
         )
         thresholds = {"shipped": shipped, "recall_targeted": metrics["threshold"]["threshold"]}
         metrics["operating_points"] = {
@@ -400,7 +407,7 @@ def _evaluate_segmentation(app, task, studies, test_images, meta, out_dir, progr
     cases = _segmentation_cases(app, task, test_images, progress)
     if not cases:
         raise ValueError(f"{task}: the test subjects of {studies} hold no final label for this task")
-    metrics = _scored_cases(cases, app._infers[task].labels, merge=tasks.evaluation(task) == "segmentation+union")
+    metrics = _scored_cases(cases, _infer(app, task).labels, merge=tasks.evaluation(task) == "segmentation+union")
     meta.update(kind="segmentation", n_subjects=len(cases), n_images=len(cases))
     return write_report(out_dir, task, "segmentation", metrics, meta, _extras(metrics, cases)), headline(metrics)
 
@@ -415,7 +422,7 @@ def _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)
         what = f"{tasks.series_class(series)} volume" if series else "volume"
         raise ValueError(f"{task}: the test subjects of {studies} hold no {what} with a {reference} final label")
     alone = _segmentation_cases(app, reference, test_images, progress, volumes_only=True)
-    labels = app._infers[reference].labels
+    labels = _infer(app, reference).labels
     metrics, reference_metrics = _scored_cases(cases, labels, False), _scored_cases(alone, labels, False)
     label = next(iter(labels))
     comparison = dice_difference(metrics, reference_metrics, label)
@@ -430,7 +437,7 @@ def _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)
         "within_tolerance": within,
         "reference_breakdown": reference_metrics["breakdown"],
     }
-    metrics["gate_threshold"] = app._infers[gate].threshold
+    metrics["gate_threshold"] = _infer(app, gate).threshold
     meta.update(kind="segmentation", n_subjects=len(cases), n_images=len(cases))
     head = headline(metrics)
     head.update(

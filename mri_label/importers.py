@@ -53,6 +53,7 @@ from nibabel.spatialimages import SpatialImage
 from PIL import Image
 
 from mri_label import tasks
+from mri_label.app_path import app_on_path
 from mri_label.sample_data import EXTENSIONS
 
 FORMATS = ("lgg", "classfolders", "decathlon", "brats")
@@ -157,19 +158,19 @@ class _Writer:
     extra: Dict[str, Any]
 
     def __init__(self, root: Path, stage: Path, fmt: str, progress):
-        from monailabel.datastore.local import LocalDatastore
+        app_on_path()
+        from lib.stock import StockLocalDatastore  # noqa: E402  (the app's adapter to MONAI Label's datastore)
 
-        class BatchedDatastore(LocalDatastore):
-            """Writes datastore_v2.json once, on ``flush()``, not after every image (linear, not quadratic,
-            time: nobody reads the build folder before the import ends). Overrides a private method of
-            monailabel 0.8.5 (pinned)."""
+        class BatchedDatastore(StockLocalDatastore):
+            """Writes datastore_v2.json once (atomically), on ``flush()``, not after every image (linear, not
+            quadratic, time: nobody reads the build folder before the import ends)."""
 
-            def _update_datastore_file(self, lock=True):
+            def write_index(self, lock=True):
                 self.dirty = True
 
             def flush(self):
                 if getattr(self, "dirty", False):
-                    super()._update_datastore_file()
+                    super().write_index()
 
         self.ds = BatchedDatastore(str(root), extensions=EXTENSIONS, auto_reload=False)
         self.existing = set(self.ds.list_images())

@@ -36,7 +36,9 @@ def task_items(task: str, studies: str, size: int) -> Tuple[List[Dict], List[Dic
     with tempfile.TemporaryDirectory() as model_dir:
         conf = {"models": task, "model_dir": model_dir, "shipped_models": "none", f"{task}_image_size": str(size)}
         app = MRIApp(folder, str(studies), conf)
-        trainer = app._trainers.get(task)
+        from lib import stock  # noqa: E402  (the app's adapter to MONAI Label, importable after app_class)
+
+        trainer = stock.trainers(app).get(task)
         if trainer is None or not hasattr(trainer, "classes"):
             raise ValueError(f"task {task!r} is not a classification task of the app")
         items = trainer.items(app.datastore())

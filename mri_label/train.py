@@ -57,7 +57,10 @@ def train(
     checkpoint = Path(model_dir) / task / "model.pt"
     if not checkpoint.exists():
         raise RuntimeError(f"{task}: training published no checkpoint at {checkpoint}")
-    context = app._trainers[task]._context
+    from lib import stock  # noqa: E402  (the app's adapter to MONAI Label, importable after app_class)
+
+    run = stock.trainers(app)[task].last_run
+    context = run.context if run else None
     summary = {
         "task": task,
         "checkpoint": str(checkpoint),

@@ -27,7 +27,7 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
 import lib.configs
-from lib import access, server_state
+from lib import access, server_state, stock
 from lib.activelearning import UNCERTAINTY, ModelScorer, RetrainScheduler, UncertaintyStrategy, labelled_task
 from lib.conf import conf_float, conf_int
 from lib.datastore import (
@@ -189,7 +189,7 @@ class MRIApp(MONAILabelApp):
         """After a promoted fine-tuning run, refresh the cached uncertainty scores of its task in the background."""
         if not run.get("promoted"):
             return
-        strategy = self._strategies.get(self.models[run["task"]].uncertainty)
+        strategy = stock.strategies(self).get(self.models[run["task"]].uncertainty)
         scores = strategy.rescore(run["task"], self.datastore())
         logger.info(
             f"after retraining {run['task']}: {strategy.method} scores of {len(scores)} unlabelled images cached"
@@ -200,8 +200,9 @@ class MRIApp(MONAILabelApp):
 
     def next_sample(self, request):
         strategy = request.get("strategy") or "random"
-        if strategy not in self._strategies:
-            raise bad_input(404, f"no active-learning strategy {strategy!r}; strategies: {sorted(self._strategies)}")
+        strategies = stock.strategies(self)
+        if strategy not in strategies:
+            raise bad_input(404, f"no active-learning strategy {strategy!r}; strategies: {sorted(strategies)}")
         return super().next_sample(request)
 
     def check_infer_cost(self, model: str, size, spacing) -> None:
@@ -221,7 +222,7 @@ class MRIApp(MONAILabelApp):
         DICOM SR of a final label, :mod:`lib.dicom_sr`): the infer's own ``measure_label`` where it has one, else
         volumes per label and the lesions of the label its config declares (:func:`lib.transforms.measure_label_file`);
         None for a task that is no segmentation task served here."""
-        config, infer = self.models.get(task), self._infers.get(task)
+        config, infer = self.models.get(task), stock.infers(self).get(task)
         if config is None or infer is None or getattr(config, "kind", "") != "segmentation":
             return None
         own = getattr(infer, "measure_label", None)
@@ -250,9 +251,9 @@ class MRIApp(MONAILabelApp):
         whose config declares ``measures`` gets the change over time in its result (``change_over_time``) and its
         result stored in the image's info for the next study (:mod:`lib.follow_up`)."""
         model = request.get("model")
-        task = self._infers.get(model)
+        task = stock.infers(self).get(model)
         if task is None:
-            raise bad_input(404, f"model {model!r} is not served here; models: {sorted(self._infers)}")
+            raise bad_input(404, f"model {model!r} is not served here; models: {sorted(stock.infers(self))}")
         image = request.get("image")
         datastore = datastore or self.datastore()
         if not isinstance(image, str) or not image:

@@ -31,6 +31,7 @@ import torch
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.strategy import Strategy
 
+from lib import stock
 from lib.datalists import final_label
 from lib.datastore import update_info_entry
 from lib.errors import bad_input
@@ -277,7 +278,7 @@ class ModelScorer:
         self.app, self.samples = app, samples
 
     def checkpoint_mtime(self, task: str) -> Optional[float]:
-        infer = self.app._infers.get(task)
+        infer = stock.infers(self.app).get(task)
         path = infer.get_path() if infer is not None else None
         return os.stat(path).st_mtime if path and os.path.exists(path) else None
 
@@ -286,7 +287,7 @@ class ModelScorer:
             return self.score(task, image_id, datastore)
 
     def score(self, task: str, image_id: str, datastore: Datastore) -> float:
-        infer = self.app._infers[task]
+        infer = stock.infers(self.app)[task]
         if infer.type == "classification":
             result = self.app.infer({"model": task, "image": image_id, "result_extension": None}, datastore)
             return entropy((result.get("params") or {})["probabilities"].values())
@@ -295,7 +296,7 @@ class ModelScorer:
         for transform in infer.pre_transforms(data):
             data = transform(data)
         inputs = torch.as_tensor(data["image"])[None].to(data["device"])
-        network = infer._get_network(data["device"], data)
+        network = stock.infer_network(infer, data["device"], data)
         inferer = infer.inferer(data)
         # dropout samples the network's uncertainty; averaging mirrors too would only multiply the passes
         inferer = inferer.inner if isinstance(inferer, MirrorAveragingInferer) else inferer

@@ -17,15 +17,13 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 import torch
-from filelock import FileLock
 from monai.transforms import LoadImage
-from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
-from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.errors import ImageNotFound, bad_input, refused
 from lib.label_info import REVIEW_KEY, label_task, segment_names
 from lib.request_checks import RequestError, check_depth
-from mri_label.core.atomic import atomic_copy, atomic_write_json, remove_partial_files
+from lib.stock import StockLocalDatastore
+from mri_label.core.atomic import atomic_copy, remove_partial_files
 
 logger = logging.getLogger(__name__)
 
@@ -198,11 +196,12 @@ def spatial_size(size: Tuple[int, ...]) -> Tuple[int, ...]:
     return size
 
 
-class MRIDatastore(LocalDatastore):
-    """MONAI Label's local datastore with input checks (nothing unreadable, oversized or mismatched is stored),
-    crash-safe writes (images, labels and ``datastore_v2.json`` are written to a temporary file and renamed over
-    the old one: a crash leaves the old or the whole new file; leftovers are removed at start), and log lines
-    that name image ids only (never upload file names or client-supplied label info).
+class MRIDatastore(StockLocalDatastore):
+    """MONAI Label's local datastore (through :class:`lib.stock.StockLocalDatastore`) with input checks (nothing
+    unreadable, oversized or mismatched is stored), crash-safe writes (images, labels and ``datastore_v2.json`` are
+    written to a temporary file and renamed over the old one: a crash leaves the old or the whole new file;
+    leftovers are removed at start), and log lines that name image ids only (never upload file names or
+    client-supplied label info).
 
     Args:
         max_upload_mb: largest image or label file accepted (MB); larger ones get a 413.
@@ -229,10 +228,7 @@ class MRIDatastore(LocalDatastore):
         self.max_voxels = int(max_voxels)
         self.task_labels = task_labels
         super().__init__(*args, **kwargs)
-        folders = {self._datastore_path, self._datastore.image_path(), self._datastore.label_path(None)}
-        folders.update(self._datastore.labels_path().values())
-        folders.update(self._datastore.label_path(tag) for tag in (DefaultLabelTag.FINAL, DefaultLabelTag.ORIGINAL))
-        removed = sum(remove_partial_files(folder) for folder in folders)
+        removed = sum(remove_partial_files(folder) for folder in self.folders())
         if removed:
             logger.warning(f"removed {removed} partial file(s) left by an interrupted write")
 
@@ -262,28 +258,18 @@ class MRIDatastore(LocalDatastore):
         with self._memory_lock:
             super().refresh()
 
-    def _update_datastore_file(self, lock=True):
-        """Write ``datastore_v2.json`` atomically (MONAI Label truncates and rewrites it in place)."""
-
-        def write():
-            self._ignore_event_config = True
-            content = self._datastore.model_dump(exclude={"base_path"})
-            atomic_write_json(self._datastore_config_path, content, indent=2, default=str)
-            self._config_ts = os.stat(self._datastore_config_path).st_mtime
-
+    def write_index(self, lock: bool = True) -> None:
+        """Write ``datastore_v2.json`` atomically (:class:`lib.stock.StockLocalDatastore`), not while another
+        thread changes the in-memory index."""
         with self._memory_lock:
-            if lock:
-                with FileLock(self._lock_file):
-                    write()
-            else:
-                write()
+            super().write_index(lock=lock)
 
     def _store(self, source: str, dest: str, register) -> None:
         """Copy ``source`` to ``dest`` atomically, then ``register()`` it in the index and write the index."""
-        with self._memory_lock, FileLock(self._lock_file):
+        with self._memory_lock, self.index_lock():
             atomic_copy(source, dest)
             register()
-            self._update_datastore_file(lock=False)
+            self.write_index(lock=False)
 
     def _check_size(self, path: str, what: str) -> None:
         check_upload_size(path, what, self.max_upload_bytes)
@@ -296,15 +282,13 @@ class MRIDatastore(LocalDatastore):
         check_image_file(
             image_filename, f"uploaded image {image_id or os.path.basename(image_filename)!r}", self.max_voxels
         )
-        guessed_id, ext = self._to_id(os.path.basename(image_filename))
+        guessed_id, ext = self.split_name(os.path.basename(image_filename))
         image_id = image_id or guessed_id
-        name = self._filename(image_id, ext)
+        name = self.file_name(image_id, ext)
         info = dict(image_info or {}, ts=int(time.time()), name=name)
-
-        def register():
-            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
-
-        self._store(image_filename, os.path.join(self._datastore.image_path(), name), register)
+        self._store(
+            image_filename, os.path.join(self.image_folder(), name), lambda: self.register_image(image_id, info, ext)
+        )
         logger.info(f"image {image_id} stored")
         return image_id
 
@@ -318,20 +302,18 @@ class MRIDatastore(LocalDatastore):
         label = check_label_file(label_filename, image_id, image_path, self.max_voxels)
         if self.task_labels is not None:
             check_label_values(label, f"label for image {image_id!r}", label_info, self.task_labels)
-        _, ext = self._to_id(os.path.basename(label_filename))
-        name = self._filename(image_id, ext)
-        label_path = self._datastore.label_path(label_tag)
+        _, ext = self.split_name(os.path.basename(label_filename))
+        name = self.file_name(image_id, ext)
+        label_path = self.label_folder(label_tag)
         os.makedirs(label_path, exist_ok=True)
         info = dict(without_review(label_info), ts=int(time.time()), name=name)
 
         def register():
-            labels = self._datastore.objects[image_id].labels
-            old = labels.get(label_tag)
-            if old is not None and old.ext != ext:  # a label of another format replaced: drop the old file
-                stale = os.path.join(label_path, self._filename(image_id, old.ext))
+            old = self.register_label(image_id, label_tag, info, ext)
+            if old is not None and old != ext:  # a label of another format replaced: drop the old file
+                stale = os.path.join(label_path, self.file_name(image_id, old))
                 if os.path.exists(stale):
                     os.remove(stale)
-            labels[label_tag] = DataModel(info=info, ext=ext)
 
         self._store(label_filename, os.path.join(label_path, name), register)
         logger.info(f"label {label_tag!r} of image {image_id} stored")

@@ -174,7 +174,7 @@ def rollback(task_dir: str, keep: int = DEFAULT_KEEP, by: Optional[str] = None) 
     The archive's ``model.pt`` and ``model.json`` are copied over the served ones (each atomically) and the archive is
     then deleted (it is what is served now). The restored ``model.pt`` is a new file with a modification time later
     than the one it replaced: MONAI Label's infer tasks reload their network when that time changes
-    (``BasicInferTask._get_network``), and cached active-learning scores are tied to it.
+    (:func:`lib.stock.infer_network`), and cached active-learning scores are tied to it.
 
     Returns:
         The ``rolled back`` history entry: ``from`` / ``to`` (checkpoint info of the replaced and of the restored

@@ -1,8 +1,9 @@
-"""``model.json`` beside a checkpoint (nnU-Net style): the checkpoint says what it is, and the app refuses one
-that does not fit the network and labels it would load it into."""
+"""``model.json`` beside a checkpoint (nnU-Net style): the checkpoint says what it is (:func:`run_card`, written by a
+training), and the app refuses one that does not fit the network and labels it would load it into."""
 
 import json
 import os
+import time
 from typing import Dict, List, Optional
 
 CARD = "model.json"
@@ -62,3 +63,67 @@ def check_checkpoint(checkpoint: str, expected: Dict, required: bool, remedy: st
 
 def _plain(value):
     return json.loads(json.dumps(value))
+
+
+def run_card(
+    static: Dict,
+    task: str,
+    network: Dict,
+    checkpoint: str,
+    context,
+    stats: Dict,
+    finished: bool,
+    amp: bool,
+    training: Dict,
+) -> Dict:
+    """The ``model.json`` of a checkpoint a training run published: the task config's ``static`` card, the run's
+    facts (items, subject split, epochs, device, AMP, distributed split, energy, ``training`` extras of the task) and
+    its best validation metric.
+
+    Args:
+        checkpoint: file name of the checkpoint beside the card.
+        context: the run's context (data, split, device), or None.
+        stats: MONAI Label's training statistics (epoch, best validation metric) with the run's extras.
+        finished: False for the card written at each publish during the run (``training.finished``; it stays so if
+            the run is killed or stopped before its end).
+    """
+    evaluation = stats.get("eval") or stats.get("train") or {}
+    card = dict(static)
+    card.update(
+        {
+            "task": task,
+            "network": network,
+            "checkpoint": checkpoint,
+            "training": {
+                "items": len(context.datalist) if context else None,
+                "split": getattr(context, "split", None),
+                "epochs": stats.get("epoch"),
+                "max_epochs": getattr(context, "max_epochs", None),
+                "finished": finished,
+                "device": str(context.device) if context else None,
+                "amp": amp,
+                "distributed": stats.get("distributed"),
+                "energy": stats.get("energy"),
+                **training,
+            },
+            "metrics": {
+                "key_metric": evaluation.get("key_metric_name"),
+                "best": evaluation.get("best_metric"),
+                "best_epoch": evaluation.get("best_metric_epoch"),
+                "split": "validation subjects" if stats.get("eval") else "training items",
+            },
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "code_version": code_version(),
+        }
+    )
+    return card
+
+
+def code_version() -> str:
+    """The installed ``mri-label`` version, or ``unknown``."""
+    try:
+        from importlib.metadata import version
+
+        return version("mri-label")
+    except Exception:  # not installed as a package
+        return "unknown"

@@ -18,7 +18,7 @@ def check_train_request(model: str, params: dict) -> None:
         check_train_params(params, stock.trainer_defaults(app_instance(), model))
     except RequestError as error:
         raise refused(error) from None
-    check_resume(app_instance()._trainers[model], params)
+    check_resume(stock.trainers(app_instance())[model], params)
 
 
 def check_resume(trainer, params: dict) -> None:
@@ -34,11 +34,11 @@ def check_resume(trainer, params: dict) -> None:
         return
     if finetune:
         raise bad_input(422, "resume and finetune exclude each other: resume continues a run, finetune starts one")
-    config = dict(trainer._config, **params)
+    config = dict(trainer.config(), **params)
     try:
         max_epochs = int(config["max_epochs"])
     except (TypeError, ValueError):
         raise bad_input(422, f"max_epochs must be an integer, got {config['max_epochs']!r}") from None
-    problem = resume_problem(resume_path(trainer._model_dir, str(config["name"])), max_epochs)
+    problem = resume_problem(resume_path(trainer.model_dir, str(config["name"])), max_epochs)
     if problem:
         raise bad_input(409, problem)

@@ -14,7 +14,7 @@ from monailabel.datastore.local import LocalDatastore
 from lib.activelearning import ModelScorer, RetrainScheduler, UncertaintyStrategy, entropy, mc_dropout_variance
 from lib.infers import INFER_LOCK
 from lib.mirroring import MirrorAveragingInferer
-from lib.trainers.base import candidate_path, promote_candidate
+from lib.trainers.promotion import candidate_path, promote_candidate
 
 # ------------------------------------------------------------------------------------------- promotion
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from lib import history
-from lib.trainers.base import promote_candidate
+from lib.trainers.promotion import promote_candidate
 
 RECORD = {"run": "r1", "metric": "val_dice", "labelled_images": 7, "epochs": 1}
 

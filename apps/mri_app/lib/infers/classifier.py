@@ -10,6 +10,7 @@ from monai.transforms import Activationsd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
+from lib import stock
 from lib.cam import cam_volume
 from lib.conf import conf_bool
 from lib.datalists import CLASS_SLICE_FRACTION, GATE_SLICE_FRACTION
@@ -106,7 +107,7 @@ class ClassifierInfer(BasicInferTask):
         """Grad-CAM of ``class_index`` as a float NIfTI in the input's grid (values 0..1); returns its path."""
         image = data["image"]
         axis = axial_axis(image.affine) if image.ndim == 4 else 2
-        network = self._get_network(data.get("device", "cpu"), data)
+        network = stock.infer_network(self, data.get("device", "cpu"), data)
         heat = cam_volume(
             network, image.to(next(network.parameters()).device), axis, data["slices_run"], self.size, class_index
         )

@@ -26,7 +26,7 @@ import torch
 from monai.transforms import NormalizeIntensity
 from monailabel.utils.others.generic import name_to_device
 
-from lib import registration
+from lib import registration, stock
 from lib.errors import bad_input
 from lib.infers import checkpoint_info
 from lib.infers.segmentation import VolumeSegmentationInfer
@@ -94,7 +94,7 @@ class HippocampusInfer(VolumeSegmentationInfer):
 
         start = time.time()
         device = name_to_device(request.get("device", "cuda"))  # cuda where present, else cpu
-        network = self._get_network(device, request)
+        network = stock.infer_network(self, device, request)
         answers = {side: self._segment(network, crop, side, device) for side, (crop, _, _) in regions.items()}
         latency_infer = time.time() - start
 

@@ -1,8 +1,18 @@
-"""What every mri-label trainer shares: data from the datastore, a fixed subject split, AMP on GPU,
-a cosine learning-rate schedule, early stopping, and a ``model.json`` written beside the checkpoint. A fine-tune
-run's promotion decision goes to the task's model history (:mod:`lib.history`)."""
+"""What every mri-label trainer shares: data from the datastore, a fixed subject split, AMP on GPU, a cosine
+learning-rate schedule, early stopping, and a ``model.json`` written beside the checkpoint.
 
-import contextlib
+A run is composed of handlers and small policies, each in its own module, instead of flags on the task:
+
+* :class:`TrainingRun`: what one request asks (seed, resume, fine-tune), decided once before the run;
+* :class:`lib.trainers.checkpoints.AtomicPublisher` (statistics and best checkpoint, atomically) and
+  :class:`~lib.trainers.checkpoints.ResumeState` (``resume.pt``): ignite handlers;
+* :class:`lib.trainers.promotion.FineTune`: a fine-tune run's candidate, baseline and promotion (the decision goes
+  to the task's model history, :mod:`lib.history`);
+* :class:`lib.trainers.energy.EnergyMeter`: codecarbon around the run;
+* :func:`lib.model_card.run_card`: ``model.json``; :class:`lib.learning_curve.LearningCurveHandler`: the curve;
+* :class:`lib.trainers.distributed.DistributedTrainTask`: several processes (its handlers reduce over the ranks).
+"""
+
 import copy
 import json
 import logging
@@ -10,25 +20,28 @@ import os
 import threading
 import time
 from abc import abstractmethod
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
-from ignite.engine import Events
 from monai.handlers import LrScheduleHandler
 from monai.inferers import SimpleInferer
 from monai.utils import set_determinism
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import Context
 
+from lib import stock
 from lib.conf import conf_bool
 from lib.datalists import split_by_subject
-from lib.history import DEFAULT_KEEP, record_decision
+from lib.history import DEFAULT_KEEP
 from lib.learning_curve import CURVE_FILE, LearningCurveHandler, publish_curve
+from lib.model_card import CARD, run_card
 from lib.networks import build_network
 from lib.slice_cache import cache_folder, cache_items
 from lib.slicewise import channels_last_on_cpu
-from lib.trainers.checkpoints import load_resume_state, resume_path, save_resume_state
+from lib.trainers.checkpoints import AtomicPublisher, ResumeState, resume_path
 from lib.trainers.distributed import DistributedTrainTask
+from lib.trainers.energy import EnergyMeter
+from lib.trainers.promotion import FineTune
 from mri_label.core.atomic import atomic_write_json
 from mri_label.core.splits import ensure_split, split_of
 
@@ -43,6 +56,33 @@ def training_in_process(task: str) -> bool:
     server's own process; MONAI Label's background trainings run in their own)."""
     with _running_lock:
         return _running.get(task, 0) > 0
+
+
+class TrainingRun:
+    """One training request in this process, decided once before the run starts (alike on every rank): its seed
+    (:func:`monai.utils.set_determinism`), whether it continues the interrupted run of the same name from its
+    ``resume.pt`` (:attr:`resume`) or fine-tunes the served checkpoint (:attr:`finetune`), where it publishes;
+    then its context, once made.
+
+    Raises:
+        ValueError: a seed that is not an integer >= 0; ``finetune`` or ``resume`` not a boolean; both.
+    """
+
+    def __init__(self, request: Dict, task: "MRITrainTask"):
+        seed = request.get("seed")
+        if seed is not None:
+            if isinstance(seed, bool) or not str(seed).strip().isdigit():
+                raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+            set_determinism(seed=int(seed))
+        finetune = conf_bool(request, "finetune", False, where="params")
+        self.resume = conf_bool(request, "resume", False, where="params")
+        if finetune and self.resume:
+            raise ValueError("finetune and resume exclude each other: resume continues a run, finetune starts one")
+        run_model = os.path.join(task.model_dir, request["name"], task.key_metric_filename)
+        self.finetune = FineTune(task.publish_path, task.shipped_path, run_model) if finetune else None
+        self.publish_path = self.finetune.candidate if self.finetune else task.publish_path
+        self.request, self.started = request, time.time()
+        self.context: Optional[Context] = None
 
 
 class MRITrainTask(DistributedTrainTask):
@@ -101,20 +141,14 @@ class MRITrainTask(DistributedTrainTask):
             load_strict=True,
         )
         self.task, self.network_spec, self.card = task, network_spec, card
-        self._split: Optional[Dict] = None
-        self.shipped_path = shipped_path
-        self._finetune_from: Optional[str] = None  # the served checkpoint a fine-tune run starts from (see ``train``)
-        self._baseline: Optional[Dict] = (
-            None  # the served checkpoint's validation metric, measured before a fine-tune run
-        )
-        self._resume = False  # continue the interrupted run of the same name from its resume.pt
-        self._finetuning = False  # this run fine-tunes (publishes a candidate)
-        self.train_on, self.history_keep = train_on, history_keep
+        self.shipped_path, self.train_on, self.history_keep = shipped_path, train_on, history_keep
+        self._split: Optional[Dict] = None  # the datastore's split.json (set by pre_process)
         self._label_rule: Optional[Dict] = None  # which final labels the items use (set by items; model.json)
+        self.last_run: Optional[TrainingRun] = None  # the run in progress or the last one in this process
 
     def __getstate__(self):
         # spawned training processes get a pickled copy of the task; a finished run's context holds engines
-        return dict(self.__dict__, _context=None)
+        return dict(self.__dict__, last_run=None)
 
     def __call__(self, request, datastore):
         with _running_lock:
@@ -133,7 +167,7 @@ class MRITrainTask(DistributedTrainTask):
         items = self.items(datastore)
         if not items:
             raise ValueError(f"{self.task}: the datastore holds no labelled data for this task")
-        folder = getattr(datastore, "_datastore_path", None)
+        folder = stock.datastore_folder(datastore)
         self._split = ensure_split(folder, seed=int(request.get("split_seed", 0))) if folder else None
         return items
 
@@ -141,7 +175,8 @@ class MRITrainTask(DistributedTrainTask):
         """Train/validation items by the datastore's fixed subject split (``split.json``, written once and
         reused by every training); its test subjects are never trained on. A datastore without a folder
         (DICOMweb) is split by subject hash on each run (``val_split``, ``split_seed``)."""
-        self._context = context
+        if self.last_run is not None:
+            self.last_run.context = context
         if self._split:
             side = {i["subject"]: split_of(self._split, i["subject"]) for i in context.datalist}
             train = [i for i in context.datalist if side[i["subject"]] == "train"]
@@ -177,7 +212,7 @@ class MRITrainTask(DistributedTrainTask):
     def cache_slices(self, items: List[Dict], datastore: Datastore, size: int, with_mask: bool) -> List[Dict]:
         """Slice items read from the persistent slice cache (:mod:`lib.slice_cache`), built where missing: each
         image is read and normalised once, not once per slice item and run."""
-        folder = cache_folder(getattr(datastore, "_datastore_path", None), self._model_dir)
+        folder = cache_folder(stock.datastore_folder(datastore), self.model_dir)
         return cache_items(items, folder, size, with_mask, progress=lambda line: logger.info(f"{self.task}: {line}"))
 
     def optimizer(self, context: Context):
@@ -194,33 +229,47 @@ class MRITrainTask(DistributedTrainTask):
         return SimpleInferer()
 
     def load_path(self, output_dir, pretrained=True):
-        if self._resume:  # everything comes from resume.pt (see finalize), not from the run's best model.pt
+        run = self.last_run
+        if run is not None and run.resume:  # everything comes from resume.pt (ResumeState), not from model.pt
             return None
-        if self._finetune_from:  # a fine-tune run starts from the served checkpoint, not from its run folder
-            return self._finetune_from
+        if run is not None and run.finetune and run.finetune.start:  # the served checkpoint, not the run folder's
+            return run.finetune.start
         return super().load_path(output_dir, pretrained)
 
+    def publisher(self, context: Context):
+        """:class:`AtomicPublisher` to the run's publish path; each publish rewrites ``model.json`` (not in a
+        fine-tune run: its candidate is described only once promoted)."""
+        run = self.last_run
+        finetune = run is not None and run.finetune is not None
+        return AtomicPublisher(
+            self.stats_path,
+            run.publish_path if run is not None else self.publish_path,
+            self.key_metric_filename,
+            context.start_ts,
+            context.run_id,
+            context.output_dir,
+            context.trainer,
+            context.evaluator,
+            on_publish=None if finetune else lambda stats: self.write_card(context, stats, finished=False),
+        )
+
     def finalize(self, context: Context):
+        """MONAI Label's handlers with :meth:`publisher`'s, early stopping and the ranks' statistics; then the run's
+        ``resume.pt`` (:class:`ResumeState`), its learning curve (rank 0) and, for a fine-tune run, the served
+        checkpoint's validation metric before training."""
         super().finalize(context)
-        state_path = resume_path(self._model_dir, context.request["name"])
-        if self._resume:
-            load_resume_state(context, state_path)
-        if context.local_rank == 0:
-            context.trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: save_resume_state(context, state_path))
-            # after MONAI Label's ValidationHandler: the epoch's validation metrics are there
+        run = self.last_run
+        resume = run is not None and run.resume
+        ResumeState(resume_path(self.model_dir, context.request["name"]), context, resume).attach(context.trainer)
+        if context.local_rank == 0:  # after MONAI Label's ValidationHandler: the epoch's validation metrics are there
             LearningCurveHandler(self._curve_path(context), context.evaluator, context.optimizer).attach(
                 context.trainer
             )
-            if not self._finetuning:  # a fine-tune run publishes a candidate, described only once promoted
-                context.trainer.on_publish = lambda stats: self.write_card(context, stats, finished=False)
-        if self._finetune_from and context.evaluator:  # on every rank: the metric is reduced over all of them
-            self._baseline = self.evaluate_checkpoint(context, self._finetune_from)
-            logger.info(
-                f"{self.task}: served checkpoint scores {self._baseline} on the validation items before fine-tuning"
-            )
+        if run is not None and run.finetune and context.evaluator:  # every rank: the metric is reduced over all
+            run.finetune.measure_baseline(lambda path: self.evaluate_checkpoint(context, path), self.task)
 
     def _curve_path(self, context: Context) -> str:
-        return os.path.join(self._model_dir, context.request["name"], CURVE_FILE)
+        return os.path.join(self.model_dir, context.request["name"], CURVE_FILE)
 
     def evaluate_checkpoint(self, context: Context, path: str) -> Dict:
         """Key validation metric of the checkpoint at ``path`` on this run's validation items, with this trainer's
@@ -228,216 +277,88 @@ class MRITrainTask(DistributedTrainTask):
         from monai.engines import SupervisedEvaluator
 
         network = copy.deepcopy(getattr(context.network, "module", context.network))  # without DDP
-        checkpoint = torch.load(path, map_location=context.device)
-        network.load_state_dict(checkpoint.get(self._model_dict_key, checkpoint), strict=self._load_strict)
+        self.load_weights(network, path, context.device)
         evaluator = SupervisedEvaluator(
             device=context.device,
             val_data_loader=context.evaluator.data_loader,
             network=network,
             inferer=self.val_inferer(context),
-            postprocessing=self._validate_transforms(self.val_post_transforms(context), "Validation", "post"),
+            postprocessing=self.compose(self.val_post_transforms(context), "Validation", "post"),
             key_val_metric=self.val_key_metric(context),
-            amp=self._amp,
+            amp=self.amp,
         )
         evaluator.run()
         name = evaluator.state.key_metric_name
         return {"name": name, "value": float(evaluator.state.metrics[name])}
 
     def train(self, rank, world_size, request, datalist):
-        self._context = None
         if world_size <= 1 and not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
             torch.set_num_threads(free_cores())
-        seed = request.get("seed")
-        if seed is not None:
-            if isinstance(seed, bool) or not str(seed).strip().isdigit():
-                raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-            set_determinism(seed=int(seed))
-        finetune = self._finetuning = conf_bool(request, "finetune", False, where="params")
-        self._resume = conf_bool(request, "resume", False, where="params")
-        if finetune and self._resume:
-            raise ValueError("finetune and resume exclude each other: resume continues a run, finetune starts one")
-        served = self._publish_path
-        if finetune:  # publish to a candidate beside the served checkpoint; promote it after the run if not worse
-            self._finetune_from = served if os.path.exists(served) else self.shipped_path
-            self._publish_path = candidate_path(served)
-            self._baseline = None
-            # every rank removes them before it decides what to load, so all ranks decide alike
-            for stale in (
-                self._publish_path,
-                os.path.join(self._model_dir, request["name"], self._key_metric_filename),
-            ):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(stale)
-        started = time.time()
-        tracker = _carbon_tracker(str(request.get("carbon_country", "DEU"))) if rank == 0 else None
-        baseline = self._finetune_from
-        try:
+        run = self.last_run = TrainingRun(request, self)
+        with EnergyMeter(str(request.get("carbon_country", "DEU")), active=rank == 0) as energy:
             stats = super().train(rank, world_size, request, datalist)
-        finally:
-            energy = _stop(tracker)
-            self._publish_path = served
-            self._finetune_from = None
-            self._resume = self._finetuning = False
         if rank == 0:
-            with contextlib.suppress(FileNotFoundError):  # the run finished: nothing left to resume
-                os.remove(resume_path(self._model_dir, request["name"]))
-            stats["energy"] = energy
-            if finetune:
-                stats["finetune"] = self._finish_finetune(request, stats, served, baseline, started)
-            if os.path.exists(self._stats_path):  # what a spawning parent process returns
-                extra = {key: stats[key] for key in ("energy", "finetune") if key in stats}
-                _write_json(self._stats_path, dict(_read_json(self._stats_path), **extra))
-            if finetune and not stats["finetune"]["promoted"]:
-                return stats
-            if os.path.exists(self._publish_path):
-                self.write_card(self._context, stats)
+            self._finish(run, stats, energy.record)
         return stats
 
-    def _finish_finetune(self, request, stats: Dict, served: str, baseline, started: float) -> Dict:
-        """Promote the candidate of a fine-tune run if not worse than the served checkpoint (archiving the one it
-        replaces); append the decision to the task's model history (:func:`lib.history.record_decision`) and
-        record the run in ``finetune_result.json`` beside the checkpoint (read by the server's retrain scheduler)."""
-        evaluation = stats.get("eval") or {}
-        after = evaluation.get("best_metric") if evaluation else None
-        before = self._baseline
+    def _finish(self, run: TrainingRun, stats: Dict, energy: Dict) -> None:
+        """Rank 0, after the run: its extra statistics (the ranks' split, energy, a fine-tune decision) into
+        ``stats`` and ``train_stats.json`` (what a spawning parent process returns); ``model.json`` beside the
+        served checkpoint, unless a fine-tune run's candidate was not promoted."""
+        context = run.context
+        extra: Dict = {}
+        if getattr(context, "distributed", None):
+            extra["distributed"] = context.distributed  # type: ignore[union-attr]
+        extra["energy"] = energy
+        if run.finetune:
+            stats.update(extra)
+            extra["finetune"] = run.finetune.decide(self._finetune_record(run, stats), self.history_keep, self.task)
+        stats.update(extra)
+        if os.path.exists(self.stats_path):
+            with open(self.stats_path) as handle:
+                content = json.load(handle)
+            atomic_write_json(self.stats_path, dict(content, **extra), indent=2, default=str)
+        if run.finetune and not extra["finetune"]["promoted"]:
+            return
+        if os.path.exists(self.publish_path):
+            self.write_card(context, stats)
 
-        def promote(archive: Callable[[], Optional[str]]):
-            return promote_candidate(
-                candidate_path(served),
-                served,
-                before["value"] if before else None,
-                after,
-                had_served=baseline is not None,
-                archive=archive,
-            )
-
-        context = self._context
-        labelled = {i["image"] for i in (context.datalist if context else [])}
-        record = {
+    def _finetune_record(self, run: TrainingRun, stats: Dict) -> Dict:
+        """What the model history and ``finetune_result.json`` record of a fine-tune run."""
+        context, request = run.context, run.request
+        return {
             "run": request.get("al_run"),
             "train_run": request.get("name"),
             "task": self.task,
-            "metric": evaluation.get("key_metric_name") or (before or {}).get("name"),
-            "metric_before": before["value"] if before else None,
-            "metric_after": after,
-            "labelled_images": len(labelled),
+            **run.finetune.metrics(stats),  # type: ignore[union-attr]
+            "labelled_images": len({i["image"] for i in (context.datalist if context else [])}),
             "train_items": len(context.train_datalist) if context and context.train_datalist else 0,
             "val_items": len(context.val_datalist) if context and context.val_datalist else 0,
             "epochs": stats.get("epoch"),
             "device": str(context.device) if context else None,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.started)),
             "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "duration_s": round(time.time() - started, 1),
+            "duration_s": round(time.time() - run.started, 1),
             "final_labels": self._label_rule,
         }
-        entry = record_decision(os.path.dirname(served), record, promote, keep=self.history_keep)
-        record.update(promoted=entry["promoted"], reason=entry["reason"], archive=entry["archive"])
-        archived = f" (the checkpoint it replaced is archived as {entry['archive']})" if entry["archive"] else ""
-        logger.info(
-            f"{self.task}: fine-tuned checkpoint {'promoted' if entry['promoted'] else 'NOT promoted'}: "
-            f"{entry['reason']}{archived}"
-        )
-        _write_json(os.path.join(os.path.dirname(served), "finetune_result.json"), record)
-        return record
 
     def training_card(self, context: Context) -> Dict:
         """Task-specific facts about the training data for ``model.json``'s ``training`` entry."""
         return {}
 
-    def write_card(self, context: Context, stats: Dict, finished: bool = True) -> None:
-        """Write ``model.json`` beside the published checkpoint (nnU-Net style self-description).
-
-        Args:
-            context: the run's context (data, split, device).
-            stats: MONAI Label's training stats (epoch, best validation metric).
-            finished: False for the card written at each publish during the run (``training.finished``; it stays
-                so if the run is killed or stopped before its end).
-        """
-        evaluation = stats.get("eval") or stats.get("train") or {}
-        card = dict(self.card)
-        card.update(
-            {
-                "task": self.task,
-                "network": self.network_spec,
-                "checkpoint": os.path.basename(self._publish_path),
-                "training": {
-                    "items": len(context.datalist) if context else None,
-                    "split": getattr(context, "split", None),
-                    "epochs": stats.get("epoch"),
-                    "max_epochs": getattr(context, "max_epochs", None),
-                    "finished": finished,
-                    "device": str(context.device) if context else None,
-                    "amp": self._amp,
-                    "distributed": stats.get("distributed"),
-                    "energy": stats.get("energy"),
-                    **({"final_labels": self._label_rule} if self._label_rule else {}),
-                    **self.training_card(context),
-                },
-                "metrics": {
-                    "key_metric": evaluation.get("key_metric_name"),
-                    "best": evaluation.get("best_metric"),
-                    "best_epoch": evaluation.get("best_metric_epoch"),
-                    "split": "validation subjects" if stats.get("eval") else "training items",
-                },
-                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "code_version": _code_version(),
-            }
+    def write_card(self, context: Optional[Context], stats: Dict, finished: bool = True) -> None:
+        """Write ``model.json`` beside the published checkpoint (:func:`lib.model_card.run_card`); when the run has
+        finished, with its learning curve (metric vs epoch, chosen on validation only) beside it."""
+        training = dict({"final_labels": self._label_rule} if self._label_rule else {}, **self.training_card(context))
+        checkpoint = os.path.basename(self.publish_path)
+        card = run_card(
+            self.card, self.task, self.network_spec, checkpoint, context, stats, finished, self.amp, training
         )
-        folder = os.path.dirname(self._publish_path)
-        if context is not None and finished:  # metric vs epoch beside the checkpoint, chosen on validation only
-            card["training"]["learning_curve"] = publish_curve(
-                self._curve_path(context), folder, evaluation.get("key_metric_name")
-            )
-        _write_json(os.path.join(folder, "model.json"), card)
-
-
-def candidate_path(served: str) -> str:
-    """Where a fine-tune run publishes its best checkpoint before promotion (``model.candidate.pt``)."""
-    root, extension = os.path.splitext(served)
-    return f"{root}.candidate{extension}"
-
-
-def promote_candidate(
-    candidate: str,
-    served: str,
-    before,
-    after,
-    had_served: bool = True,
-    archive: Optional[Callable[[], Optional[str]]] = None,
-):
-    """Replace ``served`` by ``candidate`` (``os.replace``) when its validation metric ``after`` is not worse than
-    the served checkpoint's ``before`` (higher is better); otherwise delete the candidate and keep ``served``.
-    Returns ``(promoted, reason)``. With no served checkpoint yet (``had_served`` False: neither a trained nor
-    a shipped one), any candidate is promoted; without a validation metric on either side nothing can be
-    compared and the served checkpoint stays. ``before`` may be a shipped checkpoint's: ``served`` is then
-    the path training publishes to, which does not exist yet. ``archive()``, when given, is called right before
-    an existing ``served`` file is replaced (the model history keeps a copy of it)."""
-    if not os.path.exists(candidate):
-        return False, "the run published no candidate checkpoint"
-
-    def replace():
-        if archive is not None and os.path.exists(served):
-            archive()
-        os.replace(candidate, served)
-
-    if not had_served:
-        replace()
-        return True, "no checkpoint was served yet"
-    if before is None or after is None:
-        os.remove(candidate)
-        return (
-            False,
-            "no validation metric on the fixed split to compare with (no validation items); served checkpoint kept",
-        )
-    if float(after) < float(before):
-        os.remove(candidate)
-        return (
-            False,
-            f"validation metric {float(after):.4f} is worse than the served checkpoint's {float(before):.4f}; "
-            "served checkpoint kept",
-        )
-    replace()
-    return True, f"validation metric {float(after):.4f} >= served checkpoint's {float(before):.4f}"
+        folder = os.path.dirname(self.publish_path)
+        if context is not None and finished:
+            metric = (stats.get("eval") or stats.get("train") or {}).get("key_metric_name")
+            card["training"]["learning_curve"] = publish_curve(self._curve_path(context), folder, metric)
+        atomic_write_json(os.path.join(folder, CARD), card, indent=2, default=str)
 
 
 def free_cores() -> int:
@@ -451,54 +372,3 @@ def free_cores() -> int:
     except OSError:  # not available on this platform
         busy = 0
     return max(1, cores - busy)
-
-
-def _read_json(path: str) -> Dict:
-    with open(path) as handle:
-        return json.load(handle)
-
-
-def _write_json(path: str, content: Dict) -> None:
-    atomic_write_json(path, content, indent=2, default=str)
-
-
-def _carbon_tracker(country: str):
-    """A started codecarbon tracker in offline mode (no network), or None where codecarbon cannot run here."""
-    try:
-        from codecarbon import OfflineEmissionsTracker
-
-        tracker = OfflineEmissionsTracker(country_iso_code=country, save_to_file=False, log_level="error")
-        tracker.start()
-        return tracker
-    except Exception as error:  # energy accounting must never stop a training
-        logger.warning(f"codecarbon could not start ({error}); this run's energy is not recorded")
-        return None
-
-
-def _stop(tracker) -> Dict:
-    """Energy (kWh) and emissions (kg CO2eq) of the run measured by ``tracker``."""
-    if tracker is None:
-        return {"recorded": False}
-    try:
-        emissions = tracker.stop()
-        data = tracker.final_emissions_data
-        return {
-            "recorded": True,
-            "energy_kwh": float(data.energy_consumed),
-            "co2_kg": float(emissions),
-            "country": data.country_name,
-            "duration_s": round(float(data.duration), 1),
-            "tool": "codecarbon (offline)",
-        }
-    except Exception as error:
-        logger.warning(f"codecarbon could not finish ({error}); this run's energy is not recorded")
-        return {"recorded": False}
-
-
-def _code_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("mri-label")
-    except Exception:  # not installed as a package
-        return "unknown"

@@ -1,6 +1,6 @@
 """One training request on several processes with ``torch.distributed`` (DDP), through MONAI Label's own path.
 
-:class:`DistributedTrainTask` is MONAI Label's ``BasicTrainTask`` with three ways to run a request:
+:class:`DistributedTrainTask` runs a request through MONAI Label's ``BasicTrainTask`` in three ways:
 
 * ``{"multi_gpu": true, "gpus": "all"}`` on a machine with several GPUs: MONAI Label spawns one process per
   GPU on ``nccl``, unchanged.
@@ -21,25 +21,28 @@ items are split without repeats and evaluated with the unwrapped network after i
 0 (the weights the published checkpoint holds); ignite's and MONAI's metrics reduce over all ranks, so the
 reported metrics are those of the whole validation set, as in one process. The run's statistics get a
 ``distributed`` entry with the split (:meth:`DistributedTrainTask.finalize`).
+
+Where MONAI Label's own steps assume one process per GPU, :class:`lib.stock.StockTrainTask` (the one module that
+touches its private methods) calls this module's hooks: :meth:`DistributedTrainTask.rank_device`,
+:meth:`~DistributedTrainTask.rank_datalist`, :meth:`~DistributedTrainTask.attach_validation`.
 """
 
 import copy
-import json
 import logging
 import math
 import os
 import shutil
 import tempfile
 from datetime import datetime
-from functools import partial
 from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from ignite.engine import Events
 from monai.data import partition_dataset
-from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from monailabel.utils.others.generic import name_to_device
+
+from lib.stock import StockTrainTask
 
 logger = logging.getLogger(__name__)
 
@@ -110,15 +113,8 @@ def partition(items: Sequence, world_size: int, batch_size: Optional[int] = None
     return parts
 
 
-def _single_process(context: Context) -> Context:
-    """A shallow copy of ``context`` that MONAI Label's helpers treat as one process."""
-    local = copy.copy(context)
-    local.multi_gpu = False
-    return local
-
-
-def _finish_together(engine=None) -> None:
-    """Wait for every rank at the end of training, before MONAI Label destroys the process group.
+def finish_together(engine=None) -> None:
+    """Ignite handler: wait for every rank at the end of training, before MONAI Label destroys the process group.
 
     gloo's worker threads free the tensors of a finished collective only once they get the GIL; a rank that
     leaves right after its last metric all-reduce can reach interpreter shutdown first and is then aborted
@@ -128,16 +124,45 @@ def _finish_together(engine=None) -> None:
     dist.barrier()
 
 
-def _broadcast_buffers(module: torch.nn.Module, engine=None) -> None:
-    """Give every rank rank 0's buffers (batch-norm statistics), as DDP's forward does."""
-    for buffer in module.buffers():
-        dist.broadcast(buffer, src=0)
+class BroadcastBuffers:
+    """Ignite handler for the evaluator: give every rank rank 0's buffers (batch-norm statistics), as DDP's forward
+    does, so that every rank validates the weights the published checkpoint holds."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine=None) -> None:
+        for buffer in self.module.buffers():
+            dist.broadcast(buffer, src=0)
 
 
-class DistributedTrainTask(BasicTrainTask):
-    """MONAI Label's ``BasicTrainTask`` on several CPU processes or under torchrun, besides its multi-GPU spawn."""
+def gather_rank_items(context) -> Dict:
+    """The run's ``distributed`` statistics: world size, backend, launcher, device and the items of every rank
+    (an all-gather of each rank's ``context.rank_items`` on several processes)."""
+    counts = getattr(context, "rank_items", {})
+    gathered = [counts]
+    if context.multi_gpu:
+        gathered = [None] * context.world_size
+        dist.all_gather_object(gathered, counts)
+    train = [g.get("train", 0) for g in gathered]
+    return {
+        "world_size": len(gathered),
+        "backend": dist.get_backend() if context.multi_gpu else None,
+        "launcher": context.request.get("distributed_launcher", "spawn") if context.multi_gpu else None,
+        "device": context.device.type,
+        "train_items_per_rank": train,
+        "train_items_repeated": sum(train) - len(context.train_datalist or []),
+        "val_items_per_rank": [g.get("val", 0) for g in gathered],
+    }
 
-    _distributed: Optional[Dict] = None  # the last run's ``distributed`` statistics (set on every rank)
+
+class DistributedTrainTask(StockTrainTask):
+    """A train task on one process, on several CPU processes or under torchrun, besides MONAI Label's multi-GPU
+    spawn: the request plumbing (:meth:`__call__`) and the hooks of :class:`lib.stock.StockTrainTask` for one rank
+    (device, share of the items, evaluator)."""
 
     def __call__(self, request, datastore):
         launch = torchrun_env()
@@ -156,13 +181,14 @@ class DistributedTrainTask(BasicTrainTask):
     def _spawn_request(self, request: Dict, processes: int):
         """``request`` for MONAI Label's ``__call__``, which spawns one process per entry of ``gpus``; and a
         folder to remove afterwards (the CPU rendezvous), or None."""
-        multi_gpu = request.get("multi_gpu", self._config.get("multi_gpu"))
+        config = self.config()
+        multi_gpu = request.get("multi_gpu", config.get("multi_gpu"))
         if processes == 1:
             return dict(request, multi_gpu=False), None
         if not multi_gpu:
             raise ValueError(f"processes={processes} needs multi_gpu true, got multi_gpu={multi_gpu!r}")
         if torch.cuda.is_available():
-            count, gpus = torch.cuda.device_count(), request.get("gpus", self._config.get("gpus", "all"))
+            count, gpus = torch.cuda.device_count(), request.get("gpus", config.get("gpus", "all"))
             if not gpus or gpus == "all":
                 if processes > count:
                     raise ValueError(f"processes={processes} is more than the {count} GPU(s) of this machine")
@@ -183,7 +209,7 @@ class DistributedTrainTask(BasicTrainTask):
 
     def _join_torchrun(self, request: Dict, datastore, launch: Dict[str, int]):
         """Train in this torchrun process as rank ``launch["rank"]`` of its process group (no spawning)."""
-        req = copy.deepcopy(self._config)
+        req = copy.deepcopy(self.config())
         req.update(copy.deepcopy(request))
         req.update(
             run_id=datetime.now().strftime("%Y%m%d_%H%M%S"),
@@ -206,52 +232,26 @@ class DistributedTrainTask(BasicTrainTask):
 
     def train(self, rank, world_size, request, datalist):
         local_rank = os.environ.get("LOCAL_RANK")  # MONAI Label sets it to the global rank; torchrun's is restored
-        self._distributed = None
         try:
-            stats = super().train(rank, world_size, request, datalist)
+            return super().train(rank, world_size, request, datalist)
         finally:
             if local_rank is None:
                 os.environ.pop("LOCAL_RANK", None)
             else:
                 os.environ["LOCAL_RANK"] = local_rank
-        if rank == 0 and self._distributed:
-            stats["distributed"] = self._distributed
-            if self._stats_path and os.path.exists(self._stats_path):
-                with open(self._stats_path) as handle:
-                    content = json.load(handle)
-                content["distributed"] = self._distributed
-                with open(self._stats_path + ".tmp", "w") as handle:
-                    json.dump(content, handle, indent=2, default=str)
-                os.replace(self._stats_path + ".tmp", self._stats_path)
-        return stats
 
-    def finalize(self, context: Context):
-        """MONAI Label's handlers; then gather the number of items of every rank (``context.distributed``) and, on
-        several processes, have all ranks end training together (:func:`_finish_together`)."""
+    def finalize(self, context):
+        """MONAI Label's handlers; then the run's ``distributed`` statistics (``context.distributed``,
+        :func:`gather_rank_items`) and, on several processes, every rank ends training together
+        (:func:`finish_together`)."""
         super().finalize(context)
-        counts = getattr(context, "rank_items", {})
-        gathered = [counts]
+        context.distributed = gather_rank_items(context)
         if context.multi_gpu:
-            gathered = [None] * context.world_size
-            dist.all_gather_object(gathered, counts)
-            context.trainer.add_event_handler(Events.COMPLETED, _finish_together)
-        train = [g.get("train", 0) for g in gathered]
-        context.distributed = {
-            "world_size": len(gathered),
-            "backend": dist.get_backend() if context.multi_gpu else None,
-            "launcher": context.request.get("distributed_launcher", "spawn") if context.multi_gpu else None,
-            "device": context.device.type,
-            "train_items_per_rank": train,
-            "train_items_repeated": sum(train) - len(context.train_datalist or []),
-            "val_items_per_rank": [g.get("val", 0) for g in gathered],
-        }
-        self._distributed = context.distributed
-        if context.local_rank == 0 and context.multi_gpu:
-            logger.info(f"Distributed training: {context.distributed}")
+            context.trainer.add_event_handler(Events.COMPLETED, finish_together)
+            if context.local_rank == 0:
+                logger.info(f"Distributed training: {context.distributed}")
 
-    def _device(self, context: Context):
-        if not context.multi_gpu:
-            return super()._device(context)
+    def rank_device(self, context) -> Optional[torch.device]:
         local_rank = context.request.get("distributed_local_rank")
         if not torch.cuda.is_available():
             device = torch.device("cpu")
@@ -262,44 +262,19 @@ class DistributedTrainTask(BasicTrainTask):
             device = torch.device(f"cuda:{local_rank}")
             torch.cuda.set_device(device)
         else:
-            return super()._device(context)
+            return None  # MONAI Label's: the GPU of this rank's entry in ``gpus``
         logger.info(f"{context.local_rank} - Using Device: {device}")
         return device
 
-    def _create_network_and_optimizer(self, context: Context):
-        if not (context.multi_gpu and context.device.type == "cpu"):
-            return super()._create_network_and_optimizer(context)
-        network, optimizer = super()._create_network_and_optimizer(_single_process(context))
-        # MONAI Label passes device_ids=[device.index], which DDP rejects for a module on the CPU
-        network = torch.nn.parallel.DistributedDataParallel(
-            network, find_unused_parameters=self._find_unused_parameters
-        )
-        return network, optimizer
-
-    def _load_checkpoint(self, context: Context, train_handlers):
-        # MONAI Label maps cuda:0 to cuda:<device index>: only meaningful on a GPU
-        super()._load_checkpoint(_single_process(context) if context.device.type == "cpu" else context, train_handlers)
-
-    def _dataset(self, context: Context, datalist, is_train, replace_rate=0.25):
+    def rank_datalist(self, context, datalist: List[Dict], is_train: bool) -> List[Dict]:
+        """This rank's partition (:func:`partition`; all items on one process); its size goes to
+        ``context.rank_items`` for the run's statistics."""
         if context.multi_gpu:
             batch_size = int(context.train_batch_size) if is_train else None
             datalist = partition(datalist, context.world_size, batch_size)[context.local_rank]
         context.rank_items = dict(getattr(context, "rank_items", {}), **{"train" if is_train else "val": len(datalist)})
-        return super()._dataset(_single_process(context), datalist, is_train, replace_rate)
+        return datalist
 
-    def _create_evaluator(self, context: Context):
-        """The evaluator runs the unwrapped network: DDP's forward is a collective, and the validation partitions
-        may differ in length. Every validation starts by taking rank 0's buffers."""
-        if not context.multi_gpu:
-            return super()._create_evaluator(context)
-        wrapped = context.network
-        context.network = getattr(wrapped, "module", wrapped)
-        try:
-            evaluator = super()._create_evaluator(context)
-        finally:
-            context.network = wrapped
-        if evaluator:
-            evaluator.add_event_handler(
-                Events.STARTED, partial(_broadcast_buffers, getattr(wrapped, "module", wrapped))
-            )
-        return evaluator
+    def attach_validation(self, context, evaluator, network: torch.nn.Module) -> None:
+        """Every validation starts by taking rank 0's buffers (:class:`BroadcastBuffers`)."""
+        BroadcastBuffers(network).attach(evaluator)

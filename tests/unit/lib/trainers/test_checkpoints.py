@@ -99,9 +99,11 @@ def _publisher(tmp_path, best_epoch, epoch):
         key_metric_name="acc",
     )
     engine = SimpleNamespace(state=state, get_stats=lambda: {}, published=[])
-    engine.on_publish = engine.published.append
     stats = tmp_path / "train_stats.json"
-    return AtomicPublisher(str(stats), str(served), "model.pt", 0, "r1", str(run), engine, engine), served, stats
+    publisher = AtomicPublisher(
+        str(stats), str(served), "model.pt", 0, "r1", str(run), engine, engine, on_publish=engine.published.append
+    )
+    return publisher, served, stats
 
 
 @pytest.mark.parametrize("best_epoch, epoch, published", [(3, 3, True), (2, 3, False)])

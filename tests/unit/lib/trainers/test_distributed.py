@@ -98,8 +98,8 @@ def test_cpu_processes_use_monai_labels_spawn_path_on_gloo(tmp_path, monkeypatch
     assert trainer._spawn_request({"processes": 1}, 1) == ({"processes": 1, "multi_gpu": False}, None)
     with pytest.raises(ValueError, match="processes=2 needs multi_gpu true"):
         trainer._spawn_request({"processes": 2, "multi_gpu": False}, 2)
-    trainer._context = SimpleNamespace(engine=lambda: None)  # a finished run's context does not pickle
-    assert pickle.loads(pickle.dumps(trainer))._context is None
+    trainer.last_run = SimpleNamespace(context=SimpleNamespace(engine=lambda: None))  # a finished run's context
+    assert pickle.loads(pickle.dumps(trainer)).last_run is None  # does not pickle: spawned processes get none
 
 
 def test_torchrun_environment_is_read_only_when_world_size_is_above_one(monkeypatch):
