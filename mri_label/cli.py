@@ -179,6 +179,11 @@ def report(args) -> int:
     return 0
 
 
+def add_conf_option(command: argparse.ArgumentParser, help: str) -> None:
+    """``--conf KEY VALUE`` (repeatable): an app option, as the server's ``--conf``."""
+    command.add_argument("--conf", nargs=2, action="append", metavar=("KEY", "VALUE"), help=help)
+
+
 def parser() -> argparse.ArgumentParser:
     from mri_label import tasks  # cheap: the app's configs load when a task's declaration is first asked
 
@@ -220,13 +225,7 @@ def parser() -> argparse.ArgumentParser:
         default="test",
         help="test: the held-out subjects (default); val: the validation subjects, to make a choice on",
     )
-    p.add_argument(
-        "--conf",
-        nargs=2,
-        action="append",
-        metavar=("KEY", "VALUE"),
-        help="app option for this evaluation, repeatable (e.g. tumor_seg_keep_largest_component false)",
-    )
+    add_conf_option(p, "app option for this evaluation, repeatable (e.g. tumor_seg_keep_largest_component false)")
     p.set_defaults(run=evaluate)
 
     p = commands.add_parser(
@@ -269,13 +268,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     p.add_argument("--patience", type=int, help="override the recipe's early-stopping patience (epochs; 0 = off)")
     p.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
-    p.add_argument(
-        "--conf",
-        nargs=2,
-        action="append",
-        metavar=("KEY", "VALUE"),
-        help="extra app option for this training, repeatable (e.g. dementia_stage_pretrained FILE)",
-    )
+    add_conf_option(p, "extra app option for this training, repeatable (e.g. dementia_stage_pretrained FILE)")
     p.set_defaults(run=train)
 
     p = commands.add_parser(
@@ -300,7 +293,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--models", default="all", help="'all' or comma-separated task names")
-    p.add_argument("--conf", nargs=2, action="append", metavar=("KEY", "VALUE"), help="extra app option, repeatable")
+    add_conf_option(p, "extra app option, repeatable")
     p.set_defaults(run=serve)
     return top
 
