@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lib import stock
 from tests.helpers.app import snapshot
 
 CLASSIFIERS = {
@@ -307,7 +308,7 @@ def test_corrected_mask_is_saved_as_final(server):
     assert response.status_code == 200, response.text
     saved = nib.load(folder / "labels" / "final" / "synth04_flair.nii.gz")
     assert saved.shape == (96, 96, 16) and int(np.asarray(saved.dataobj).sum()) == 1
-    items = app._trainers["tumor_seg"].items(app.datastore())
+    items = stock.trainers(app)["tumor_seg"].items(app.datastore())
     assert any(i["source_image"].endswith("synth04_flair.nii.gz") for i in items)  # items read from the slice cache
 
 
@@ -321,7 +322,9 @@ def test_class_label_correction_round_trip_and_training_uses_it(server):
     assert stored["class_labels"]["sequence"]["label"] == "T2"
     assert stored["class_labels"]["tumor_gate"]["label"] == "no_tumor"  # other tasks' labels kept
     items = [
-        i for i in app._trainers["sequence"].items(app.datastore()) if i["source_image"].endswith("synth_slice03.png")
+        i
+        for i in stock.trainers(app)["sequence"].items(app.datastore())
+        if i["source_image"].endswith("synth_slice03.png")
     ]
     assert [i["label"] for i in items] == [1]
     assert client.delete("/classlabel/sequence?image=synth_slice03").json()["label"] is None

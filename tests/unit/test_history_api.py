@@ -9,6 +9,8 @@ import shutil
 import pytest
 import torch
 
+from lib import stock
+
 TASK = "tumor_seg"
 IMAGE = "synth01_flair"
 
@@ -24,7 +26,7 @@ def _sha(path) -> str:
 
 def _finetune(app, monkeypatch, served_scores=0.0):
     """A 1-epoch fine-tune run in process, the served checkpoint measured at ``served_scores`` (0: promoted)."""
-    trainer = app._trainers[TASK]
+    trainer = stock.trainers(app)[TASK]
     monkeypatch.setattr(
         type(trainer), "evaluate_checkpoint", lambda self, context, path: {"name": "val", "value": served_scores}
     )
@@ -34,7 +36,7 @@ def _finetune(app, monkeypatch, served_scores=0.0):
 
 def _cached_weights(app):
     """The weights of the network the tumor_seg infer task holds in its cache (MONAI Label's ``_networks``)."""
-    (network, _), *_ = app._infers[TASK]._networks.values()
+    (network, _), *_ = stock.infers(app)[TASK]._networks.values()
     return network.state_dict()
 
 
@@ -128,7 +130,7 @@ def test_rollback_waits_for_a_training_in_the_server_process(api_trained, monkey
     """A training run in the server's own process (``run_sync``) also holds rollback off."""
     client, app, _ = api_trained
     _archive_something(app.models[TASK])
-    trainer = app._trainers[TASK]
+    trainer = stock.trainers(app)[TASK]
     spawner = next(c for c in type(trainer).__mro__ if c.__name__ == "DistributedTrainTask")
     answers = []
     monkeypatch.setattr(

@@ -6,6 +6,8 @@ import logging
 
 import pytest
 
+from lib import stock
+
 TUMOR_LABELS = 10  # final tumor_seg labels of the sample data: 6 FLAIR volumes, 4 slices
 FINAL_LABELS = 14  # and 4 hippocampus ones
 
@@ -141,7 +143,7 @@ def test_roles(api_server, auth_on, role, allowed):
 def test_train_on_approved_uses_only_approved_labels(api_server, caplog):
     client, app, _ = api_server
     datastore = app.datastore()
-    segmenter, gate = app._trainers["tumor_seg"], app._trainers["tumor_gate"]
+    segmenter, gate = stock.trainers(app)["tumor_seg"], stock.trainers(app)["tumor_gate"]
     with caplog.at_level(logging.WARNING):
         everything = segmenter.items(datastore)
     assert segmenter._label_rule["rule"] == "all: none approved yet" and segmenter._label_rule["used"] == TUMOR_LABELS

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from lib import stock
 from tests.helpers.app import SHIPPED_DIR
 
 TASKS = ["dementia_stage", "hippocampus", "sequence", "tumor_gate", "tumor_seg", "tumor_type"]
@@ -47,7 +48,7 @@ def test_app_serves_the_shipped_checkpoints(datastore_dir, tmp_path):
     app = app_with(datastore_dir, tmp_path / "model")
     for task in TASKS:
         reads = app.models[task].reads_networks_of  # the gate reads tumor_seg's network where it is served
-        assert app._infers[task].get_path() == str(SHIPPED_DIR / (reads[0] if reads else task) / "model.pt")
+        assert stock.infers(app)[task].get_path() == str(SHIPPED_DIR / (reads[0] if reads else task) / "model.pt")
 
 
 def test_shipped_models_answer_on_sample_data(datastore_dir, tmp_path):
@@ -176,7 +177,7 @@ def test_the_gate_reads_the_tumor_segmentation_where_it_is_served(
         str(datastore_dir),
         {"models": models, "model_dir": str(tmp_path / "model"), "shipped_models": str(SHIPPED_DIR), **conf},
     )
-    gate = app._infers["tumor_gate"]
+    gate = stock.infers(app)["tumor_gate"]
     assert isinstance(gate, SegmentationGateInfer) == reads_segmentation
     expected = "tumor_seg" if reads_segmentation else "tumor_gate"
     assert gate.get_path() == str(SHIPPED_DIR / expected / "model.pt")

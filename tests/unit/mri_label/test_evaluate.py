@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from lib import stock
 from mri_label.core.splits import ensure_split, split_of
 from mri_label.evaluate import evaluate
 from tests.helpers.app import write_checkpoints
@@ -179,7 +180,7 @@ def test_gate_at_the_shipped_and_the_recall_targeted_threshold_per_source(setup,
 
         def load_app(*args):
             app = load(*args)
-            app._infers["tumor_gate"].threshold = app._infers["tumor_gate"].config()["threshold"] = shipped
+            stock.infers(app)["tumor_gate"].threshold = stock.infers(app)["tumor_gate"].config()["threshold"] = shipped
             return app
 
         monkeypatch.setattr(module, "load_app", load_app)
