@@ -46,6 +46,7 @@ from MRILabelLib.geometry import (
 )
 from MRILabelLib.history import rollback_question
 from MRILabelLib.jobs import JobRunner, Plan, run_plan
+from MRILabelLib.measurements import NOTHING_MEASURED, measurement_view
 from MRILabelLib.overlay import (
     cam_display_values,
     check_aligned,
@@ -54,6 +55,7 @@ from MRILabelLib.overlay import (
     safe_image_id,
     volume_fingerprint,
 )
+from MRILabelLib.report import study_params
 from MRILabelLib.results import (
     SegmentationResult,
     label_info_for,
@@ -91,6 +93,8 @@ LIB_MODULES = (
     "multipart",
     "progress",
     "results",
+    "measurements",
+    "report",
     "history",
     "review",
     "geometry",
@@ -115,6 +119,8 @@ class MRILabel(ScriptedLoadableModule):
         self.parent.helpText = (
             "Runs the mri-label MONAI Label server's brain-MRI tasks on the current volume: sequence, dementia "
             "stage and tumor gate classification, tumor segmentation, tumor pipeline and hippocampus volumes. "
+            "Shows the measurements (hippocampal volumes and eTIV, tumor volume and diameters, the change since the "
+            "previous study) and opens the server's one-page report. "
             "Submits class and segmentation corrections, starts trainings and fetches the next sample; shows a "
             "task's model history (admins roll it back) and lets reviewers approve final labels. "
             "Research use only; not for clinical decisions."
@@ -151,6 +157,7 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.trainingTimer = None
         self.jobTimer = None
         self.lastResult = None
+        self._measurements = None  # (task, volume node, MeasurementsView) of the measurements shown, or None
         self._uncertaintyTasks = set()  # the server's tasks that offer Show uncertainty (after Connect)
         self._uncertainSlices = None  # (map node ID, axis, [slice index of each list entry]) of the last map
         self._history = None  # the model history last shown (MRILabelLib.history.ModelHistory)
@@ -191,6 +198,7 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "loadReviewButton": self.onLoadForReview,
             "approveButton": self.onApprove,
             "needsChangesButton": self.onNeedsChanges,
+            "reportButton": self.onReport,
             "cancelButton": self.onCancel,
         }
         for name, handler in buttons.items():
@@ -198,6 +206,8 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # task and strategy lists come from the server, so these combo boxes are kept in the parameter node here
         # (the wrapper binds a QComboBox only to a fixed list of choices)
         self.ui.taskCombo.currentTextChanged.connect(self.onTaskChanged)
+        # another volume: the measurements shown and the study fields belonged to the previous one
+        self.ui.volumeSelector.currentNodeChanged.connect(self.onVolumeChanged)
         self.ui.trainTaskCombo.currentTextChanged.connect(lambda text: self._remember("trainTask", text))
         self.ui.strategyCombo.currentTextChanged.connect(lambda text: self._remember("strategy", text))
         self.ui.historyTaskCombo.currentTextChanged.connect(self.onHistoryTaskChanged)
@@ -220,6 +230,7 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.initializeParameterNode()
         self._clearUncertainty()
+        self._clearMeasurements()
         self._setBusy(False)
 
     def cleanup(self):
@@ -259,6 +270,7 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._abortJob(None)
         self.logic.cleanTemporaryFiles()
         self._clearUncertainty()
+        self._clearMeasurements()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -360,6 +372,7 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.loadReviewButton,
             self.ui.approveButton,
             self.ui.needsChangesButton,
+            self.ui.reportButton,
         ]
 
     def _setBusy(self, busy):
@@ -370,6 +383,7 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.jobProgressBar.visible = busy
         if not busy:
             self._updateUncertaintyButton()
+            self._updateReportButton()
 
     def _updateUncertaintyButton(self):
         """*Show uncertainty* is offered for the tasks whose server info allows it (segmentation tasks where it says
@@ -493,15 +507,14 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.resultTable.setItem(index, 0, qt.QTableWidgetItem(row.name))
                 self.ui.resultTable.setItem(index, 1, qt.QTableWidgetItem(f"{row.probability:.3f}"))
                 self.ui.resultTable.setItem(index, 2, qt.QTableWidgetItem("yes" if row.predicted else ""))
-            measurements = getattr(result, "measurements", None)
-            self.ui.measurementsLabel.setText(measurements.text() if measurements else "")
+            self._showMeasurements(measurement_view(getattr(result, "raw", None), task), task, volume)
             if rows:
                 self._fillCombo(self.ui.classCombo, self.logic.classesOf(task), current=result.label)
             if segmentationNode is not None:
                 self.ui.segmentationSelector.setCurrentNode(segmentationNode)
             self._showStatus(f"{task} finished.")
 
-        self._launch(self.logic.runTask, task, volume, then=show)
+        self._launch(self.logic.runTask, task, volume, self._studyFields(), then=show)
 
     def onTaskChanged(self, text):
         self._remember("task", text)
@@ -619,6 +632,84 @@ class MRILabelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showStatus(f"Loaded next sample {node.GetName()}.")
 
         self._launch(self.logic.nextSample, self.ui.strategyCombo.currentText, then=show)
+
+    # --- measurements and the report ------------------------------------------------------------------------------
+
+    def _studyFields(self):
+        """The study fields as typed (checked by the logic): subject and study date go with every run, age and sex
+        with the report too."""
+        return {
+            "subject": self.ui.subjectEdit.text,
+            "study_date": self.ui.studyDateEdit.text,
+            "age": self.ui.ageEdit.text,
+            "sex": self.ui.sexCombo.currentText,
+        }
+
+    def _clearStudyFields(self):
+        for edit in (self.ui.subjectEdit, self.ui.studyDateEdit, self.ui.ageEdit):
+            edit.setText("")
+        self.ui.sexCombo.setCurrentIndex(0)  # "not given"
+
+    def _showMeasurements(self, view, task=None, volume=None):
+        """Fill the Measurements section with a :class:`MRILabelLib.measurements.MeasurementsView` (None: empty it);
+        Report is offered where the task makes one."""
+        self._measurements = (task, volume, view) if view is not None else None
+        rows = view.rows if view is not None else []
+        self.ui.measurementsTable.setRowCount(len(rows))
+        for index, row in enumerate(rows):
+            self.ui.measurementsTable.setItem(index, 0, qt.QTableWidgetItem(row.label))
+            self.ui.measurementsTable.setItem(index, 1, qt.QTableWidgetItem(("⚠ " if row.flagged else "") + row.value))
+        # the labels' column fits them, the values' column takes the rest (.ui) and long values wrap onto more lines
+        self.ui.measurementsTable.resizeColumnToContents(0)
+        self.ui.measurementsTable.resizeRowsToContents()
+        if view is None:
+            title = NOTHING_MEASURED
+        else:
+            title = f"{task} on {volume.GetName() if volume is not None else 'the volume'}"
+            if not view.reportable:
+                title += f" ({task} makes no one-page report)"
+        self.ui.measurementsTitleLabel.setText(title)
+        self.ui.measurementsNotesLabel.setText("\n".join(view.notes) if view is not None else "")
+        self._updateReportButton()
+
+    def _clearMeasurements(self):
+        self._showMeasurements(None)
+
+    def _updateReportButton(self):
+        """*Open report* is offered after a result of a task that makes one, while no action runs."""
+        shown = self._measurements
+        self.ui.reportButton.enabled = not self.jobs.busy and shown is not None and shown[2].reportable
+
+    def onVolumeChanged(self, node):
+        """Another volume is selected: the measurements shown and the study fields (subject, study date, age, sex)
+        were the previous volume's; both are cleared, so they are never sent with another patient's image."""
+        shown = self._measurements[1] if self._measurements is not None else None
+        if node is not None and shown is not None and node.GetID() == shown.GetID():
+            return
+        self._clearMeasurements()
+        self._clearStudyFields()
+
+    def onReport(self):
+        """The one-page report of the task and volume whose measurements are shown (the study fields as params),
+        asked in the worker, saved in the module's work folder and opened with the system's PDF viewer."""
+        task, volume, _ = self._measurements or ("", None, None)
+        self._launch(
+            self.logic.requestReport,
+            task,
+            volume,
+            self._studyFields(),
+            then=lambda path: self._guarded(self._openReport, path),
+        )
+
+    def _openReport(self, path):
+        """Open the saved PDF with the system's viewer (``QDesktopServices.openUrl`` on a file URL)."""
+        if qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(path)):
+            self._showStatus(f"The report is open in the system's PDF viewer ({path}; removed when the scene closes).")
+        else:
+            self._showStatus(
+                f"The report was saved as {path}, but no PDF viewer opened it; open that file yourself (it is removed "
+                "when the scene closes)."
+            )
 
     # --- model history -------------------------------------------------------------------------------------------
 
@@ -1012,16 +1103,19 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
 
     # --- actions -----------------------------------------------------------------------------------------------
 
-    def runTask(self, task, volumeNode):
-        """A plan: run ``task`` on the volume; its value is ``(result, segmentation node or None)``."""
+    def runTask(self, task, volumeNode, study=None):
+        """A plan: run ``task`` on the volume; its value is ``(result, segmentation node or None)``. ``study``: the
+        panel's study fields (:func:`MRILabelLib.report.study_params`; subject and study date are sent, checked
+        first)."""
         server = self._server()
         volumeNode = self._requireNode(volumeNode, "A volume")
+        params = study_params(**(study or {}))
         folder, imageId, path = self._stageUpload(volumeNode)
         volumeId = volumeNode.GetID()
 
         def work(progress):
             self._ensureOnServer(server, imageId, path, progress)
-            return server.run_task(task, imageId, progress=progress, folder=folder)
+            return server.run_task(task, imageId, params=params, progress=progress, folder=folder)
 
         def finish(result):
             if not isinstance(result, SegmentationResult) or not result.mask_path:
@@ -1030,6 +1124,31 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
             return result, self.loadMaskAsSegmentation(result, source, imageId)
 
         return Plan(f"Running {task}", work, finish, self._removeFolder(folder))
+
+    def requestReport(self, task, volumeNode, study=None):
+        """A plan: the server's one-page report (PDF) of ``task`` on the volume, with the study fields as params
+        (:func:`MRILabelLib.report.study_params`, checked before anything is sent); its value is the PDF's path, in
+        a folder of the module's work folder (emptied when the scene closes, removed with the module)."""
+        server = self._server()
+        if not task:
+            raise ValueError("Run hippocampus or tumor_seg on a volume first: the report is of the measured result")
+        volumeNode = self._requireNode(volumeNode, "The measured volume")
+        if not slicer.mrmlScene.IsNodePresent(volumeNode):
+            raise ValueError("The measured volume was removed from the scene; select a volume and run the task again")
+        params = study_params(**(study or {}), report=True)
+        folder, imageId, path = self._stageUpload(volumeNode)
+        reports = tempfile.mkdtemp(prefix="report_", dir=self.temporaryFolder())
+
+        def work(progress):
+            self._ensureOnServer(server, imageId, path, progress)
+            return server.report(task, imageId, params=params, progress=progress, folder=reports)
+
+        def cleanup():
+            shutil.rmtree(folder, ignore_errors=True)
+            if os.path.isdir(reports) and not os.listdir(reports):  # no report came: no empty folder is left
+                os.rmdir(reports)
+
+        return Plan(f"Asking {task} for its report", work, cleanup=cleanup)
 
     def loadMaskAsSegmentation(self, result, volumeNode, imageId):
         """Import a server mask as a segmentation made for ``volumeNode`` (its image id, task and node ID recorded
@@ -1461,6 +1580,11 @@ class MRILabelTest(ScriptedLoadableModuleTest):
         self.assertEqual([row.name for row in result.rows if row.predicted], ["T2"])
         measurements = parse_measurements({"mm3": {"a": 2.0}, "total_mm3": 2.0})
         self.assertIn("Total: 2.0 mm³", measurements.text())
+        view = measurement_view(
+            {"measurements": {"lesions": {"volume_ml": 1.5, "components": 1}}, "change_over_time": {"computed": False}}
+        )
+        self.assertEqual(view.rows[0].value, "1.50 mL")
+        self.assertTrue(view.reportable)
         self.assertEqual(safe_image_id("My volume 1"), "My_volume_1")
         self.delayDisplay("Results and overlay arithmetic passed")
 

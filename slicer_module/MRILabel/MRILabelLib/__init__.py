@@ -1,5 +1,5 @@
-"""Slicer-free parts of the MRI Label module: HTTP client, result parsing, overlay and grid geometry, errors,
-the background job runner, model history and review, logic.
+"""Slicer-free parts of the MRI Label module: HTTP client, result parsing, the measurements' display rows and the
+report's study params, overlay and grid geometry, errors, the background job runner, model history and review, logic.
 
 Nothing here imports ``slicer``, ``vtk``, ``qt`` or ``ctk``: it runs (and is tested) in plain Python, and
 in Slicer's own Python with only the standard library and numpy.

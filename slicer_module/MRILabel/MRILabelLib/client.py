@@ -15,6 +15,7 @@ import http.client
 import ipaddress
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -297,6 +298,48 @@ class ServerClient:
         with open(path, "wb") as handle:
             handle.write(image.data)
         return result, path
+
+    def report(
+        self,
+        model: str,
+        image_id: str,
+        params: Optional[Dict] = None,
+        folder: Optional[str] = None,
+        timeout_s: Optional[float] = None,
+    ) -> str:
+        """``POST /infer/{model}?output=report``: run the task and save the one-page report (PDF) it answers into
+        ``folder`` (a new temporary folder when None) under the server's file name (``<image>-<task>-report.pdf``);
+        return the file's path.
+
+        Args:
+            params: infer params (``subject``, ``study_date``, ``age``, ``sex``); ``report_format`` is always
+                ``pdf`` (the ZIP with the page's PNG and JSON is not asked for).
+
+        Raises:
+            ServerHTTPError: 422 for a task that makes no report or a bad param (the server's sentence).
+            UnexpectedAnswerError: the answer is not a PDF (an older server answers its usual result).
+        """
+        sent = dict(params or {}, report_format="pdf")
+        answer = self.request(
+            "POST",
+            f"/infer/{urllib.parse.quote(model)}",
+            {"image": image_id, "output": "report"},
+            form={"params": json.dumps(sent)},
+            timeout_s=timeout_s or max(self.timeout_s, 300),
+        )
+        kind = answer.headers.get("content-type", "")
+        if not kind.startswith("application/pdf") or not answer.body.startswith(b"%PDF-"):
+            raise UnexpectedAnswerError(
+                f"the report of {model} is not a PDF (content type {kind or 'none'!r}, begins {answer.body[:16]!r})"
+            )
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(_attachment_name(answer.headers) or ""))
+        if not name.lower().endswith(".pdf") or name.startswith("."):
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{image_id}-{model}-report") + ".pdf"
+        folder = folder or tempfile.mkdtemp(prefix="mrilabel_")
+        path = os.path.join(folder, name)
+        with open(path, "wb") as handle:
+            handle.write(answer.body)
+        return path
 
     def uncertainty_map(
         self, model: str, image_id: str, folder: Optional[str] = None, timeout_s: Optional[float] = None

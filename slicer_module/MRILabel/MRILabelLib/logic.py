@@ -326,6 +326,32 @@ class ServerLogic:
             _report(progress, NO_CAM_SENTENCE)
         return file_path
 
+    def report(
+        self,
+        task: str,
+        image_id: str,
+        image_path: Optional[str] = None,
+        params: Optional[Dict] = None,
+        progress: Optional[ProgressCallback] = None,
+        folder: Optional[str] = None,
+    ) -> str:
+        """The one-page report (PDF) of ``task`` on an image (uploaded first when the server does not have it),
+        saved into ``folder`` (``work_dir`` when None); returns the file's path.
+
+        The server runs the task again and draws the page from that result: the measurements, the change since the
+        subject's previous study, the model's card. ``params``: :func:`MRILabelLib.report.study_params` (``subject``,
+        ``study_date``, ``age``, ``sex``).
+
+        Raises:
+            ServerHTTPError: 422 for a task that makes no report (the server's sentence lists those that do).
+            UnexpectedAnswerError: the answer is not a PDF.
+        """
+        if not task:
+            raise ValueError(f"task must be a task name, got {task!r}")
+        self.ensure_image(image_id, image_path, progress)
+        _report(progress, f"Asking {task} for its report on {image_id}")
+        return self.client.report(task, image_id, params or {}, folder=folder or self.work_dir)
+
     def require_uncertainty(self, task: str) -> None:
         """Raise ValueError (one sentence) unless ``task`` offers uncertainty maps (:attr:`TaskInfo.offers_uncertainty`;
         answered from the cached ``/info``)."""

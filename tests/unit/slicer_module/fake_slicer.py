@@ -120,6 +120,12 @@ class FakeTable:
     def texts(self):
         return [[None if item is None else item.text() for item in row] for row in self.cells]
 
+    def resizeColumnToContents(self, column):
+        pass
+
+    def resizeRowsToContents(self):
+        pass
+
 
 class FakeTextEdit:
     """QPlainTextEdit stand-in: ``toPlainText``/``setPlainText``."""

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from fake_slicer import FakeCombo, FakeNode, FakeSelector
+from fake_slicer import FakeCombo, FakeNode, FakeSelector, FakeTable
 
 from MRILabelLib import NO_CAM_SENTENCE, TaskInfo, TrainingRun, plain_sentence
 from MRILabelLib.errors import ServerHTTPError
@@ -61,13 +61,15 @@ class FakeLogic:
         self._record("strategies")
         return ["first", "random"]
 
-    def runTask(self, task, volume):
-        self._record("runTask", task, volume)
+    def runTask(self, task, volume, study=None):
+        self._record("runTask", task, volume, study)
         if task == "sequence":
             answer = parse_classification({"label": "T2", "probabilities": {"T1": 0.25, "T2": 0.75}}), None
         else:
             answer = (
-                parse_segmentation({"label_names": {"tumor": 1}, "measurements": {"mm3": {"tumor": 6.0}}}, "m", task),
+                parse_segmentation(
+                    {"label_names": {"tumor": 1}, "measurements": {"mm3": {"tumor": 6.0}, "total_mm3": 6.0}}, "m", task
+                ),
                 FakeNode("seg"),
             )
         return self._plan(f"Running {task}", answer)
@@ -160,6 +162,7 @@ def test_buttons_are_wired_to_their_handlers(module):
         "loadReviewButton": widget.onLoadForReview,
         "approveButton": widget.onApprove,
         "needsChangesButton": widget.onNeedsChanges,
+        "reportButton": widget.onReport,
         "cancelButton": widget.onCancel,
     }
     for attribute, handler in wiring.items():
@@ -168,6 +171,7 @@ def test_buttons_are_wired_to_their_handlers(module):
     for signal in (slice_list.itemClicked, slice_list.itemActivated):  # a click or Enter on a listed slice
         assert signal.connect.calls == [((widget.onUncertainSliceClicked,), {})]
     assert widget.ui.taskCombo.currentTextChanged.connect.calls == [((widget.onTaskChanged,), {})]
+    assert widget.ui.volumeSelector.currentNodeChanged.connect.calls == [((widget.onVolumeChanged,), {})]
     assert widget.ui.historyTaskCombo.currentTextChanged.connect.calls == [((widget.onHistoryTaskChanged,), {})]
     assert widget.ui.reviewStatusCombo.currentTextChanged.connect.calls == [((widget.onReviewStatusChanged,), {})]
     assert widget.trainingTimer.timeout.connect.calls == [((widget.onTrainingTimer,), {})]
@@ -189,7 +193,14 @@ def widget(module):
     ui.volumeSelector = FakeSelector(widget.logic.volume)
     widget.segmentationNode = FakeNode("seg")
     ui.segmentationSelector = FakeSelector(widget.segmentationNode)
+    ui.subjectEdit, ui.studyDateEdit = SimpleNamespace(text=" sub-01 "), SimpleNamespace(text="2021-07-15")
+    ui.ageEdit, ui.sexCombo = SimpleNamespace(text=""), FakeCombo("not given")
+    ui.measurementsTable = FakeTable(2)
     return widget
+
+
+#: The study fields of the widget fixture, as the logic gets them (the logic checks them).
+STUDY = {"subject": " sub-01 ", "study_date": "2021-07-15", "age": "", "sex": "not given"}
 
 
 def _status(widget):
@@ -213,7 +224,7 @@ def test_handlers_call_only_logic_methods(widget):
     assert widget.logic.calls == [
         ("connect", ("http://127.0.0.1:8000", 256.0, "ann.annotator", " pw ")),  # a password is sent as typed
         ("strategies", ()),
-        ("runTask", ("sequence", volume)),
+        ("runTask", ("sequence", volume, STUDY)),
         ("classesOf", ("sequence",)),
         ("loadClassActivationMap", ("sequence", volume)),
         ("submitClass", ("sequence", volume, "T1")),
@@ -239,7 +250,8 @@ def test_results_reach_the_table_and_labels(widget):
     ui.taskCombo.currentText = "tumor_pipeline"
     widget.onRunTask()
     settle(widget)
-    assert ui.measurementsLabel.setText.calls[-1][0][0] == "tumor: 6.0 mm³\nTotal: 6.0 mm³"
+    assert ui.measurementsTable.texts() == [["Total (side not known)", "6.0 mm³"], ["tumor", "6.0 mm³"]]
+    assert ui.measurementsTitleLabel.setText.calls[-1][0][0].endswith("(tumor_pipeline makes no one-page report)")
     widget.onShowCam()
     settle(widget)
     assert _status(widget) == NO_CAM_SENTENCE
@@ -274,7 +286,7 @@ def test_failures_in_the_worker_are_shown_as_one_sentence(widget, module):
     def failing(progress):
         raise error
 
-    widget.logic.runTask = lambda task, volume: Plan("Running", failing)
+    widget.logic.runTask = lambda task, volume, study: Plan("Running", failing)
     widget.onRunTask()
     settle(widget)
     sentence = plain_sentence(error)

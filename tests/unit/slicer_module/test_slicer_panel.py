@@ -265,7 +265,7 @@ def test_row3_a_running_job_disables_every_action_and_can_be_cancelled(panel):
         progress("answer arrived")
         return _classification(), None
 
-    def run_task(task, volume):
+    def run_task(task, volume, study):
         built.append(task)
         return Plan(f"Running {task}", work)
 
@@ -539,7 +539,7 @@ def test_row12_cleanup_and_scene_close_remove_the_work_folder(module, panel, sce
     folder = logic.temporaryFolder()
     Path(folder, "left over.nii.gz").write_bytes(b"x")
     release = threading.Event()
-    panel.logic.runTask = lambda task, volume: Plan("Running", lambda progress: release.wait(10))
+    panel.logic.runTask = lambda task, volume, study: Plan("Running", lambda progress: release.wait(10))
     panel.onRunTask()
     job = panel.jobs.job
     panel.onSceneStartClose(None, None)  # a running job is cancelled, the folder emptied
