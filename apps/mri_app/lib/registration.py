@@ -49,12 +49,18 @@ def _lps(ras: Sequence[float]) -> np.ndarray:
     return np.asarray(ras, dtype=float) * np.array([-1.0, -1.0, 1.0])
 
 
-def register_to_template(image: sitk.Image, template: Optional[sitk.Image] = None, seed: int = 0) -> sitk.Transform:
+def register_to_template(image: sitk.Image, template: Optional[sitk.Image] = None, seed: int = 1) -> sitk.Transform:
     """Affine transform mapping template points (LPS mm) to the matching points of ``image``.
 
     Rigid then affine, Mattes mutual information, multi-resolution (8, 4, 2 mm), started from the images'
-    centres of mass, so any orientation and voxel size of the input works. Deterministic for a given ``seed``.
+    centres of mass, so any orientation and voxel size of the input works. Deterministic for a given ``seed``
+    (the metric's random sample; SimpleITK reads 0 as "a new seed from the clock each run", so it is refused).
+
+    Raises:
+        ValueError: ``seed`` is not a positive integer.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
+        raise ValueError(f"seed must be a positive integer (0 would draw a new one from the clock), got {seed!r}")
     fixed = _downsampled(template) if template is not None else _template_2mm()
     moving = _downsampled(image)
     initial = sitk.CenteredTransformInitializer(
