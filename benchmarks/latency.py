@@ -59,7 +59,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, cast
 
 from machine import machine, machine_line
-from mri_label.launch import start_server_command
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "apps" / "mri_app"
@@ -573,6 +572,10 @@ def server(
     (``memory``: a running :class:`MemorySampler`); stops the server (its whole process group) on exit.
     ``threads`` sets ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` (torch's intra-op threads) of the server."""
     import requests
+
+    # here, not at the top: benchmarks/train_throughput.py imports this module before it puts a reference checkout's
+    # mri_label on the path
+    from mri_label.launch import start_server_command
 
     port = free_port()
     command = start_server_command(app_dir, studies, "127.0.0.1", port, conf)

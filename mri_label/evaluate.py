@@ -407,6 +407,13 @@ def _evaluate_segmentation(app, task, studies, test_images, meta, out_dir, progr
     cases = _segmentation_cases(app, task, test_images, progress)
     if not cases:
         raise ValueError(f"{task}: the test subjects of {studies} hold no final label for this task")
+    dims = sorted({c["truth"].ndim for c in cases})
+    if len(dims) > 1:  # Dice, HD95 and volumes compare like with like: the volumes are scored, the slices counted
+        slices = sum(c["truth"].ndim == 2 for c in cases)
+        cases = [c for c in cases if c["truth"].ndim == 3]
+        meta["caveats"] = " ".join(
+            filter(None, [meta.get("caveats"), f"{slices} 2D slice(s) with a label left out: volumes are scored."])
+        )
     metrics = _scored_cases(cases, _infer(app, task).labels, merge=tasks.evaluation(task) == "segmentation+union")
     meta.update(kind="segmentation", n_subjects=len(cases), n_images=len(cases))
     return write_report(out_dir, task, "segmentation", metrics, meta, _extras(metrics, cases)), headline(metrics)

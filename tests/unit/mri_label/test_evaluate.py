@@ -315,6 +315,8 @@ def test_the_validation_side_scores_the_val_subjects_with_the_options_given(setu
     scored = {s["subject"] for s in saved["metrics"]["subjects"]}
     assert scored and all(split_of(split, s) == "val" for s in scored)
     assert summary["n_subjects"] == len(scored) and saved["meta"]["split"] == "validation subjects of split.json"
+    # the sample data's validation side holds a labelled 2D slice beside the volumes: counted, not mixed in
+    assert "1 2D slice(s) with a label left out: volumes are scored." in saved["meta"]["caveats"]
 
 
 def test_the_side_is_validated(datastore_dir):
