@@ -109,7 +109,9 @@ def make_report(
         studies = os.path.join(work, "studies")
         os.makedirs(studies)
         app = MRIApp(folder, studies, conf)
-        infer = app._infers[task]
+        from lib import stock  # the app's adapter to MONAI Label's internals (importable after app_class)
+
+        infer = stock.infers(app)[task]
         checkpoint = infer.get_path()
         if checkpoint is None:
             where = model_dir or "the shipped models (MRI_LABEL_SHIPPED_MODELS / --conf shipped_models)"

@@ -31,6 +31,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from lib.datastore import check_label_file, check_label_tag, check_upload_size, without_review
 from lib.dicom_sr import carried, measurement_report
 from lib.errors import bad_input
+from lib.stock import StockDICOMwebDatastore
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def segment_info(
     return segments
 
 
-class MRIDICOMwebDatastore(DICOMWebDatastore):
+class MRIDICOMwebDatastore(StockDICOMwebDatastore):
     """MONAI Label's DICOMweb datastore with our input checks, DICOM-SEG written by pydicom-seg, and no
     patient identifiers in its records or logs.
 
@@ -187,8 +188,7 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
             client, search_filter, cache_path=cache_path, fetch_by_frame=fetch_by_frame, convert_to_nifti=True
         )
 
-    def _dicom_info(self, series_id):
-        info = super()._dicom_info(series_id)
+    def series_info(self, info):
         return {k: v for k, v in info.items() if k not in PATIENT_KEYS}
 
     def list_images(self) -> List[str]:
@@ -220,7 +220,7 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
                 return ""
             except requests.RequestException as error:
                 # a partial download would later be taken for the whole series
-                shutil.rmtree(os.path.join(self._datastore.image_path(), image_id), ignore_errors=True)
+                shutil.rmtree(os.path.join(self.image_folder(), image_id), ignore_errors=True)
                 raise bad_input(502, f"the PACS did not deliver series {image_id}: {type(error).__name__}") from None
             except RuntimeError:  # SimpleITK could not read the series as one image
                 raise bad_input(422, f"series {image_id} could not be converted to an image volume") from None
@@ -301,7 +301,7 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
         seg_file = ""
         try:
             sitk.WriteImage(label, grid_file, True)
-            series_dir = os.path.join(self._datastore.image_path(), image_id)
+            series_dir = os.path.join(self.image_folder(), image_id)
             try:
                 seg_file = nifti_to_dicom_seg(
                     series_dir, grid_file, segment_info(values, info, self.task_labels), use_itk=False
@@ -365,7 +365,7 @@ class MRIDICOMwebDatastore(DICOMWebDatastore):
         """Store ``datasets`` in the PACS with one STOW-RS request; 502 unless it confirms every one."""
         what = " and ".join("DICOM SR" if ds.Modality == "SR" else f"DICOM-{ds.Modality}" for ds in datasets)
         try:
-            answer = self._client.store_instances(list(datasets))
+            answer = self.web_client.store_instances(list(datasets))
         except requests.RequestException as error:
             raise bad_input(
                 502, f"the PACS did not store the {what} of image {image_id}: {type(error).__name__}"

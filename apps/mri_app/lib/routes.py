@@ -92,7 +92,7 @@ async def infer_model(
         except HTTPException:
             if not image:
                 raise
-    task = app_instance()._infers.get(model)
+    task = stock.infers(app_instance()).get(model)
     if task is not None and task.type == "classification" and kind == ResultType.image:
         try:
             wants_map = conf_bool(request, "cam", False, where="params")
@@ -107,7 +107,9 @@ async def infer_model(
     except RequestError as error:
         raise refused(error) from None
     if uncertainty and task is not None and not getattr(task, "answers_uncertainty", False):
-        able = sorted(name for name, t in app_instance()._infers.items() if getattr(t, "answers_uncertainty", False))
+        able = sorted(
+            name for name, t in stock.infers(app_instance()).items() if getattr(t, "answers_uncertainty", False)
+        )
         raise bad_input(422, f"params uncertainty: {model} answers no uncertainty map; tasks that do: {able}")
     try:
         check_infer_params(
@@ -202,7 +204,7 @@ def _report(instance, model: str, image: str, request: dict, result: dict, param
     path = request["image"] if uploaded else instance.datastore().get_image_uri(image)
     folder = tempfile.mkdtemp(prefix="mri-label-report-")
     try:
-        checkpoint = instance._infers[model].get_path()
+        checkpoint = stock.infers(instance)[model].get_path()
         written = write_report(
             model,
             config.measures,

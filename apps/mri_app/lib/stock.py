@@ -29,6 +29,7 @@ from filelock import FileLock
 from ignite.engine import Events
 from ignite.handlers import EarlyStopping
 from monai.handlers import stopping_fn_from_metric
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.tasks.train.basic_train import BasicTrainTask
@@ -60,6 +61,7 @@ PRIVATE_NAMES: Dict[str, Dict[str, Optional[Tuple[str, ...]]]] = {
         "_load_checkpoint": ("self", "context", "train_handlers"),
         "_create_evaluator": ("self", "context"),
     },
+    "monailabel.datastore.dicom:DICOMWebDatastore": {"_client": None, "_dicom_info": ("self", "series_id")},
     "monailabel.datastore.local:LocalDatastore": {
         "_datastore_path": None,
         "_datastore": None,
@@ -309,6 +311,28 @@ class StockLocalDatastore(LocalDatastore):
 
     def _update_datastore_file(self, lock=True):
         self.write_index(lock=lock)
+
+
+class StockDICOMwebDatastore(DICOMWebDatastore):
+    """MONAI Label's ``DICOMWebDatastore`` through public names: :attr:`web_client` (the PACS's DICOMweb client),
+    :meth:`image_folder` (its local cache of downloaded series) and :meth:`series_info`, a hook over the DICOM info it
+    records of each series (subclasses override it, not MONAI Label's method)."""
+
+    @property
+    def web_client(self):
+        """The DICOMweb client of the PACS."""
+        return self._client
+
+    def image_folder(self) -> str:
+        """The folder of the downloaded series (one sub-folder per series UID)."""
+        return self._datastore.image_path()
+
+    def series_info(self, info: Dict[str, Any]) -> Dict[str, Any]:
+        """The info recorded of a series, from the DICOM info MONAI Label read (default: as it is)."""
+        return info
+
+    def _dicom_info(self, series_id):
+        return self.series_info(super()._dicom_info(series_id))
 
 
 # ------------------------------------------------------------------------------------------- the server

@@ -80,17 +80,8 @@ def test_a_stop_signal_kills_background_tasks_and_ends_the_process_after_the_gra
 # ------------------------------------------------------------------------------------ MONAI Label's private names
 
 ADAPTER = APP_DIR / "lib" / "stock.py"
-#: Modules that used a MONAI Label private name while other work changed them when the adapter was made; each such
-#: use is to move behind lib.stock. Listed by (file, name): a new use anywhere else fails the test.
-PENDING = {
-    ("apps/mri_app/lib/dicomweb.py", "_datastore"),
-    ("apps/mri_app/lib/dicomweb.py", "_client"),
-    ("apps/mri_app/lib/dicomweb.py", "_dicom_info"),
-    ("apps/mri_app/lib/routes.py", "_infers"),
-    ("mri_label/patient_report.py", "_infers"),
-}
-#: Private names of MONAI Label objects that no module of the app or CLI may use (lib.stock's, and those above).
-WATCHED = {name for names in PRIVATE_NAMES.values() for name in names} | {name for _, name in PENDING}
+#: Private names of MONAI Label objects that no module of the app or CLI may use (lib.stock's).
+WATCHED = {name for names in PRIVATE_NAMES.values() for name in names}
 
 
 def _class(spec: str):
@@ -173,7 +164,7 @@ def test_no_other_module_uses_a_private_name_of_monailabel_or_patches_it():
         tree = ast.parse(file.read_bytes(), name)
         uses |= {(name, private) for private in _private_uses(tree)}
         patches += [f"{name}: {target}" for target in _monkeypatches(tree)]
-    assert not uses - PENDING, f"MONAI Label private names outside lib/stock.py: {sorted(uses - PENDING)}"
+    assert not uses, f"MONAI Label private names outside lib/stock.py: {sorted(uses)}"
     assert not patches, f"monailabel patched outside lib/stock.py: {patches}"
 
 
