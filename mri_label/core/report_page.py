@@ -18,7 +18,6 @@ app. This module is in ``mri_label.core``: it imports nothing of the app or the 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import textwrap
@@ -28,6 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mri_label.core.atomic import atomic_write_json
 from mri_label.core.change import MEASURES, change_lines, not_computed
 
 RESEARCH_USE = "Research use only: not for clinical decisions"
@@ -669,7 +669,7 @@ def render(
         metadata = {"Title": report["title"], "Subject": report["research_use"], "Creator": report["tool"]}
         fig.savefig(paths["pdf"], format="pdf", metadata=metadata)
         fig.savefig(paths["png"], format="png", dpi=PNG_DPI)
-    Path(paths["json"]).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_json(paths["json"], report, indent=1, ensure_ascii=False)
     return paths
 
 
