@@ -145,8 +145,8 @@ def test_linear_scale_is_the_absolute_determinant(matrix, scale):
 def test_two_registrations_of_one_image_are_identical(template):
     image, _ = moved_template()
     first, second = (registration.register_to_template(image) for _ in range(2))
-    # float rounding of ITK's threads aside; with seed 0 (a new seed from the clock) they lay up to ~0.02 mm apart
-    np.testing.assert_allclose(first.GetParameters(), second.GetParameters(), rtol=0, atol=1e-9)
+    # ITK's threads sum in any order (up to ~1e-7 apart); with seed 0 (a new seed from the clock) ~1e-2 apart
+    np.testing.assert_allclose(first.GetParameters(), second.GetParameters(), rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("seed", [0, -1, 1.5, True])

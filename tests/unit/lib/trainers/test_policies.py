@@ -92,17 +92,17 @@ class _Tracker:
 
 
 def test_energy_is_measured_around_the_run_and_never_stops_it(monkeypatch):
-    from lib.trainers import energy
-
+    # the module EnergyMeter runs in (tests that load the app through MONAI Label may import lib a second time)
+    energy = EnergyMeter.__enter__.__globals__
     tracker = _Tracker()
-    monkeypatch.setattr(energy, "_start", lambda country: tracker)
+    monkeypatch.setitem(energy, "_start", lambda country: tracker)
     with pytest.raises(KeyError):  # the run's own error goes on, the tracker is stopped all the same
         with EnergyMeter("DEU") as meter:
             raise KeyError("run failed")
     assert tracker.stopped and meter.record["recorded"] is True and meter.record["energy_kwh"] == 0.002
     assert meter.record["duration_s"] == 12.3 and meter.record["tool"] == "codecarbon (offline)"
 
-    monkeypatch.setattr(energy, "_start", lambda country: _Tracker(fail_stop=True))
+    monkeypatch.setitem(energy, "_start", lambda country: _Tracker(fail_stop=True))
     with EnergyMeter("DEU") as meter:
         pass
     assert meter.record == {"recorded": False}
