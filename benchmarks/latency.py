@@ -21,10 +21,12 @@ What it does, in one run on one machine:
      ``<data>/Task04_Hippocampus`` where present, else a 35x51x35 crop of that T1 around the right hippocampus.
 
 2. Starts ``monailabel start_server`` with the MRI app (``--conf models all``), every task given a checkpoint (the
-   networks' initial weights: timing does not depend on the weights), and times each task on the inputs it takes
-   (hippocampus refuses 2D input: checked once, a 422 is expected), plus ``tumor_pipeline`` twice: with
-   ``threshold`` 0 (the gate fires on every head slice: segmentation and typing run on all of them, the upper bound)
-   and 1 (the gate fires on none: gate cost only). Per row: first infer, warm p50/p95 over ``--calls`` calls
+   networks' initial weights: timing does not depend on the weights), and times each task on the inputs its config's
+   declarations say it takes (:func:`task_inputs`: the 2D slice, or the crop for a task of 3D volumes only, and the
+   whole-head volumes of the series it reads; a task of 3D volumes only refuses 2D input: checked once, a 422 is
+   expected), plus each pipeline (``tumor_pipeline``) on its reference task's inputs twice: with ``threshold`` 0 (the
+   gate fires on every head slice: segmentation and typing run on all of them, the upper bound) and 1 (the gate fires
+   on none: gate cost only). Per row: first infer, warm p50/p95 over ``--calls`` calls
    (client wall time of ``POST /infer/<task>?image=ID&output=all``), and MONAI Label's own split of the p50 call:
    read (``LoadImaged``), pre-processing (the other pre-transforms), model (``infer``), post (``invert`` + ``post``),
    write, and ``other`` = client wall time minus the server's ``total`` (HTTP, the app's checks, sending the file).
@@ -36,9 +38,10 @@ What it does, in one run on one machine:
 4. Samples the RSS of each server process and its children every 0.25 s (psutil) and reads the server process's
    ``VmHWM`` (peak RSS) from ``/proc`` before stopping it.
 
-Prints one table and the targets (2-core CPU, warm p50): 2D slice classification < 50 ms; ``tumor_pipeline`` on the
-256x256x30 volume < 3 s; hippocampus < 1 s on the Decathlon crop and < 10 s on the whole-head T1; every task faster
-than the reference on an input of the same size; peak server memory < 4 GB with all tasks loaded.
+Prints one table and the targets (2-core CPU, warm p50): 2D slice classification < 50 ms; a pipeline
+(``tumor_pipeline``) on the 256x256x30 volume < 3 s; a task of 3D volumes only (``hippocampus``) < 1 s on the
+Decathlon crop and < 10 s on the whole-head T1; every task faster than the reference on an input of the same size;
+peak server memory < 4 GB with all tasks loaded.
 Timings taken while other work runs on the machine are upper bounds: the load average is printed with them.
 """
 
@@ -56,7 +59,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, cast
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 from machine import machine, machine_line
 
@@ -195,22 +198,26 @@ def evaluate_targets(rows: List[Dict], reference_rows: List[Dict], peak_rss_mb: 
         met = None if measured is None or (isinstance(measured, float) and math.isnan(measured)) else measured < limit
         out.append({"target": target, "measured": measured, "limit": limit, "unit": unit, "met": met})
 
+    from mri_label import tasks as registry
+
     for r in rows:
         if r.get("input") == "slice" and r.get("kind") == "classification" and r.get("p50_ms") is not None:
             add(f"{r['task']} on a 2D slice < 50 ms", r["p50_ms"], 50.0)
-    pipeline = [r for r in rows if r["task"] == "tumor_pipeline" and r.get("input") == "flair30"]
-    worst = [r for r in pipeline if r.get("variant") == "all_fire"] or pipeline
-    add(
-        "tumor_pipeline on 256x256x30 < 3 s (gate fires on every head slice)",
-        worst[0]["p50_ms"] if worst else None,
-        3000.0,
-    )
-    for input_key, limit, what in (
-        ("hippo_crop", 1000.0, "Decathlon crop < 1 s"),
-        ("t1", 10000.0, "whole-head T1 < 10 s"),
-    ):
-        found = [r for r in rows if r["task"] == "hippocampus" and r.get("input") == input_key]
-        add(f"hippocampus on a {what}", found[0]["p50_ms"] if found else None, limit)
+    for name in registry.pipeline_names():
+        pipeline = [r for r in rows if r["task"] == name and r.get("input") == "flair30"]
+        worst = [r for r in pipeline if r.get("variant") == "all_fire"] or pipeline
+        add(
+            f"{name} on 256x256x30 < 3 s (gate fires on every head slice)",
+            worst[0]["p50_ms"] if worst else None,
+            3000.0,
+        )
+    for task in [t for t in registry.task_names() if registry.volume_only(t)]:  # the 3D networks (hippocampus)
+        for input_key, limit, what in (
+            ("hippo_crop", 1000.0, "Decathlon crop < 1 s"),
+            ("t1", 10000.0, "whole-head T1 < 10 s"),
+        ):
+            found = [r for r in rows if r["task"] == task and r.get("input") == input_key]
+            add(f"{task} on a {what}", found[0]["p50_ms"] if found else None, limit)
     reference = {r["input"]: r for r in reference_rows if r.get("p50_ms") is not None}
     for r in rows:
         ref = reference.get(r.get("input"))
@@ -704,19 +711,49 @@ def measure(
 
 # ------------------------------------------------------------------------------------------------------- cases
 
-CLASSIFIERS = ("sequence", "dementia_stage", "tumor_gate", "tumor_type")
-#: task -> inputs it is timed on
-TASK_INPUTS = {
-    "sequence": ("slice", "flair30", "t1"),
-    "dementia_stage": ("slice", "t1"),
-    "tumor_gate": ("slice", "flair30"),
-    "tumor_type": ("slice", "flair30"),
-    "tumor_seg": ("slice", "flair30"),
-    "hippocampus": ("hippo_crop", "t1"),
+#: benchmark input (a key of :data:`INPUTS`) -> (the series id it is, its form: ``slice`` a 2D picture, ``head`` a
+#: whole-head volume, ``crop`` a volume cropped around a structure, as a 3D network trained on crops reads it)
+INPUT_FORMS = {
+    "slice": ("flair", "slice"),
+    "flair30": ("flair", "head"),
+    "t1": ("t1", "head"),
+    "hippo_crop": ("t1", "crop"),
 }
 PIPELINE_VARIANTS = (("all_fire", {"threshold": 0.0}), ("none_fire", {"threshold": 1.0}))
 REFERENCE_TASK = "segmentation_spleen"
 REFERENCE_INPUTS = ("flair30", "t1", "hippo_crop")
+
+
+def timed_series(task: str) -> Optional[str]:
+    """The series id whose volumes a task is timed on: the one its config reads (``input_series``), else the one read
+    by the reference task of a pipeline it is a stage of (``tumor_gate``, ``tumor_type``: FLAIR, as in
+    ``tumor_pipeline``); None: any."""
+    from mri_label import tasks as registry
+
+    references = [registry.pipeline_reference(pipeline) for pipeline in registry.pipelines_running(task)]
+    return registry.input_series(task) or next(filter(None, map(registry.input_series, references)), None)
+
+
+def task_inputs(task: str) -> Tuple[str, ...]:
+    """The benchmark inputs a task is timed on, from its config's declarations: the 2D slice, or, for a task of 3D
+    volumes only (``volume_only``), the crops of its series instead; then the whole-head volumes of the series it is
+    timed on (:func:`timed_series`; every one where that is any)."""
+    from mri_label import tasks as registry
+
+    series, volume_only = timed_series(task), registry.volume_only(task)
+    first = [
+        key
+        for key, (of, form) in INPUT_FORMS.items()
+        if (form == "slice" and not volume_only) or (form == "crop" and volume_only and series in (None, of))
+    ]
+    return tuple(first + [key for key, (of, form) in INPUT_FORMS.items() if form == "head" and series in (None, of)])
+
+
+def timed_tasks(served: Iterable[str]) -> List[str]:
+    """The served tasks in table order: classifiers, then segmenters, those of 3D volumes only last."""
+    from mri_label import tasks as registry
+
+    return sorted(served, key=lambda t: (registry.kind(t) != "classification", registry.volume_only(t)))
 
 
 def _row(task, input_key, inputs, measured, kind, variant=None) -> Dict:
@@ -733,6 +770,8 @@ def _row(task, input_key, inputs, measured, kind, variant=None) -> Dict:
 
 
 def run_mri(work: Path, studies: Path, inputs: Dict, calls: int, timeout: float, log=print, threads=None) -> Dict:
+    from mri_label import tasks as registry
+
     models = work / "mri_model"
     tasks = write_checkpoints(models)
     rows, notes = [], []
@@ -740,10 +779,10 @@ def run_mri(work: Path, studies: Path, inputs: Dict, calls: int, timeout: float,
         APP_DIR, studies, {"models": "all", "model_dir": str(models)}, work / "mri_server.log", threads=threads
     ) as srv:
         log(f"mri-label server ready in {srv['startup_s']:.1f} s ({srv['url']}); tasks {tasks}")
-        for task in [t for t in TASK_INPUTS if t in tasks]:
-            for input_key in TASK_INPUTS[task]:
+        for task in timed_tasks(tasks):
+            for input_key in task_inputs(task):
                 log(f"  {task} on {input_key} ...")
-                kind = "classification" if task in CLASSIFIERS else "segmentation"
+                kind = registry.kind(task)
                 rows.append(
                     _row(
                         task,
@@ -753,19 +792,21 @@ def run_mri(work: Path, studies: Path, inputs: Dict, calls: int, timeout: float,
                         kind,
                     )
                 )
-        if "hippocampus" in tasks:
-            _, status, body, _ = infer_once(srv["url"], "hippocampus", inputs["slice"]["id"], None, timeout)
+        for task in [t for t in tasks if registry.volume_only(t)]:
+            _, status, body, _ = infer_once(srv["url"], task, inputs["slice"]["id"], None, timeout)
             notes.append(
-                f"hippocampus on the 2D slice: HTTP {status} ({str(body.get('detail'))[:90]})"
+                f"{task} on the 2D slice: HTTP {status} ({str(body.get('detail'))[:90]})"
                 + ("" if status == 422 else "  <-- expected 422")
             )
-        for variant, params in PIPELINE_VARIANTS:
-            for input_key in ("flair30", "slice"):
-                log(f"  tumor_pipeline ({variant}) on {input_key} ...")
-                measured = measure(
-                    srv["url"], "tumor_pipeline", inputs[input_key]["id"], calls, timeout, params, srv["pid"]
-                )
-                rows.append(_row("tumor_pipeline", input_key, inputs, measured, "pipeline", variant))
+        pipelines = [p for p in registry.pipeline_names() if set(registry.pipeline_required_stages(p)) <= set(tasks)]
+        for pipeline in pipelines:  # served where its required stages are
+            for variant, params in PIPELINE_VARIANTS:
+                for input_key in task_inputs(registry.pipeline_reference(pipeline)):
+                    log(f"  {pipeline} ({variant}) on {input_key} ...")
+                    measured = measure(
+                        srv["url"], pipeline, inputs[input_key]["id"], calls, timeout, params, srv["pid"]
+                    )
+                    rows.append(_row(pipeline, input_key, inputs, measured, "pipeline", variant))
         peak = srv["memory"].peak_mb
         hwm = vm_hwm_mb(srv["pid"])
         return {
@@ -824,9 +865,7 @@ def table(rows: List[Dict], reference: Dict[str, Dict]) -> str:
     for r in rows:
         name = r["task"] + (f" [{r['variant']}]" if r.get("variant") else "")
         what = r["what"] + (
-            f", {r['fired_slices']} fired"
-            if r.get("fired_slices") is not None and r["task"] == "tumor_pipeline"
-            else ""
+            f", {r['fired_slices']} fired" if r.get("fired_slices") is not None and r.get("kind") == "pipeline" else ""
         )
         ref = reference.get(r["input"]) if not r["task"].startswith("REF") else None
         ratio = None if ref is None else round(r["p50_ms"] / ref["p50_ms"], 3)

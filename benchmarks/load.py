@@ -90,7 +90,6 @@ CLASS_TARGETS = (
     ("tumor_type", "synth02_flair"),
 )
 LABEL_TAG = "final"
-TRAIN_TASKS = ("sequence", "dementia_stage", "tumor_gate", "tumor_seg", "tumor_type", "hippocampus")
 FINISHED = ("DONE", "ERROR", "STOPPED")
 SERIAL_BITS = 32
 #: (kind, method, path) of the slow routes (:class:`SlowRoutes`); ``session upload`` sends :func:`series_archive`
@@ -743,6 +742,10 @@ def report(result: Dict, clients: int, load: Sequence[float]) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from mri_label import tasks  # the task registry: --train-task takes any task of the app
+
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -751,7 +754,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--train-task",
         default="tumor_gate",
-        choices=TRAIN_TASKS,
+        choices=tasks.LazyNames(tasks.task_names),
         help="task trained during the load (default tumor_gate)",
     )
     parser.add_argument(

@@ -34,11 +34,16 @@ The printed table has one row per task and source of its test images (``info["so
 recorded (``metrics.held_out.metrics``; per source where it holds ``breakdown.source``) in ``--previous``: a folder
 of ``<task>/model.json`` files, or ``git:<commit>`` for ``apps/mri_app/shipped`` at that commit (default
 ``git:7851caa``, the shipped models before the per-source evaluation). ``tumor_gate`` also shows recall and
-specificity at the shipped and at the recall-targeted threshold. When ``tumor_gate`` and ``tumor_seg`` both ran,
-two rows follow with both just-trained models in one model folder, as a server holds them: ``tumor_gate`` as served
-(it reads ``tumor_seg``'s network, see ``lib/configs/tumor_gate.py``; the row above it is the gate's own classifier)
-and ``tumor_pipeline``, the cascade on the test FLAIR volumes of ``tumor_seg``'s datastore, beside ``tumor_seg``
-alone on the same volumes.
+specificity at the shipped and at the recall-targeted threshold. For each pipeline (``lib/configs/pipelines``) whose
+required stages all ran (``tumor_pipeline``: ``tumor_gate`` and ``tumor_seg``), two rows follow with the stages'
+just-trained models in one model folder, as a server holds them: the gate as served (``tumor_gate`` reads
+``tumor_seg``'s network, see ``lib/configs/tumor_gate.py``; the row above it is the gate's own classifier) and the
+pipeline, the cascade on the test volumes of its reference task's datastore (FLAIR for ``tumor_seg``), beside the
+reference task alone on the same volumes.
+
+The metric of each row comes from the task's declared ``evaluation`` (:func:`metric_of`: accuracy for a classifier,
+the Dice of its one label or of the union of its labels for a segmenter, a pipeline's its reference's), except where
+:data:`HEADLINE_METRIC` chooses otherwise.
 """
 
 import argparse
@@ -76,15 +81,37 @@ PLAN: Dict[str, Tuple[List[Tuple[str, str, Optional[str]]], str]] = {
 }
 #: tasks evaluated on more than the grouped (subject) split: each kind is its own training and row
 SPLITS = {"tumor_type": ("grouped", "random")}
-METRIC = {
-    "sequence": "accuracy",
-    "dementia_stage": "balanced_accuracy",
-    "tumor_gate": "accuracy",
-    "tumor_seg": "dice_tumor_mean",
-    "hippocampus": "dice_foreground_mean",
-    "tumor_type": "accuracy",
-    "tumor_pipeline": "dice_tumor_mean",
-}
+#: a task's headline metric where it is chosen, not its evaluation's (:func:`metric_of`): dementia_stage's four stages
+#: are very unequal in number (ModerateDemented is rare), so its figure is the balanced accuracy
+HEADLINE_METRIC = {"dementia_stage": "balanced_accuracy"}
+
+
+def metric_of(task: str) -> str:
+    """The ``headline`` key (``mri_label.evaluate.headline``) a task's row shows: :data:`HEADLINE_METRIC`'s, else from
+    its config's ``evaluation``: ``accuracy`` for a classifier, ``dice_<label>_mean`` of the union of its labels for
+    ``segmentation+union`` and of its (first) label otherwise; a pipeline's: its reference task's."""
+    from mri_label import tasks
+    from mri_label.metrics import MERGED
+
+    if tasks.is_pipeline(task):
+        return metric_of(tasks.pipeline_reference(task))
+    if task in HEADLINE_METRIC:
+        return HEADLINE_METRIC[task]
+    if tasks.kind(task) == "classification":
+        return "accuracy"
+    label = MERGED if tasks.evaluation(task) == "segmentation+union" else next(iter(tasks.labels(task)))
+    return f"dice_{label}_mean"
+
+
+class _MetricOf(dict):
+    """Task -> :func:`metric_of`, asked when first looked up."""
+
+    def __missing__(self, task: str) -> str:
+        self[task] = metric_of(task)
+        return self[task]
+
+
+METRIC: Dict[str, str] = _MetricOf()
 #: ``--previous`` default: the shipped models' cards at the commit before the per-source evaluation.
 PREVIOUS = "git:7851caa"
 SHIPPED = "apps/mri_app/shipped"
@@ -183,23 +210,32 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
     }
 
 
-def run_pipeline(gate: dict, seg: dict, work: Path) -> List[dict]:
-    """With the just-trained ``tumor_gate`` and ``tumor_seg`` (results of :func:`run`) in one model folder, as a
-    server holds them: ``tumor_gate`` as served (it reads ``tumor_seg``'s network, ``--conf tumor_gate_source``) on
-    the gate's test subjects, and ``tumor_pipeline`` on the test FLAIR volumes of ``tumor_seg``'s datastore beside
-    ``tumor_seg`` alone (``mri_label.evaluate``)."""
+def run_pipeline(pipeline: str, done: Dict[str, dict], work: Path) -> List[dict]:
+    """With the just-trained required stages of ``pipeline`` (``done``: task -> its result of :func:`run`) in one
+    model folder, as a server holds them: the gate as served (``tumor_gate`` reads ``tumor_seg``'s network,
+    ``--conf tumor_gate_source``) on the gate's test subjects, and the pipeline on the test volumes of its reference
+    task's datastore (of the series that task reads) beside the reference task alone (``mri_label.evaluate``)."""
+    from mri_label import tasks
     from mri_label.evaluate import evaluate
 
-    models = work / "tumor_pipeline" / "model"
+    gate, reference = tasks.pipeline_gate(pipeline), tasks.pipeline_reference(pipeline)
+    models = work / pipeline / "model"
     shutil.rmtree(models, ignore_errors=True)
-    for task, result in (("tumor_gate", gate), ("tumor_seg", seg)):
-        shutil.copytree(Path(result["model_dir"]) / task, models / task)
+    for task in tasks.pipeline_required_stages(pipeline):
+        shutil.copytree(Path(done[task]["model_dir"]) / task, models / task)
+    read = [t for t in tasks.reads_networks_of(gate) if t in tasks.pipeline_required_stages(pipeline)]
+    series = tasks.input_series(reference)
+    volumes = f"{tasks.series_class(series)} volumes" if series else "volumes"
     rows = []
     for task, store, data in (
-        ("tumor_gate", gate["store"], f"{gate['data']}, as served: reads tumor_seg"),
-        ("tumor_pipeline", seg["store"], f"{seg['data']} (FLAIR volumes), gate as served"),
+        (
+            gate,
+            done[gate]["store"],
+            f"{done[gate]['data']}, as served" + (f": reads {', '.join(read)}" if read else ""),
+        ),
+        (pipeline, done[reference]["store"], f"{done[reference]['data']} ({volumes}), gate as served"),
     ):
-        out = work / "tumor_pipeline" / f"evaluation_{task}"
+        out = work / pipeline / f"evaluation_{task}"
         report = evaluate(task, store, model_dir=str(models), out=str(out), progress=lambda m: None)
         head = report["headline"]
         rows.append(
@@ -212,7 +248,7 @@ def run_pipeline(gate: dict, seg: dict, work: Path) -> List[dict]:
                 "split_kind": "grouped",
                 "epochs": None,
                 "train_min": None,
-                "device": seg["device"],
+                "device": done[reference]["device"],
                 "report": str(out / "report.md"),
                 "headline": head,
                 "metrics_file": str(out / "metrics.json"),
@@ -325,6 +361,8 @@ def print_table(rows: List[Dict]) -> None:
 
 
 def main() -> int:
+    from mri_label import tasks
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--work", default="/tmp/mri-quality")
@@ -356,9 +394,10 @@ def main() -> int:
             results.append(run(task, Path(args.data), Path(args.work), args.epochs_scale, split_kind))
             print({k: v for k, v in results[-1].items() if k != "headline"}, flush=True)
     done = {r["task"]: r for r in results if "skipped" not in r and r["split_kind"] == "grouped"}
-    if "tumor_gate" in done and "tumor_seg" in done:
-        print("== tumor_gate as served and tumor_pipeline (grouped split)", flush=True)
-        results += run_pipeline(done["tumor_gate"], done["tumor_seg"], Path(args.work))
+    for pipeline in tasks.pipeline_names():  # where its required stages ran
+        if set(tasks.pipeline_required_stages(pipeline)) <= set(done) and tasks.pipeline_reference(pipeline) in done:
+            print(f"== {tasks.pipeline_gate(pipeline)} as served and {pipeline} (grouped split)", flush=True)
+            results += run_pipeline(pipeline, done, Path(args.work))
     rows = []
     for r in results:
         if "skipped" in r:

@@ -4,10 +4,11 @@ The held-out subjects are the datastore's ``test`` side of ``split.json`` (writt
 training, see :mod:`mri_label.core.splits`). The model runs in process through the app's own infer task, so
 what is measured is what the server serves. How a task is scored is the ``evaluation`` its config declares
 (``lib.task_config.EVALUATIONS``, read through :mod:`mri_label.tasks`): nothing here branches on a task's name, only
-on :data:`PIPELINES`. Classifiers are scored per image, except a ``gate`` (``tumor_gate``) on a volume with a mask of
-its config's ``mask_task``, which is scored per slice (the truth of a slice: its mask slice is non-empty). For a
-gate the operating threshold that reaches ``target_recall`` is chosen on the ``val`` subjects and then applied to the
-``test`` subjects (chosen on ``test`` only when ``val`` has no positive, and then flagged as optimistic).
+on whether the name is a pipeline's (``lib/configs/pipelines``). Classifiers are scored per image, except a ``gate``
+(``tumor_gate``) on a volume with a mask of its config's ``mask_task``, which is scored per slice (the truth of a
+slice: its mask slice is non-empty). For a gate the operating threshold that reaches ``target_recall`` is chosen on
+the ``val`` subjects and then applied to the ``test`` subjects (chosen on ``test`` only when ``val`` has no positive,
+and then flagged as optimistic).
 Segmenters are scored per label, with the union of the labels for ``segmentation+union`` (hippocampus) and on
 truth > 0 for ``binary segmentation`` (tumor_seg).
 
@@ -25,11 +26,12 @@ several images or slices); a gate is reported at two operating points: the shipp
 config's ``tumor_gate_threshold``, as the infer reports it) and the recall-targeted threshold chosen on ``val``. A
 task's ``caveat`` (declared by its config) goes with its figures.
 
-``tumor_pipeline`` (the gate -> segmentation cascade the app serves when ``tumor_gate`` and ``tumor_seg`` are
-loaded) is evaluated on the test subjects' VOLUMES of the series ``tumor_seg`` reads (its ``input_series``) with a
-``tumor_seg`` final mask (whole tumor = mask > 0):
-per-subject whole-volume Dice, beside ``tumor_seg`` alone on the same volumes (``metrics["comparison"]``; the
-target: the pipeline's mean Dice within :data:`PIPELINE_TOLERANCE` of ``tumor_seg`` alone).
+A pipeline (a gate -> segmentation cascade declared in ``lib/configs/pipelines/<name>.py``, e.g. ``tumor_pipeline``,
+which the app serves where its required stages are loaded) is evaluated with those stages loaded, on the test
+subjects' VOLUMES of the series its ``reference`` task reads (its ``input_series``) with a final mask of that task
+(for ``tumor_seg``, whole tumor = mask > 0): per-subject whole-volume Dice, beside the reference task alone on the same
+volumes (``metrics["comparison"]``; the target: the pipeline's mean Dice within :data:`PIPELINE_TOLERANCE` of the
+reference alone).
 """
 
 from pathlib import Path
@@ -58,8 +60,6 @@ from mri_label.sources import BREAKDOWNS, input_groups
 SPLIT_KINDS = {"grouped": "subject", "random": "image"}
 #: The split sides an evaluation may score -> how reports name them.
 SIDES = {"test": "test", "val": "validation"}
-#: Tasks served by a cascade of other tasks' models -> (the tasks it needs loaded, the task it is compared with).
-PIPELINES = {"tumor_pipeline": (("tumor_gate", "tumor_seg"), "tumor_seg")}
 #: The pipeline's mean Dice should lie within this of its reference task's alone (issue 16).
 PIPELINE_TOLERANCE = 0.03
 
@@ -72,14 +72,16 @@ def load_app(
     conf: Optional[Dict[str, str]] = None,
 ):
     """The MRI app in process, serving ``task`` (with a checkpoint override when ``model`` is given); a pipeline
-    task loads the tasks it chains (:data:`PIPELINES`), each from its own checkpoint; a task whose infer reads
+    loads the stages it cannot run without (:func:`mri_label.tasks.pipeline_required_stages`), each from its own
+    checkpoint; a task whose infer reads
     other tasks' networks (``reads_networks_of``: the gate, ``tumor_seg``'s) loads them too, and answers as it
     would in the server with them."""
     MRIApp, folder = app_class()
     from main import discover_configs  # noqa: E402  (the app's module, importable after app_class)
 
-    stages = PIPELINES[task][0] if task in PIPELINES else (task,)
-    if model and task in PIPELINES:
+    pipeline = tasks.is_pipeline(task)
+    stages = tasks.pipeline_required_stages(task) if pipeline else (task,)
+    if model and pipeline:
         raise ValueError(
             f"model: {task} chains {', '.join(stages)}; give their checkpoints with model_dir, not --model {model}"
         )
@@ -280,13 +282,14 @@ def evaluate(
     split = ensure_split(studies, unit=SPLIT_KINDS[split_kind])
     out_dir = Path(out or Path("evaluation") / (task if side == "test" else f"{task}-{side}"))
     test_images = _side_images(app, task, split, side)
-    caveat = None if task in PIPELINES else tasks.caveat(task)
+    pipeline = tasks.is_pipeline(task)
+    caveat = None if pipeline else tasks.caveat(task)
     if split_kind == "random":
         caveat = (
             "RANDOM image-level split (split_random.json): near-duplicate slices of one patient can sit on both "
             "sides, so this figure is optimistic; compare it with the grouped split, never report it alone."
         )
-    stages = PIPELINES[task][0] if task in PIPELINES else (task,)
+    stages = tasks.pipeline_required_stages(task) if pipeline else (task,)
     checkpoints = {s: _infer(app, s).get_path() for s in stages}
     meta = {
         "task": task,
@@ -298,7 +301,7 @@ def evaluate(
         if split_kind == "grouped"
         else f"{SIDES[side]} images of split_random.json",
     }
-    if task in PIPELINES:
+    if pipeline:
         files, head = _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress)
     elif _infer(app, task).type == "classification":
         files, head = _evaluate_classifier(
@@ -422,7 +425,7 @@ def _evaluate_segmentation(app, task, studies, test_images, meta, out_dir, progr
 def _evaluate_pipeline(app, task, studies, test_images, meta, out_dir, progress):
     """(files written, headline) of a cascade on the test volumes of the series its reference task reads, beside
     the reference task alone."""
-    (gate, *_), reference = PIPELINES[task]  # the cascade's first stage is its gate
+    gate, reference = tasks.pipeline_gate(task), tasks.pipeline_reference(task)
     cases = _segmentation_cases(app, task, test_images, progress, truth_task=reference, volumes_only=True)
     if not cases:
         series = tasks.input_series(reference)

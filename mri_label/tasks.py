@@ -6,6 +6,10 @@ config names its classes or labels, or branches on its name: it asks here.
     tasks.classes("tumor_type")        # ('glioma', ..., 'no_tumor')
     tasks.label_info("hippocampus")    # {"task": "hippocampus", "label_info": [{"name": ..., "idx": 1}, ...]}
     tasks.evaluation("tumor_gate")     # 'gate'
+    tasks.pipeline_stages("tumor_pipeline")  # ('tumor_gate', 'tumor_seg', 'tumor_type')
+
+The pipelines that chain tasks (``apps/mri_app/lib/configs/pipelines/<name>.py``) are no tasks: :func:`task_names`
+leaves them out, :func:`pipeline_names` lists them, and their stages and reference task are asked here too.
 
 Importing this module is cheap; the first question imports the app's configs (torch, MONAI), once per process.
 """
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Type, o
 from mri_label.app_path import app_on_path
 
 if TYPE_CHECKING:
+    from lib.pipeline_config import PipelineConfig
     from lib.task_config import MRITaskConfig
 
 #: The task whose classes name MRI sequences (image info ``sequence``; :func:`series_class`).
@@ -199,6 +204,63 @@ def measures(task: str) -> Optional[str]:
 def reported_tasks() -> List[str]:
     """The tasks whose config declares ``measures``: those ``mri-label report`` and ``output=report`` take."""
     return [t for t in configs() if measures(t)]
+
+
+@lru_cache(maxsize=None)
+def pipeline_configs() -> Dict[str, Type["PipelineConfig"]]:
+    """Pipeline name -> its PipelineConfig class, for every pipeline of the app
+    (:func:`lib.configs.pipelines.discover`)."""
+    app_on_path()
+    import lib.configs.pipelines  # noqa: E402  (the app's own package, importable once its folder is on sys.path)
+
+    return lib.configs.pipelines.discover()
+
+
+def pipeline_names() -> List[str]:
+    """Every pipeline of the app, by name."""
+    return list(pipeline_configs())
+
+
+def is_pipeline(name: str) -> bool:
+    """Whether ``name`` is a pipeline's (not a task's)."""
+    return name in pipeline_configs()
+
+
+def pipeline_class(name: str) -> Type["PipelineConfig"]:
+    """The config class of pipeline ``name``.
+
+    Raises:
+        ValueError: no such pipeline.
+    """
+    known = pipeline_configs()
+    if name not in known:
+        raise ValueError(f"pipeline must be one of {', '.join(known)}, got {name!r}")
+    return known[name]
+
+
+def pipeline_stages(name: str) -> Tuple[str, ...]:
+    """Every stage (task) of a pipeline, in the order they run: the gate, the segmentation, an optional typing."""
+    return tuple(pipeline_class(name).stages())
+
+
+def pipeline_required_stages(name: str) -> Tuple[str, ...]:
+    """The stages a pipeline cannot run without (a server serves it where it serves these)."""
+    return tuple(pipeline_class(name).required())
+
+
+def pipeline_gate(name: str) -> str:
+    """The gate of a pipeline: the stage that decides where the others run."""
+    return str(pipeline_class(name).gate)
+
+
+def pipeline_reference(name: str) -> str:
+    """The task ``mri-label evaluate`` scores a pipeline beside (on the volumes of the series that task reads)."""
+    return str(pipeline_class(name).reference)
+
+
+def pipelines_running(task: str) -> List[str]:
+    """The pipelines that run ``task`` as one of their stages."""
+    return [name for name in pipeline_configs() if task in pipeline_stages(name)]
 
 
 class LazyNames(Sequence):

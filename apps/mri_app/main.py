@@ -14,7 +14,7 @@ until a task is trained there, its shipped checkpoint (``<app>/shipped/<task>``)
 
 import logging
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Type
 
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
@@ -27,6 +27,7 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
 import lib.configs
+import lib.configs.pipelines
 from lib import access, server_state, stock
 from lib.activelearning import UNCERTAINTY, ModelScorer, RetrainScheduler, UncertaintyStrategy, labelled_task
 from lib.conf import conf_float, conf_int
@@ -43,15 +44,13 @@ from lib.dicomweb import MRIDICOMwebDatastore, dicomweb_client
 from lib.dicomweb import search_filter as dicomweb_search_filter
 from lib.errors import ImageNotFound, bad_input
 from lib.follow_up import follow_up, study_of
-from lib.infers.tumor_pipeline import TumorPipelineInfer
+from lib.pipeline_config import PipelineConfig
 from lib.request_checks import DEFAULT_MAX_INFER_VOXELS, infer_cost
 from lib.routes import install as install_routes
 from lib.stock import cors_origins, stop_promptly
 from lib.transforms import measure_label_file
 
 logger = logging.getLogger(__name__)
-#: The tasks ``tumor_pipeline`` may run, each counted in its work budget.
-PIPELINE_TASKS = ("tumor_gate", "tumor_seg", "tumor_type")
 
 
 def discover_configs() -> Dict[str, type]:
@@ -59,10 +58,18 @@ def discover_configs() -> Dict[str, type]:
     return lib.configs.discover()
 
 
+def discover_pipelines() -> Dict[str, Type[PipelineConfig]]:
+    """Pipeline name (module name in ``lib/configs/pipelines``) -> its PipelineConfig class
+    (:func:`lib.configs.pipelines.discover`)."""
+    return lib.configs.pipelines.discover()
+
+
 class MRIApp(MONAILabelApp):
-    """Registers an infer and a train task per TaskConfig, plus ``tumor_pipeline``."""
+    """Registers an infer and a train task per TaskConfig, plus an infer task per PipelineConfig whose required
+    stages are served (``tumor_pipeline``)."""
 
     studies: str  # set by MONAILabelApp
+    pipelines: Dict[str, Type[PipelineConfig]]  # name -> declaration (lib/configs/pipelines)
 
     def __init__(self, app_dir, studies, conf):
         # per-server state (lib.server_state): the model folder and the log file of a server on these studies
@@ -88,6 +95,9 @@ class MRIApp(MONAILabelApp):
             self.models[name].init(name, self.model_dir, conf, None)
             self.models[name].check_checkpoints()
         logger.info(f"+++ Using models: {list(self.models)}")
+        self.pipelines = discover_pipelines()
+        for name, pipeline in self.pipelines.items():
+            pipeline.check(name, list(configs))
         self.max_voxels = conf_int(conf, "max_voxels", DEFAULT_MAX_VOXELS, low=1)
         self.stop_grace_s = conf_float(conf, "stop_grace_s", 10.0, low=0.5)
         self.max_infer_voxels = conf_int(conf, "max_infer_voxels", DEFAULT_MAX_INFER_VOXELS, low=1)
@@ -143,15 +153,10 @@ class MRIApp(MONAILabelApp):
 
     def init_infers(self) -> Dict[str, InferTask]:
         infers = {name: config.infer_in(self.models) for name, config in self.models.items()}
-        if "tumor_gate" in infers and "tumor_seg" in infers:
-            infers["tumor_pipeline"] = TumorPipelineInfer(
-                infers["tumor_gate"],
-                infers["tumor_seg"],
-                description="Tumor pipeline: tumor_gate per slice; tumor_seg"
-                + (" and tumor_type" if "tumor_type" in infers else "")
-                + " only where the gate fires",
-                tumor_type=infers.get("tumor_type"),
-            )
+        for name, pipeline in self.pipelines.items():  # a pipeline is served where its required stages are
+            infer = pipeline.infer_in(name, infers)
+            if infer is not None:
+                infers[name] = infer
         return infers
 
     def init_trainers(self) -> Dict[str, TrainTask]:
@@ -207,8 +212,11 @@ class MRIApp(MONAILabelApp):
 
     def check_infer_cost(self, model: str, size, spacing) -> None:
         """413 when the networks of ``model`` would see more than ``--conf max_infer_voxels`` voxels for an image of
-        ``size`` at ``spacing`` (slice-wise tasks: slices x their input size squared; see :func:`infer_cost`)."""
-        names = [model] if model in self.models else [n for n in PIPELINE_TASKS if n in self.models]
+        ``size`` at ``spacing`` (slice-wise tasks: slices x their input size squared; see :func:`infer_cost`); a
+        pipeline's: its served stages' together."""
+        pipeline = self.pipelines.get(model)
+        stages = pipeline.stages() if pipeline is not None and model not in self.models else (model,)
+        names = [n for n in stages if n in self.models]
         cost = sum(infer_cost(size, spacing, self.models[n]) for n in names)
         if cost > self.max_infer_voxels:
             raise bad_input(

@@ -70,19 +70,19 @@ def test_chain_fingerprint_tells_settings_apart():
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    from lib.infers.tumor_pipeline import TumorPipelineInfer
-    from main import discover_configs
+    from main import discover_configs, discover_pipelines
 
     model_dir = tmp_path_factory.mktemp("model")
     conf = {"tumor_seg_image_size": "64", "tumor_gate_image_size": "32", "tumor_type_image_size": "32"}
+    declared = discover_pipelines()["tumor_pipeline"]  # built as the server builds it, from its declaration
     stages = {}
-    for name in ("tumor_gate", "tumor_seg", "tumor_type"):
+    for name in declared.stages():
         config = discover_configs()[name]()
         config.init(name, str(model_dir), conf, None)
         pathlib.Path(config.path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": config.network.state_dict()}, config.path)
         stages[name] = config.infer()
-    return TumorPipelineInfer(stages["tumor_gate"], stages["tumor_seg"], "pipeline", tumor_type=stages["tumor_type"])
+    return declared.infer_in("tumor_pipeline", stages)
 
 
 def _read_label(path):

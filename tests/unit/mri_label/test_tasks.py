@@ -137,6 +137,74 @@ def test_each_declaration_fits_the_task(task):
         assert (config.measures == "lesions") == bool(getattr(config, "lesions", None))
 
 
+# ------------------------------------------------------------------------------------------------- pipelines
+
+
+def test_the_registry_lists_every_pipeline_module():
+    assert tasks.pipeline_names() == sorted(
+        p.stem for p in (CONFIGS / "pipelines").glob("*.py") if p.stem != "__init__"
+    )
+    assert tasks.pipeline_names() == ["tumor_pipeline"] and not set(tasks.pipeline_names()) & set(tasks.task_names())
+    assert [n for n in [*tasks.task_names(), *tasks.pipeline_names()] if tasks.is_pipeline(n)] == ["tumor_pipeline"]
+    with pytest.raises(ValueError, match="pipeline must be one of"):
+        tasks.pipeline_class("tumor_seg")
+
+
+def test_what_each_pipeline_declares():
+    """The declarations themselves (moved out of main.py and mri_label/evaluate.py, behaviour unchanged)."""
+    assert tasks.pipeline_stages("tumor_pipeline") == ("tumor_gate", "tumor_seg", "tumor_type")
+    assert tasks.pipeline_required_stages("tumor_pipeline") == ("tumor_gate", "tumor_seg")
+    assert tasks.pipeline_gate("tumor_pipeline") == "tumor_gate"
+    assert tasks.pipeline_reference("tumor_pipeline") == "tumor_seg"
+    assert {t: tasks.pipelines_running(t) for t in tasks.task_names() if tasks.pipelines_running(t)} == {
+        "tumor_gate": ["tumor_pipeline"],
+        "tumor_seg": ["tumor_pipeline"],
+        "tumor_type": ["tumor_pipeline"],
+    }
+    served = {"tumor_gate", "tumor_seg"}
+    declared = tasks.pipeline_class("tumor_pipeline")
+    assert declared.describe(served) == "Tumor pipeline: tumor_gate per slice; tumor_seg only where the gate fires"
+    assert declared.describe(served | {"tumor_type"}) == (
+        "Tumor pipeline: tumor_gate per slice; tumor_seg and tumor_type only where the gate fires"
+    )
+
+
+@pytest.mark.parametrize("pipeline", tasks.pipeline_names())
+def test_each_pipeline_declaration_fits_its_stages(pipeline):
+    config = tasks.pipeline_class(pipeline)
+    config.check(pipeline, tasks.task_names())
+    assert tasks.evaluation(config.gate) == "gate"  # a two-class gate with an operating threshold
+    assert tasks.kind(config.segmentation) == "segmentation" and not tasks.volume_only(config.segmentation)
+    assert config.typing is None or tasks.kind(config.typing) == "classification"
+    assert tasks.kind(config.reference) == "segmentation" and tasks.input_series(config.reference)
+    assert config.reference in config.required() and "{gate}" in config.description and "{later}" in config.description
+
+
+#: files that name tasks on purpose, exempt from :func:`test_no_source_names_a_pipeline_or_its_stages`
+NAME_TASKS_ON_PURPOSE = {
+    "benchmarks/load.py": "the load mix: fixed requests, label uploads and class labels on the sample data's images",
+    "benchmarks/quality.py": "the public data sets each task is trained on (PLAN) and choices made per task",
+    "benchmarks/train_throughput.py": "the synthetic training data it writes for each task",
+    "mri_label/importers.py": "the tasks each data set format imports labels for",
+    "mri_label/sample_data.py": "the tasks the synthetic sample data labels",
+}
+
+
+def test_no_source_names_a_pipeline_or_its_stages():
+    """A pipeline's name or one of its stages' names spelled out as a string outside ``lib/configs`` (a stage list in
+    the server, a checkpoint key in the infer, a cascade table in the evaluation or a benchmark) is a second
+    declaration: ask :mod:`mri_label.tasks` (``pipeline_stages``, ``pipeline_reference``, ...) instead."""
+    names = set(tasks.pipeline_names()) | {s for p in tasks.pipeline_names() for s in tasks.pipeline_stages(p)}
+    found = {}
+    for relative, path in _scanned_files():
+        if relative.startswith("apps/mri_app/lib/configs/") or relative in NAME_TASKS_ON_PURPOSE:
+            continue
+        written = {v: sorted(lines) for v, lines in _string_literals(path).items() if v in names}
+        if written:
+            found[relative] = written
+    assert not found, f"pipeline or stage names written outside lib/configs: {found}"
+
+
 # ------------------------------------------------------------------------------------------- nothing retyped
 
 

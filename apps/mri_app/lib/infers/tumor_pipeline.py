@@ -1,5 +1,6 @@
-"""Tumor pipeline: ``tumor_gate`` decides per slice; only where it fires, ``tumor_seg`` segments and
-``tumor_type`` (when served) says which kind of tumor it is."""
+"""A gated pipeline (``lib/configs/pipelines/<name>.py``, :class:`lib.pipeline_config.PipelineConfig`): its gate decides
+per slice; only where it fires, its segmentation stage segments and its typing stage (when served) says which kind
+of finding it is. ``tumor_pipeline`` is one: ``tumor_gate``, then ``tumor_seg`` and ``tumor_type``."""
 
 import copy
 import time
@@ -10,18 +11,25 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.utils.transform import run_transforms
 
 from lib.infers import checkpoint_info
-from lib.infers.classifier import ClassifierInfer, TumorGateInfer
-from lib.infers.segmentation import SliceSegmentationInfer
+
+Stage = Tuple[str, InferTask]
+"""A pipeline stage: (the task's name, its infer task)."""
 
 
-class TumorPipelineInfer(InferTask):
-    """Gate, then segment and type the slices where the gate's tumor probability reaches its threshold.
+class GatedPipelineInfer(InferTask):
+    """Gate, then segment and type the slices where the gate's probability of a finding reaches its threshold.
 
-    Returns the ``tumor_seg`` label map (empty where the gate does not fire) and a JSON with ``tumor``,
-    ``probability``, ``threshold``, ``fired_slices``, the gate's full answer and the mask measurements. With a
-    ``tumor_type`` stage the JSON also holds ``tumor_type``: ``{"label", "probabilities", "aggregation",
-    "slices"}`` of the type classifier run on the fired slices only (their mean probabilities), or ``null``
-    where the gate does not fire (then only the gate's answer counts and the mask is empty).
+    The stages are served tasks (named by the pipeline's declaration): ``gate`` a gate classifier
+    (:class:`lib.infers.classifier.TumorGateInfer` or the segmentation-read gate, which answer ``tumor``,
+    ``probability``, ``threshold``, ``fired_slices``), ``segmentation`` a slice segmenter, ``typing`` an optional
+    classifier.
+
+    Returns the segmentation stage's label map (empty where the gate does not fire) and a JSON with ``task`` (the
+    pipeline's name), ``tumor``, ``probability``, ``threshold``, ``fired_slices``, the gate's full answer under
+    ``gate``, the mask measurements and ``checkpoints`` (stage task -> its checkpoint). With a typing stage the JSON
+    also holds, under the typing task's name (``tumor_type``), ``{"label", "probabilities", "aggregation",
+    "slices"}`` of the typing classifier run on the fired slices only (their mean probabilities), or ``null`` where
+    the gate does not fire (then only the gate's answer counts and the mask is empty).
 
     The image is read and pre-processed once for all stages where their pre-transform chains are the same
     (same transforms with the same settings, see :func:`chain_fingerprint`), else each stage reads it itself.
@@ -32,26 +40,30 @@ class TumorPipelineInfer(InferTask):
 
     def __init__(
         self,
-        gate: TumorGateInfer,
-        segmentation: SliceSegmentationInfer,
+        name: str,
+        gate: Stage,
+        segmentation: Stage,
         description: str,
-        tumor_type: Optional[ClassifierInfer] = None,
+        typing: Optional[Stage] = None,
     ):
         super().__init__(
             type=InferType.SEGMENTATION,
-            labels=segmentation.labels,
+            labels=segmentation[1].labels,
             dimension=3,
             description=description,
-            config=dict(gate.config()),
+            config=dict(gate[1].config()),
         )
-        self.gate, self.segmentation, self.tumor_type = gate, segmentation, tumor_type
+        self.pipeline = name
+        (self.gate_task, self.gate), (self.segmentation_task, self.segmentation) = gate, segmentation
+        self.typing_task: Optional[str] = typing[0] if typing is not None else None
+        self.typing: Optional[InferTask] = typing[1] if typing is not None else None
 
     def is_valid(self) -> bool:
         return all(stage.is_valid() for stage in self.stages())
 
     def stages(self):
         """The infer tasks this pipeline runs, in order."""
-        return [self.gate, self.segmentation] + ([self.tumor_type] if self.tumor_type is not None else [])
+        return [self.gate, self.segmentation] + ([self.typing] if self.typing is not None else [])
 
     def __call__(self, request, callbacks=None):
         started = time.time()
@@ -66,17 +78,17 @@ class TumorPipelineInfer(InferTask):
         label_file, seg = run(self.segmentation, dict(request, slices=fired))
         latencies = {"gate": gate["latencies"]["total"], "segmentation": seg["latencies"]["total"]}
         stage_latencies = [gate["latencies"], seg["latencies"]]
-        checkpoints = {"tumor_gate": gate["checkpoint"], "tumor_seg": seg["checkpoint"]}
+        checkpoints = {self.gate_task: gate["checkpoint"], self.segmentation_task: seg["checkpoint"]}
         extra = {}
-        if self.tumor_type is not None:
+        if self.typing is not None and self.typing_task is not None:
             kind = None
-            checkpoints["tumor_type"] = checkpoint_info(self.tumor_type.get_path())
+            checkpoints[self.typing_task] = checkpoint_info(self.typing.get_path())
             if fired:
-                _, kind = run(self.tumor_type, dict(request, slices=fired, cam=False))
+                _, kind = run(self.typing, dict(request, slices=fired, cam=False))
                 latencies["type"] = kind["latencies"]["total"]
                 stage_latencies.append(kind["latencies"])
                 kind = {k: kind[k] for k in ("label", "probabilities", "aggregation", "slices")}
-            extra["tumor_type"] = kind
+            extra[self.typing_task] = kind
         for key in ("pre", "infer", "invert", "post", "write"):
             latencies[key] = round(sum(float(s.get(key) or 0.0) for s in stage_latencies), 2)
         if shared is not None:
@@ -84,7 +96,7 @@ class TumorPipelineInfer(InferTask):
             latencies["transform"] = {"pre": shared_transforms}
         latencies["total"] = round(time.time() - started, 2)
         return label_file, {
-            "task": "tumor_pipeline",
+            "task": self.pipeline,
             "tumor": gate["tumor"],
             "probability": gate["probability"],
             "threshold": gate["threshold"],
