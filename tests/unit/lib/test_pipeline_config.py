@@ -210,3 +210,15 @@ def test_a_declaration_naming_no_task_is_refused():
         Broken.check("broken", tasks)
     with pytest.raises(ValueError, match="has the name of a task"):
         PipelineConfig.check("tumor_seg", tasks)
+
+
+def test_discovery_finds_the_pipelines_after_monai_label_reloaded_lib():
+    """MONAI Label drops and re-imports the app's ``lib`` when it loads an app; a module that imported
+    ``lib.configs.pipelines`` before (the app's ``main``, imported by a test) must still find the declarations."""
+    import lib.configs.pipelines as before
+
+    for name in [m for m in sys.modules if m == "lib" or m.startswith("lib.")]:
+        del sys.modules[name]
+    import lib.pipeline_config  # noqa: F401  (a new generation of lib, as after MONAI Label's reload)
+
+    assert "tumor_pipeline" in before.discover()
