@@ -16,7 +16,7 @@ def discover() -> Dict[str, Type[PipelineConfig]]:
     found: Dict[str, Type[PipelineConfig]] = {}
     # the base class as the declarations import it now: MONAI Label reloads the app's ``lib`` package when it loads
     # an app, and a module that imported this package before would otherwise compare with an older generation
-    base = importlib.import_module(PipelineConfig.__module__).PipelineConfig
+    base: Type[PipelineConfig] = importlib.import_module(PipelineConfig.__module__).PipelineConfig
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
