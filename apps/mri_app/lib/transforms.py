@@ -92,9 +92,15 @@ def infer_slices_pre() -> list:
     return load(["image"]) + normalize() + [EnsureTyped(keys="image", dtype=torch.float32)]
 
 
+MIRROR_AXIS_2D = 0
+"""The spatial axis the 2D training augmentation mirrors along (the image's first axis: left-right for slices of a
+RAS volume and for pictures as MONAI reads them); a classifier's ``test_time_mirroring`` averages over the same
+mirror."""
+
+
 def augment_2d(keys: Sequence[str], modes: Sequence[str]) -> list:
     return [
-        RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=MIRROR_AXIS_2D),
         RandAffined(
             keys=keys,
             prob=0.5,

@@ -7,7 +7,7 @@ from monai.inferers import SimpleInferer
 from monai.transforms import Compose, RandFlipd
 
 from lib.mirroring import MirrorAveragingInferer, mirror_sets, volume_inferer
-from lib.transforms import train_volume_pre
+from lib.transforms import MIRROR_AXIS_2D, augment_2d, train_volume_pre
 
 
 @pytest.mark.parametrize(
@@ -143,5 +143,10 @@ def test_a_classifier_mirrors_at_inference_only_where_its_config_declares_it(tmp
         config.init(task, str(tmp_path), conf)
         infer = config.infer()
         data = {"image": MetaTensor(torch.zeros(1, 16, 16))}
-        assert (type(infer.inferer(data)).__name__ == "MirrorAveragingInferer") is expected
+        inferer = infer.inferer(data)
+        assert (type(inferer).__name__ == "MirrorAveragingInferer") is expected
+        if expected:  # the mirror of the training augmentation (lib.transforms.augment_2d)
+            assert inferer.mirrors == [(), (MIRROR_AXIS_2D,)]
+            flips = [t for t in augment_2d(["image"], ["bilinear"]) if type(t).__name__ == "RandFlipd"]
+            assert [f.flipper.spatial_axis for f in flips] == [MIRROR_AXIS_2D]
         assert ("test_time_mirroring" in config.card()) is expected

@@ -18,7 +18,7 @@ from lib.errors import bad_input
 from lib.infers import checkpoint_info
 from lib.mirroring import MirrorAveragingInferer
 from lib.slicewise import SliceScoreInferer, SlicewiseInferer
-from lib.transforms import axial_axis, brain_slices, infer_slices_pre
+from lib.transforms import MIRROR_AXIS_2D, axial_axis, brain_slices, infer_slices_pre
 
 
 class ClassifierInfer(BasicInferTask):
@@ -56,10 +56,10 @@ class ClassifierInfer(BasicInferTask):
         return infer_slices_pre()
 
     def inferer(self, data=None):
-        """The slice inferer; with ``mirror``, averaged over the image and its mirror along spatial axis 0 (the
-        left-right flip of the training augmentation, :func:`lib.transforms.augment_2d`)."""
+        """The slice inferer; with ``mirror``, averaged over the image and its mirror along
+        :data:`lib.transforms.MIRROR_AXIS_2D` (the flip of the training augmentation)."""
         plain = self.slice_inferer(data)
-        return MirrorAveragingInferer(plain, (0,), segmentation=False) if self.mirror else plain
+        return MirrorAveragingInferer(plain, (MIRROR_AXIS_2D,), segmentation=False) if self.mirror else plain
 
     def slice_inferer(self, data) -> SlicewiseInferer:
         """One pass over the slices to classify (``data["slices_run"]`` records which)."""
