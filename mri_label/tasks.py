@@ -16,7 +16,7 @@ Importing this module is cheap; the first question imports the app's configs (to
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Type, overload
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Type, overload
 
 from mri_label.app_path import app_on_path
 
@@ -48,10 +48,7 @@ def config_class(task: str) -> Type["MRITaskConfig"]:
     Raises:
         ValueError: no such task.
     """
-    known = configs()
-    if task not in known:
-        raise ValueError(f"task must be one of {', '.join(known)}, got {task!r}")
-    return known[task]
+    return _one_of(configs(), task, "task")
 
 
 def kind(task: str) -> str:
@@ -232,9 +229,13 @@ def pipeline_class(name: str) -> Type["PipelineConfig"]:
     Raises:
         ValueError: no such pipeline.
     """
-    known = pipeline_configs()
+    return _one_of(pipeline_configs(), name, "pipeline")
+
+
+def _one_of(known: Dict[str, Any], name: str, what: str) -> Any:
+    """``known[name]``; ValueError naming ``what`` and the known names otherwise."""
     if name not in known:
-        raise ValueError(f"pipeline must be one of {', '.join(known)}, got {name!r}")
+        raise ValueError(f"{what} must be one of {', '.join(known)}, got {name!r}")
     return known[name]
 
 
