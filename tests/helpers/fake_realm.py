@@ -8,15 +8,16 @@ password, else Keycloak's ``invalid_grant`` 401; ``unauthorized_client`` 400 for
 
 import base64
 import json
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Dict, List, NamedTuple
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.helpers.loopback import LoopbackServer
 
 ADMIN, ANNOTATOR, USER = "monailabel-admin", "monailabel-annotator", "monailabel-user"
 CLIENT_ID = "monailabel-app"  # MONAI Label's default MONAI_LABEL_AUTH_CLIENT_ID
@@ -128,8 +129,8 @@ class FakeRealm:
                     200, {"access_token": token, "token_type": "Bearer", "expires_in": account.token_lifetime_s}
                 )
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/realms/test"
+        self._server = LoopbackServer(Handler, "/realms/test")
+        self.url = self._server.url
         _REALMS.append(self)
 
     def public_key(self) -> str:
@@ -139,9 +140,8 @@ class FakeRealm:
         return base64.b64encode(der).decode()
 
     def __enter__(self) -> "FakeRealm":
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self._server.start()
         return self
 
     def __exit__(self, *exc):
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._server.close()

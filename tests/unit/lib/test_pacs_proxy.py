@@ -1,9 +1,8 @@
 """The DICOMweb proxy (:mod:`lib.pacs_proxy`): only DICOMweb resource paths, dot segments refused, POST is STOW-RS
 for annotators, only Accept/Content-Type go upstream, time limits; in process against a recording fake PACS."""
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from fastapi import HTTPException
@@ -11,6 +10,7 @@ from monailabel.config import settings
 
 from lib import pacs_proxy
 from lib.access import ANNOTATOR, USER
+from tests.helpers.loopback import LoopbackServer
 
 
 @pytest.mark.parametrize(
@@ -81,9 +81,8 @@ class FakePACS:
 
             do_GET = do_POST = _answer
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/dicom-web"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler, "/dicom-web").start()
+        self.url = self.server.url
 
 
 @pytest.fixture
@@ -92,7 +91,7 @@ def proxied(api_server, monkeypatch):
     pacs = FakePACS()
     monkeypatch.setattr(settings, "MONAI_LABEL_STUDIES", pacs.url)
     yield client, pacs
-    pacs.httpd.shutdown()
+    pacs.server.close()
 
 
 def test_search_and_retrieve_are_forwarded_without_the_callers_credentials(proxied):

@@ -8,7 +8,7 @@ mri-label server itself answers is tested against the real server in test_slicer
 import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -16,6 +16,7 @@ from MRILabelLib import multipart, plain_sentence
 from MRILabelLib.client import ServerClient, detail_of
 from MRILabelLib.errors import ServerHTTPError, ServerTimeoutError, ServerUnreachableError
 from tests.helpers.live_server import free_port
+from tests.helpers.loopback import LoopbackServer
 
 
 class ScriptedListener:
@@ -46,13 +47,11 @@ class ScriptedListener:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler).start()
+        self.url = self.server.url
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ functions (:mod:`mri_label.core.change`), so a change in its shape fails here.
 """
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -19,6 +18,7 @@ from MRILabelLib.errors import ServerHTTPError, UnexpectedAnswerError
 from MRILabelLib.logic import ServerLogic
 from MRILabelLib.measurements import NOTHING_MEASURED, MeasurementRow, change_value, measurement_view
 from MRILabelLib.report import study_params
+from tests.helpers.loopback import LoopbackServer
 
 CHECKPOINT = {"name": "shipped/hippocampus/model.pt", "modified": "2026-01-05T10:00:00", "mtime": 1767607200.0}
 RETRAINED = {"name": "model/hippocampus/model.pt", "modified": "2026-03-01T09:00:00", "mtime": 1772355600.0}
@@ -306,13 +306,11 @@ class ReportListener:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler).start()
+        self.url = self.server.url
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
