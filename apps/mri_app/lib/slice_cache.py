@@ -181,13 +181,14 @@ def train_cached_pre(with_mask: bool, augment: bool, scanner: bool = False) -> l
     Args:
         with_mask: ``label`` is a cached mask stack rather than a class index.
         augment: random flips, small affine, intensity scale/shift and noise (:func:`lib.transforms.augment_2d`).
-        scanner: also :func:`scanner_augment` (classifiers).
+        scanner: also :func:`lib.transforms.scanner_augment` (bias field, gamma, blur, 8-bit, zoom; a mask is zoomed
+            with its image).
     """
     keys = ["image", "label"] if with_mask else ["image"]
     modes = ["bilinear", "nearest"] if with_mask else ["bilinear"]
     chain: List[MapTransform] = [LoadCachedSliced(keys=keys)]
     if augment:
-        chain += augment_2d(keys, modes) + (scanner_augment() if scanner else [])
+        chain += augment_2d(keys, modes) + (scanner_augment(mask="label" if with_mask else None) if scanner else [])
     chain.append(EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False))
     if not with_mask:
         chain.append(EnsureTyped(keys="label", dtype=torch.long, data_type="tensor", track_meta=False))

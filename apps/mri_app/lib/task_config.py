@@ -29,6 +29,8 @@ POSTPROCESSING = "largest connected component of the mask kept (face-connected, 
 """What ``model.json`` records of a task's ``keep_largest_component``."""
 MIRRORING = "class probabilities averaged over the image and its left-right mirror"
 """What ``model.json`` records of a classifier's ``test_time_mirroring``."""
+SCANNER_AUGMENTATION = "bias field, gamma, blur, 8-bit quantisation and zoom-in (mask zoomed with its image)"
+"""What ``model.json`` records of a slice segmentation's ``scanner_augment`` (training only)."""
 
 EVALUATIONS = {
     "classification": "each image's class: accuracy, balanced accuracy, macro F1, per class and per subject",
@@ -247,8 +249,8 @@ class ClassifierConfig(MRITaskConfig):
 
 
 class SliceSegmentationConfig(MRITaskConfig):
-    """Slice-wise 2D ResUNet. Options ``--conf <task>_image_size`` (default 256), ``<task>_widths`` and
-    ``<task>_keep_largest_component`` (default: the task's declaration)."""
+    """Slice-wise 2D ResUNet. Options ``--conf <task>_image_size`` (default 256), ``<task>_widths``,
+    ``<task>_keep_largest_component`` and ``<task>_scanner_augment`` (defaults: the task's declarations)."""
 
     kind = "segmentation"
     evaluation = "segmentation"
@@ -258,6 +260,9 @@ class SliceSegmentationConfig(MRITaskConfig):
     keep_largest_component = False
     """Post-processing: the infer keeps only the largest connected component of the mask (nnU-Net's rule: declare it
     when it raises the validation subjects' mean Dice of the shipped checkpoint; state the figures beside it)."""
+    scanner_augment = False
+    """Training adds the scanner and source appearance changes (:func:`lib.transforms.scanner_augment`) to the
+    flips, affine, intensity and noise; declare it when a checkpoint trained with it wins on validation."""
 
     def init(self, name, model_dir, conf, planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -270,6 +275,7 @@ class SliceSegmentationConfig(MRITaskConfig):
         self.keep_largest_component = conf_bool(
             conf, f"{name}_keep_largest_component", type(self).keep_largest_component
         )
+        self.scanner_augment = conf_bool(conf, f"{name}_scanner_augment", type(self).scanner_augment)
 
     def card(self):
         card = dict(
@@ -277,6 +283,8 @@ class SliceSegmentationConfig(MRITaskConfig):
         )
         if self.keep_largest_component:
             card["postprocessing"] = POSTPROCESSING
+        if self.scanner_augment:
+            card["training_augmentation"] = SCANNER_AUGMENTATION
         return card
 
     def infer(self):
@@ -292,7 +300,11 @@ class SliceSegmentationConfig(MRITaskConfig):
 
     def trainer(self):
         return SliceSegmentationTrainer(
-            *self._trainer_args(), labels=self.labels, size=self.size, **self._trainer_kwargs()
+            *self._trainer_args(),
+            labels=self.labels,
+            size=self.size,
+            scanner_augment=self.scanner_augment,
+            **self._trainer_kwargs(),
         )
 
 

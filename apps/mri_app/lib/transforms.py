@@ -141,16 +141,24 @@ class RandQuantized(MapTransform, RandomizableTransform):
         return d
 
 
-def scanner_augment(key: str = "image") -> list:
-    """Appearance changes between scanners, sources and file formats, for slice classifiers that must answer by
-    contrast rather than by source: bias field, gamma, blur (thick slices, resampling), 8-bit quantisation (JPEG/PNG
-    exports) and zoom-in (part of the head in view, the skull ring cut off)."""
+def scanner_augment(key: str = "image", mask: Optional[str] = None) -> list:
+    """Appearance changes between scanners, sources and file formats, for networks that must answer by contrast and
+    anatomy rather than by source: bias field, gamma, blur (thick slices, resampling), 8-bit quantisation (JPEG/PNG
+    exports) and zoom-in (part of the head in view, the skull ring cut off).
+
+    Args:
+        key: the image, ``(C, H, W)``.
+        mask: a label map zoomed with the image (nearest neighbour) so that they stay aligned; the appearance
+            changes leave it alone. None: an image-level label (classifiers).
+    """
+    zoom_keys = [key] if mask is None else [key, mask]
+    zoom_modes = ["bilinear"] if mask is None else ["bilinear", "nearest"]
     return [
         RandBiasFieldd(keys=key, prob=0.3, coeff_range=(0.0, 0.3)),
         RandAdjustContrastd(keys=key, prob=0.3, gamma=(0.7, 1.5)),
         RandGaussianSmoothd(keys=key, prob=0.2, sigma_x=(0.3, 1.2), sigma_y=(0.3, 1.2)),
         RandQuantized(keys=key, levels=256, prob=0.3),
-        RandZoomd(keys=key, prob=0.2, min_zoom=1.0, max_zoom=1.4, keep_size=True),
+        RandZoomd(keys=zoom_keys, prob=0.2, min_zoom=1.0, max_zoom=1.4, keep_size=True, mode=zoom_modes),
     ]
 
 

@@ -149,3 +149,34 @@ def test_too_small_size_refused(files):
     image, _, folder = files
     with pytest.raises(ValueError, match="size must be >= 8 pixels, got 4"):
         cache_items([{"image": image, "label": 0, "slice": 0}], folder, 4, with_mask=False)
+
+
+def test_scanner_augmentation_zooms_a_mask_with_its_image():
+    """A segmentation's mask must stay on its image: the zoom moves both (nearest for the mask), the appearance
+    changes leave the mask's values alone."""
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 4:12, 20:28] = 1  # off centre, so a zoom of the image alone would move it away from the mask
+    chain = Compose(scanner_augment(mask="label"))
+    for transform in chain.transforms:
+        transform.set_random_state(seed=3)
+        transform.prob = 1.0
+    out = chain({"image": mask.clone(), "label": mask.clone()})
+    label, image = torch.as_tensor(out["label"]), torch.as_tensor(out["image"])
+    assert set(label.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(label, mask)  # zoomed
+    # the label lies where the (zoomed, re-shaded) image is brightest
+    rows, cols = torch.nonzero(label[0] > 0, as_tuple=True)
+    bright = image[0] > image[0].mean()
+    assert bright[rows, cols].float().mean() > 0.9
+
+
+@pytest.mark.parametrize("conf, expected", [({}, None), ({"tumor_seg_scanner_augment": "true"}, True)])
+def test_tumor_seg_scanner_augmentation_reaches_the_training_chain_and_the_card(tmp_path, conf, expected):
+    from lib.configs.tumor_seg import TumorSegConfig
+
+    config = TumorSegConfig()
+    config.init("tumor_seg", str(tmp_path), {"shipped_models": "none", **conf})
+    default = expected if expected is not None else TumorSegConfig.scanner_augment
+    names = {type(t).__name__ for t in config.trainer().train_pre_transforms(None)}
+    assert ("RandBiasFieldd" in names and "RandZoomd" in names) == default
+    assert ("training_augmentation" in config.card()) == default

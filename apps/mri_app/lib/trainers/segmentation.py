@@ -45,14 +45,21 @@ class SliceSegmentationTrainer(_SegmentationTrainer):
     focal Tversky over the whole batch plus cross-entropy (:class:`lib.losses.FocalTverskyCELoss`: healthy slices'
     false positives cost). Validation runs each validation image whole, slice by slice (every slice, the empty ones
     too), and scores its Dice over the whole volume (an image without tumor: 1 if left empty, else 0), so the
-    checkpoint is chosen on the false positives a clinician would see."""
+    checkpoint is chosen on the false positives a clinician would see.
+
+    Args:
+        size: model input side (pixels).
+        scanner_augment: also the scanner and source appearance changes of the classifiers
+            (:func:`lib.transforms.scanner_augment`; the mask is zoomed with its image).
+    """
 
     VOLUME_DICE = "val_volume_dice"
 
-    def __init__(self, *args, size: int, **kwargs):
+    def __init__(self, *args, size: int, scanner_augment: bool = False, **kwargs):
         kwargs["config"] = dict(kwargs.get("config") or {}, val_batch_size=1)  # whole volumes differ in depth
         super().__init__(*args, **kwargs)
         self.size = size
+        self.scanner_augment = scanner_augment
 
     def items(self, datastore: Datastore) -> List[Dict]:
         return self.cache_slices(super().items(datastore), datastore, self.size, with_mask=True)
@@ -65,7 +72,7 @@ class SliceSegmentationTrainer(_SegmentationTrainer):
         return FocalTverskyCELoss()
 
     def train_pre_transforms(self, context: Context):
-        return train_cached_pre(with_mask=True, augment=True)
+        return train_cached_pre(with_mask=True, augment=True, scanner=self.scanner_augment)
 
     def val_pre_transforms(self, context: Context):
         return train_cached_pre(with_mask=True, augment=False)
