@@ -48,7 +48,7 @@ EXAMPLE = {
     "edits_age": {"ageEdit": "71"},
     "labels": {
         "resultSummaryLabel": "hippocampus on head T1: anterior, posterior",
-        "uncertaintyLabel": "Correct first: slice 41 (1,203 uncertain voxels), slice 40 (980)",
+        "uncertaintyLabel": "Correct first: slice 41, slice 40",
         "measurementsTitleLabel": "hippocampus on head T1",
         "measurementsNotesLabel": "Change over time: computed against the study of 2020-03-01",
         "servedLabel": "hippocampus serves model/hippocampus/model.pt (2025-02-01 10:12 UTC)",
@@ -72,8 +72,8 @@ EXAMPLE = {
             ["Change of left side", "1480.0 → 1450.0 mm³, −1.1 %/year"],
         ],
         "historyTable": [
-            ["2025-02-01 10:12", "rolled back", "–", "served the archive again"],
-            ["2025-01-31 18:40", "promoted", "0.861 → 0.874", "validation metric rose"],
+            ["2025-02-01", "rolled back", "–", "by an admin"],
+            ["2025-01-31", "promoted", "0.861 → 0.874", "val. rose"],
         ],
     },
 }
