@@ -1530,10 +1530,12 @@ class MRILabelLogic(ScriptedLoadableModuleLogic):
 
 class MRILabelTest(ScriptedLoadableModuleTest):
     """Runs in Slicer (Reload and Test), without a server: mask import into a segmentation, export of a corrected
-    segment, class-activation maps over a volume and over a one-slice picture, an uncertainty map with a jump to its
-    most uncertain slice (where the layout has slice views), an image and its final label loaded for review, and the
-    geometry checks. It leaves nothing behind (scene cleared, temporary files removed). With MRILABEL_TEST_SERVER_URL
-    set it also connects and lists the server's tasks (nothing is sent)."""
+    segment, class-activation maps and uncertainty maps over a volume and over a one-slice picture, a jump to the
+    most uncertain slice (where the layout has slice views; the views' slice offsets are restored afterwards), an
+    image and its final label loaded for review, and the geometry checks (voxel size, origin and axis directions
+    refused with a sentence naming what differs, a result placed under the source's parent transform, RGB sent as
+    grey). It leaves nothing behind (scene cleared, temporary files removed, slice views where they were). With
+    MRILABEL_TEST_SERVER_URL set it also connects and lists the server's tasks (nothing is sent)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -1655,14 +1657,41 @@ class MRILabelTest(ScriptedLoadableModuleTest):
         self.assertIn(node.GetID(), self.logic.overlayNodeIDs())
         self.assertIsNone(node.GetStorageNode())
         self.delayDisplay("Uncertainty map shown over a volume")
-        if not self.logic._sliceViews():
+        views = self.logic._sliceViews()
+        if not views:
             self.delayDisplay("No slice view in this layout: going to a slice not tried")
-            return
-        sliceNode, _ = self.logic.jumpToSlice(node.GetID(), 2, 4)
-        sliceToRas = slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())
-        centre = slice_center(ijkToRas, (6, 16, 20), 2, 4)
-        self.assertAlmostEqual(float(sliceToRas[:3, 2] @ (centre - sliceToRas[:3, 3])), 0.0, places=3)
-        self.delayDisplay(f"Slice 4 shown in the {sliceNode.GetLayoutName()} view")
+        else:
+            offsets = [(view, view.GetSliceOffset()) for _, view in views]
+            try:
+                sliceNode, _ = self.logic.jumpToSlice(node.GetID(), 2, 4)
+                sliceToRas = slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())
+                centre = slice_center(ijkToRas, (6, 16, 20), 2, 4)
+                self.assertAlmostEqual(float(sliceToRas[:3, 2] @ (centre - sliceToRas[:3, 3])), 0.0, places=3)
+                self.delayDisplay(f"Slice 4 shown in the {sliceNode.GetLayoutName()} view")
+            finally:  # the views go back to the slices they showed
+                for view, offset in offsets:
+                    view.SetSliceOffset(offset)
+
+        pictureIjkToRas = np.diag([-1.0, -1.0, 1.0, 1.0])  # how Slicer loads a PNG or JPG
+        picture = self._volume("MRILabel self-test 2D scan", np.zeros((1, 12, 20), np.float32), pictureIjkToRas)
+        flat = np.zeros((1, 12, 20), np.float32)
+        flat[0, 3:6, 4:10] = 0.9  # 18 uncertain pixels
+        flatPath = self._serverFile("MRILabel self-test 2D uncertainty", flat, np.eye(4))  # the server's identity
+        flatSummary = {
+            "axis": 2,
+            "mean": 0.0675,
+            "max": 0.9,
+            "uncertain_from": 0.5,
+            "slices": [{"slice": 0, "uncertain_voxels": 18, "mean": 0.0675}],
+        }
+        flatAnswer = read_uncertainty({"uncertainty": flatSummary}, flatPath, "selftest")
+        flatNode, _ = self.logic.showUncertaintyMap(flatAnswer, picture)
+        self.assertEqual(flatNode.GetAttribute(ROLE_ATTRIBUTE), OVERLAY_ROLE)
+        overlayGrid, pictureGrid = self.logic._geometry(flatNode), self.logic._geometry(picture)
+        self.assertEqual(overlayGrid.shape, pictureGrid.shape)
+        np.testing.assert_allclose(overlayGrid.ijk_to_ras, pictureGrid.ijk_to_ras)
+        self.assertEqual(int(np.count_nonzero(slicer.util.arrayFromVolume(flatNode) >= 0.5)), 18)
+        self.delayDisplay("Uncertainty map of a 2D picture lands on the picture")
 
     def test_review_loading(self):
         ijkToRas = np.diag([0.9, 0.9, 3.0, 1.0])
@@ -1684,12 +1713,42 @@ class MRILabelTest(ScriptedLoadableModuleTest):
         self.delayDisplay("An image and its final label loaded for review, the label on the image's grid")
 
     def test_geometry_checks(self):
-        volume = self._volume("MRILabel self-test grid", np.zeros((4, 8, 8), np.float32), np.diag([1.0, 1.0, 3.0, 1]))
-        wrongPath = self._serverFile("MRILabel self-test wrong", np.zeros((4, 8, 8), np.float32), np.eye(4))
-        with self.assertRaises(ValueError) as caught:
-            self.logic.showClassActivationMap(wrongPath, volume, "selftest")
-        self.assertIn("its voxel size is", str(caught.exception))
-        self.assertEqual(self.logic.overlayNodeIDs(), [])  # the refused map is not left in the scene
+        shape = (4, 8, 8)
+        ijkToRas = np.diag([1.0, 1.0, 3.0, 1.0])
+        ijkToRas[:3, 3] = (-20.0, 10.0, 4.0)
+        volume = self._volume("MRILabel self-test grid", np.zeros(shape, np.float32), ijkToRas)
+        thinner = ijkToRas.copy()
+        thinner[2, 2] = 2.0
+        shifted = ijkToRas.copy()
+        shifted[:3, 3] = (-15.0, 10.0, 4.0)
+        turned = ijkToRas.copy()
+        turned[:3, :2] = [[0.0, -1.0], [1.0, 0.0], [0.0, 0.0]]  # I and J turned 90° about S: same size and origin
+        for what, wrongIjkToRas, difference in (
+            ("voxel size", thinner, "its voxel size is 1 × 1 × 2 mm but the image's is 1 × 1 × 3 mm"),
+            ("origin", shifted, "its origin is (-15, 10, 4) mm but the image's is (-20, 10, 4) mm"),
+            ("direction", turned, "its axis directions differ from the image's"),
+        ):
+            wrongPath = self._serverFile(f"MRILabel self-test wrong {what}", np.zeros(shape, np.float32), wrongIjkToRas)
+            with self.assertRaises(ValueError) as caught:
+                self.logic.showClassActivationMap(wrongPath, volume, "selftest")
+            self.assertEqual(
+                str(caught.exception), f"The class-activation map does not line up with the image: {difference}"
+            )
+            self.assertEqual(self.logic.overlayNodeIDs(), [])  # the refused map is not left in the scene
+        self.delayDisplay("Maps of another voxel size, origin or axis directions refused, naming what differs")
+
+        toParent = np.array([[0.0, -1.0, 0.0, 12.0], [1.0, 0.0, 0.0, -7.0], [0.0, 0.0, 1.0, 30.0], [0, 0, 0, 1]])
+        transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "MRILabel self-test transform")
+        transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(toParent))
+        volume.SetAndObserveTransformNodeID(transform.GetID())
+        # the server answers in the coordinates of what it was sent: the world (hardened) geometry
+        placedPath = self._serverFile("MRILabel self-test placed", np.full(shape, 0.6, np.float32), toParent @ ijkToRas)
+        placed, _ = self.logic.showClassActivationMap(placedPath, volume, "selftest")
+        self.assertEqual(placed.GetTransformNodeID(), transform.GetID())
+        np.testing.assert_allclose(self.logic._ijkToRas(placed), ijkToRas, atol=1e-4)
+        np.testing.assert_allclose(self.logic._ijkToWorld(placed), toParent @ ijkToRas, atol=1e-4)
+        self.delayDisplay("A result placed under the source's parent transform, on the source's own grid")
+
         rgb = np.zeros((1, 4, 6, 3), np.uint8)
         rgb[..., 1] = 100
         photo = self._volume(
@@ -1698,7 +1757,7 @@ class MRILabelTest(ScriptedLoadableModuleTest):
         sentPath = self.logic.exportForUpload(photo, self.logic.temporaryFolder(), "selftest_photo")
         sent = slicer.util.loadVolume(sentPath, {"show": False, "singleFile": True})
         np.testing.assert_allclose(slicer.util.arrayFromVolume(sent), 0.587 * 100, rtol=1e-4)
-        self.delayDisplay("Geometry checks and RGB conversion passed")
+        self.delayDisplay("An RGB picture is sent as its grey values")
 
     def test_server_connection(self):
         url = os.environ.get("MRILABEL_TEST_SERVER_URL")

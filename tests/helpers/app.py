@@ -24,3 +24,21 @@ def write_checkpoints(app) -> None:
     for config in app.models.values():
         Path(config.path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": config.network.state_dict()}, config.path)
+
+
+def plant_archive(task_dir: Path) -> Path:
+    """Archive a checkpoint in a task's model history as a fine-tune's promotion would (``history/<UTC time>/
+    model.pt``, :mod:`lib.history`): the served weights, slightly changed, so that a rollback to it changes what is
+    served. Returns the archive's folder."""
+    import time
+
+    import torch
+
+    checkpoint = torch.load(task_dir / "model.pt", map_location="cpu", weights_only=False)
+    state = checkpoint.get("model", checkpoint)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name] + 0.01
+    folder = task_dir / "history" / (time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + ".000000Z")
+    folder.mkdir(parents=True)
+    torch.save(checkpoint, folder / "model.pt")
+    return folder

@@ -7,15 +7,14 @@ One server for the whole file serving tumor_seg only (64-pixel slices), trained 
 
 import hashlib
 import json
-import time
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from MRILabelLib import ServerLogic, plain_sentence
 from MRILabelLib.errors import ServerHTTPError
+from tests.helpers.app import plant_archive
 from tests.helpers.live_server import running_server
 
 TASK = "tumor_seg"
@@ -82,24 +81,12 @@ def test_the_history_of_a_finetune_is_read_by_the_client(finetuned, server):
         assert after.served == before.served
 
 
-def _plant_archive(task_dir):
-    """An archive as a promotion makes one (``history/<UTC time>/model.pt``): the served weights, slightly changed."""
-    checkpoint = torch.load(task_dir / "model.pt", map_location="cpu", weights_only=False)
-    state = checkpoint.get("model", checkpoint)
-    name = next(k for k, v in state.items() if v.is_floating_point())
-    state[name] = state[name] + 0.01
-    folder = task_dir / "history" / (time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + ".000000Z")
-    folder.mkdir(parents=True)
-    torch.save(checkpoint, folder / "model.pt")
-    return folder
-
-
 def test_rollback_serves_the_previous_checkpoint_again(finetuned, logic, server):
     task_dir = server["models"] / TASK
     folder = task_dir / "history"
     archives = sorted(p for p in folder.iterdir() if (p / "model.pt").is_file()) if folder.is_dir() else []
     if not archives:  # the fine-tune was kept: nothing was archived, so archive a checkpoint as a promotion would
-        archives = [_plant_archive(task_dir)]
+        archives = [plant_archive(task_dir)]
     previous = archives[-1]
     expected, replaced = _sha(previous / "model.pt"), _sha(task_dir / "model.pt")
     assert expected != replaced

@@ -3,17 +3,30 @@
 ``Recorder`` stands in for any Qt/Slicer object (attributes are Recorders, calls are recorded). The MRML side is
 faked with real behaviour where the panel's correctness depends on it: volume nodes hold a numpy array, an
 IJK->RAS matrix and a parent transform; the scene finds nodes by ID; ``slicer.util`` reads and writes arrays,
-loads "files" registered in :data:`FILES` and records every save/export. Every behaviour copied from Slicer is the
-one its source documents (``Base/Python/slicer/util.py``, ``ScriptedLoadableModule.py``, parameterNodeWrapper).
+loads "files" registered in :data:`FILES` (or real NIfTI files, such as a server's answers) and records every
+save/export, which writes a real NIfTI file. Every behaviour copied from Slicer is the one its source documents
+(``Base/Python/slicer/util.py``, ``ScriptedLoadableModule.py``, parameterNodeWrapper).
+
+:func:`load_mrilabel` loads ``MRILabel.py`` over this fake (the unit tests' ``module`` fixture, and the integration
+tests that drive the panel's logic against a real server).
 """
 
 import contextlib
+import importlib.util
 import itertools
 import os
+import sys
+import tempfile
 import types
 import unittest
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+
+MODULE_DIR = Path(__file__).resolve().parents[3] / "slicer_module" / "MRILabel"
+#: The module file under test (MRILABEL_MODULE_FILE points elsewhere, e.g. at an older copy, to show a test fails).
+MODULE_FILE = Path(os.environ.get("MRILABEL_MODULE_FILE") or MODULE_DIR / "MRILabel.py")
 
 #: "Files" the fake loaders read: path -> (voxel array, IJK->RAS 4x4). Tests put server answers here.
 FILES: dict = {}
@@ -281,6 +294,11 @@ class FakeTransformNode(FakeNode):
     def IsTransformToWorldLinear(self):
         return 1 if self.linear else 0
 
+    def SetMatrixTransformToParent(self, matrix):
+        """vtkMRMLTransformNode::SetMatrixTransformToParent; the fake's transforms have no parent of their own, so
+        this is also the transform to world."""
+        self.to_world = np.array(matrix.array, dtype=float)
+
     def GetMatrixTransformToWorld(self, matrix):
         matrix.array = self.to_world.copy()
 
@@ -315,6 +333,18 @@ class FakeSliceNode(FakeNode):
         matrix = self.slice_to_ras.array
         normal, origin = matrix[:3, 2], matrix[:3, 3]
         matrix[:3, 3] = origin + float((np.array([r, a, s]) - origin) @ normal) * normal
+
+    def GetSliceOffset(self):
+        """As Slicer's: the translation of SliceToRAS in slice coordinates (upper 3x3 inverted), its z part."""
+        matrix = self.slice_to_ras.array
+        return float(np.linalg.solve(matrix[:3, :3], matrix[:3, 3])[2])
+
+    def SetSliceOffset(self, offset):
+        """As Slicer's: that z part replaced by ``offset``, the in-plane translation kept."""
+        matrix = self.slice_to_ras.array
+        inSlice = np.linalg.solve(matrix[:3, :3], matrix[:3, 3])
+        inSlice[2] = float(offset)
+        matrix[:3, 3] = matrix[:3, :3] @ inSlice
 
 
 class FakeSegment:
@@ -386,6 +416,7 @@ class FakeScene:
         "vtkMRMLLabelMapVolumeNode": FakeLabelMapNode,
         "vtkMRMLSegmentationNode": FakeSegmentationNode,
         "vtkMRMLColorTableNode": FakeColorNode,
+        "vtkMRMLLinearTransformNode": FakeTransformNode,
     }
 
     def __init__(self):
@@ -523,8 +554,36 @@ class WithinRange:
         self.minimum, self.maximum = minimum, maximum
 
 
+def _is_nifti(path):
+    return str(path).endswith((".nii", ".nii.gz"))
+
+
+def write_nifti(path, array, ijk):
+    """Write voxels (numpy order K, J, I as ``arrayFromVolume`` gives them) as a NIfTI file whose affine is the
+    IJK->RAS matrix, as Slicer's writer does (voxel order I, J, K in the file; RAS in NIfTI, LPS only inside ITK)."""
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.int64:
+        array = array.astype(np.int32)
+    order = (2, 1, 0, *range(3, array.ndim))
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(np.transpose(array, order)), np.asarray(ijk, dtype=float)), path)
+
+
+def read_nifti(path):
+    """``(voxels in numpy order K, J, I, IJK->RAS)`` of a NIfTI file, as Slicer loads it (a 2D file: one slice)."""
+    image = nib.load(str(path))
+    array = np.asanyarray(image.dataobj)
+    if array.ndim == 2:
+        array = array[..., None]
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    order = (2, 1, 0, *range(3, array.ndim))
+    return np.ascontiguousarray(np.transpose(array, order)), np.array(image.affine, dtype=float)
+
+
 def _load(path, properties, node_class):
-    array, ijk = FILES[path]
+    array, ijk = FILES[path] if path in FILES else read_nifti(path)
     node = node_class(properties.get("name") or os.path.basename(path), array, ijk)
     node.storage = CURRENT["scene"].add(FakeNode(f"{path} storage"))  # loading adds a storage node with the file
     return node
@@ -625,8 +684,11 @@ def stub_modules(events=None):
             if world and parent is not None:
                 ijk = parent.to_world @ ijk
             FILES[path] = (np.array(node.array), ijk)
-            with open(path, "wb") as handle:
-                handle.write(b"fake NIfTI of " + node.GetName().encode())
+            if _is_nifti(path):
+                write_nifti(path, node.array, ijk)
+            else:
+                with open(path, "wb") as handle:
+                    handle.write(b"fake file of " + node.GetName().encode())
             return True
 
         return writer
@@ -754,3 +816,20 @@ def stub_modules(events=None):
         "vtk": vtk,
         "ctk": Recorder("ctk"),
     }
+
+
+def load_mrilabel(monkeypatch, events, work_dir):
+    """MRILabel.py loaded with the fake slicer/qt/vtk/ctk modules (``monkeypatch`` removes them again); the module's
+    work folders go under ``work_dir``; ``events`` (a list) receives the wait-cursor and error-box events. The
+    loaded module's ``stubs`` are the fake modules (``stubs["slicer"].mrmlScene`` is the scene)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(work_dir))
+    stubs = stub_modules(events)
+    for name, stub in stubs.items():
+        monkeypatch.setitem(sys.modules, name, stub)
+    spec = importlib.util.spec_from_file_location("MRILabel", MODULE_FILE)
+    loaded = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "MRILabel", loaded)
+    spec.loader.exec_module(loaded)
+    loaded.stubs = stubs
+    FILES.clear()
+    return loaded

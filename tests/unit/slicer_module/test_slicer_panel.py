@@ -552,19 +552,28 @@ def test_row12_cleanup_and_scene_close_remove_the_work_folder(module, panel, sce
 # --- row 13: the self-test exercises the risky paths without a server and leaves nothing behind -----------------
 
 
-def test_row13_self_test_runs_without_a_server_and_leaves_nothing(module, scene, monkeypatch):
+def test_row13_self_test_runs_every_test_without_a_server_and_leaves_nothing(module, scene, monkeypatch):
     monkeypatch.delenv("MRILABEL_TEST_SERVER_URL", raising=False)
-    test = module.MRILabelTest()
-    names = [
-        n for n in ("test_mask_import_and_export", "test_cam_overlays", "test_geometry_checks") if hasattr(test, n)
-    ]
-    assert len(names) == 3
+    views = _views(scene)  # a layout with slice views: the self-test goes to the most uncertain slice
+    shown = {name: view.slice_to_ras.array.copy() for name, view in views.items()}
+    selfTest = module.MRILabelTest
+    names = sorted(n for n in dir(selfTest) if n.startswith("test_") and callable(getattr(selfTest, n)))
+    assert {"test_mask_import_and_export", "test_cam_overlays", "test_uncertainty_overlay"} <= set(names)
+    ran = []
+    for name in names:  # each test method, recorded as it runs (and run as it is)
+        method = getattr(selfTest, name)
+        monkeypatch.setattr(selfTest, name, lambda self, _name=name, _method=method: ran.append(_name) or _method(self))
     made = []
     original = module.MRILabelLogic.temporaryFolder
     monkeypatch.setattr(module.MRILabelLogic, "temporaryFolder", lambda self: made.append(original(self)) or made[-1])
-    test.runTest()
-    assert scene.cleared >= 2 and scene.nodes == {}
+    selfTest().runTest()
+    assert sorted(ran) == names  # runTest runs every test_* method, each once
+    assert scene.cleared >= 2 * len(names)  # setUp and tearDown around each
+    assert set(scene.nodes) == {view.GetID() for view in views.values()}  # only the slice views (singletons) stay
     assert made and not any(os.path.exists(folder) for folder in made)
+    assert views["Red"].jumps  # it went to the uncertain slice ...
+    for name, view in views.items():  # ... and left every view on the slice it showed before
+        np.testing.assert_allclose(view.slice_to_ras.array, shown[name], err_msg=name)
 
 
 # --- the template: .ui file, parameter node, scene observers, logic without widgets -------------------------------
@@ -864,6 +873,8 @@ def test_closing_the_scene_empties_the_slice_list(panel, scene, tmp_path):
 
 def test_self_test_goes_to_the_uncertain_slice_where_there_are_slice_views(module, scene):
     views = _views(scene)
+    views["Red"].SetSliceOffset(-12.5)  # the user's slice
+    shown = views["Red"].slice_to_ras.array.copy()
     test = module.MRILabelTest()
     test.setUp()
     try:
@@ -871,4 +882,6 @@ def test_self_test_goes_to_the_uncertain_slice_where_there_are_slice_views(modul
     finally:
         test.tearDown()
     assert views["Red"].jumps and not views["Yellow"].jumps and not views["Green"].jumps
+    np.testing.assert_allclose(views["Red"].slice_to_ras.array, shown)  # it went to the slice, then back
+    assert views["Red"].GetSliceOffset() == pytest.approx(-12.5)
     assert set(scene.nodes) == {view.GetID() for view in views.values()}  # the slice views outlive Clear()
