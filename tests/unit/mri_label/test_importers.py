@@ -257,6 +257,13 @@ def test_class_folders_map_published_names_and_make_safe_unique_ids(tumor_src, o
     assert {"p_0", "p_1", "p_2", "p_3", "glioma_tumor_image_1", "no_tumor_image_1"} <= ids and len(ids) == 8
 
 
+def test_alzheimer_slices_import_as_t1_for_sequence(alzheimer_src, out):
+    summary = import_dataset("classfolders", alzheimer_src, out / "store", task="sequence")
+    assert summary["class_counts"] == {"sequence": {"T1": 6}}
+    infos = {i: o["image"]["info"] for i, o in _objects(out / "store").items()}
+    assert infos["mild1"]["class_labels"] == {"sequence": {"label": "T1", "source": "classfolders"}}
+
+
 def test_tumor_type_near_duplicates_land_in_one_group_and_one_split_side(tmp_path, out):
     """brain_tumor_4class layout with one 256x256 glioma picture four times (exact copy, noisy re-encoded JPEG,
     half-size PNG): the four share a group (= subject, the smallest id), distinct pictures stay alone, and the
