@@ -3,6 +3,11 @@ its held-out test subjects, and print one table.
 
     .venv/bin/python benchmarks/quality.py [--data ../shared/data] [--work /tmp/mri-quality] [--tasks ...]
                                            [--epochs-scale 1.0] [--splits grouped random] [--previous git:7851caa]
+                                           [--shipped]
+
+``--shipped`` trains nothing: it scores the shipped checkpoints (``apps/mri_app/shipped``, their declared
+inference options) on the same held-out test subjects and prints the same table, with the epochs and training
+minutes their ``model.json`` records: the README's held-out table.
 
 Data (see ``../shared/data/README.md``): ``sequence`` on BraTS 2018 (every subject has every contrast) plus the
 LGG FLAIR and T1 channels and the 2D slices with skull of ``mri_sequence_2d``; ``dementia_stage`` on the Alzheimer
@@ -54,7 +59,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "apps" / "mri_app"))
@@ -147,18 +152,67 @@ def image_level_copy(store: Path, dest: Path) -> Path:
     return dest
 
 
-def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grouped") -> dict:
+def _result(task: str, store: Path, train_store: Path, models: Path, out: Path, report: Dict, **run: Any) -> dict:
+    """One task's result row data: its data label, subjects per split side (of ``train_store``), the headline metric
+    of ``report`` (an :func:`mri_label.evaluate.evaluate` summary), the files, and ``run`` (split_kind, epochs,
+    train_min, device)."""
+    from mri_label.core.splits import ensure_split
+
+    label, metric = PLAN[task][1], METRIC[task]
+    if task in SPLITS:
+        label += {"grouped": ", grouped split (near-duplicate groups)", "random": ", RANDOM image split (optimistic)"}[
+            run["split_kind"]
+        ]
+        metric += f" (macro-F1 {report['headline']['macro_f1']:.2f})"
+    sides = ensure_split(train_store)["subjects"].values()
+    return {
+        "task": task,
+        "data": label,
+        "subjects": "/".join(str(sum(1 for s in sides if s == side)) for side in ("train", "val", "test")),
+        "metric": metric,
+        "value": report["headline"][METRIC[task]],
+        **run,
+        "report": str(out / "report.md"),
+        "headline": report["headline"],
+        "metrics_file": str(out / "metrics.json"),
+        "model_dir": str(models),
+        "store": str(store),
+    }
+
+
+def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grouped", shipped: bool = False) -> dict:
+    """Import ``task``'s data under ``work`` (once), train it with its recipe (epochs × ``scale``) on the
+    ``split_kind`` split and evaluate it on the held-out test subjects. ``shipped``: train nothing, evaluate the
+    shipped checkpoint (grouped split only; epochs, minutes and device from its ``model.json``)."""
     from main import MRIApp
     from mri_label.core.splits import ensure_split
     from mri_label.evaluate import evaluate
     from mri_label.recipes import recipe_of, train_request
     from mri_label.train import run_record, update_card
 
-    imports, label = PLAN[task]
-    missing = [folder for _, folder, _ in imports if not (data / folder).exists()]
+    missing = [folder for _, folder, _ in PLAN[task][0] if not (data / folder).exists()]
     if missing:
         return {"task": task, "skipped": f"data absent: {', '.join(str(data / m) for m in missing)}"}
     store = build(task, data, work)
+    if shipped:
+        if split_kind != "grouped":
+            raise ValueError(f"shipped checkpoints were trained on the grouped split, got split_kind={split_kind!r}")
+        models, out = work / task / "model_none", work / task / "evaluation_shipped"
+        shutil.rmtree(models, ignore_errors=True)
+        models.mkdir(parents=True)  # empty: the app serves the shipped checkpoint
+        training = json.loads((ROOT / SHIPPED / task / "model.json").read_text()).get("training") or {}
+        report = evaluate(
+            task,
+            str(store),
+            model_dir=str(models),
+            out=str(out),
+            progress=lambda m: None,
+            conf={"shipped_models": str(ROOT / SHIPPED)},
+        )
+        recorded = {
+            k: training.get(v) for k, v in (("epochs", "epochs"), ("train_min", "minutes"), ("device", "device"))
+        }
+        return _result(task, store, store, models, out, report, split_kind=split_kind, **recorded)
     suffix = "" if split_kind == "grouped" else f"_{split_kind}"
     train_store = store if split_kind == "grouped" else image_level_copy(store, work / task / f"datastore{suffix}")
     if (
@@ -183,46 +237,36 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
     update_card(
         models / task / "model.json", run_record(app.datastore(), str(train_store), train_s / 60, request, report)
     )
-    sides = ensure_split(train_store)["subjects"].values()
-    counts = "/".join(str(sum(1 for s in sides if s == side)) for side in ("train", "val", "test"))
-    value = report["headline"][METRIC[task]]
-    metric = METRIC[task]
-    if task in SPLITS:
-        label += {"grouped": ", grouped split (near-duplicate groups)", "random": ", RANDOM image split (optimistic)"}[
-            split_kind
-        ]
-        metric += f" (macro-F1 {report['headline']['macro_f1']:.2f})"
-    return {
-        "task": task,
-        "data": label,
-        "subjects": counts,
-        "metric": metric,
-        "value": value,
-        "split_kind": split_kind,
-        "epochs": stats.get("epoch"),
-        "train_min": train_s / 60,
-        "device": str(app._trainers[task]._context.device),
-        "report": str(out / "report.md"),
-        "headline": report["headline"],
-        "metrics_file": str(out / "metrics.json"),
-        "model_dir": str(models),
-        "store": str(store),
-    }
+    return _result(
+        task,
+        store,
+        train_store,
+        models,
+        out,
+        report,
+        split_kind=split_kind,
+        epochs=stats.get("epoch"),
+        train_min=train_s / 60,
+        device=str(app._trainers[task]._context.device),
+    )
 
 
-def run_pipeline(pipeline: str, done: Dict[str, dict], work: Path) -> List[dict]:
+def run_pipeline(pipeline: str, done: Dict[str, dict], work: Path, shipped: bool = False) -> List[dict]:
     """With the just-trained required stages of ``pipeline`` (``done``: task -> its result of :func:`run`) in one
     model folder, as a server holds them: the gate as served (``tumor_gate`` reads ``tumor_seg``'s network,
     ``--conf tumor_gate_source``) on the gate's test subjects, and the pipeline on the test volumes of its reference
-    task's datastore (of the series that task reads) beside the reference task alone (``mri_label.evaluate``)."""
+    task's datastore (of the series that task reads) beside the reference task alone (``mri_label.evaluate``).
+    ``shipped``: the shipped checkpoints of the stages instead (nothing was trained)."""
     from mri_label import tasks
     from mri_label.evaluate import evaluate
 
     gate, reference = tasks.pipeline_gate(pipeline), tasks.pipeline_reference(pipeline)
     models = work / pipeline / "model"
     shutil.rmtree(models, ignore_errors=True)
-    for task in tasks.pipeline_required_stages(pipeline):
+    models.mkdir(parents=True)
+    for task in [] if shipped else tasks.pipeline_required_stages(pipeline):
         shutil.copytree(Path(done[task]["model_dir"]) / task, models / task)
+    conf = {"shipped_models": str(ROOT / SHIPPED)} if shipped else None
     read = [t for t in tasks.reads_networks_of(gate) if t in tasks.pipeline_required_stages(pipeline)]
     series = tasks.input_series(reference)
     volumes = f"{tasks.series_class(series)} volumes" if series else "volumes"
@@ -236,7 +280,7 @@ def run_pipeline(pipeline: str, done: Dict[str, dict], work: Path) -> List[dict]
         (pipeline, done[reference]["store"], f"{done[reference]['data']} ({volumes}), gate as served"),
     ):
         out = work / pipeline / f"evaluation_{task}"
-        report = evaluate(task, store, model_dir=str(models), out=str(out), progress=lambda m: None)
+        report = evaluate(task, store, model_dir=str(models), out=str(out), progress=lambda m: None, conf=conf)
         head = report["headline"]
         rows.append(
             {
@@ -381,6 +425,9 @@ def main() -> int:
         help="shipped cards to compare with: a folder of <task>/model.json, or git:<commit> for "
         f"{SHIPPED} at that commit (default {PREVIOUS})",
     )
+    parser.add_argument(
+        "--shipped", action="store_true", help="train nothing: score the shipped checkpoints on the same test subjects"
+    )
     args = parser.parse_args()
     if args.epochs_scale <= 0:
         parser.error(f"--epochs-scale must be > 0, got {args.epochs_scale}")
@@ -389,15 +436,17 @@ def main() -> int:
     results = []
     for task in args.tasks:
         kinds = SPLITS.get(task, ("grouped",))
+        if args.shipped:  # the shipped checkpoints were trained on the grouped split only
+            kinds = ("grouped",)
         for split_kind in [k for k in kinds if k in args.splits] if len(kinds) > 1 else kinds:
-            print(f"== {task} ({split_kind} split)", flush=True)
-            results.append(run(task, Path(args.data), Path(args.work), args.epochs_scale, split_kind))
+            print(f"== {task} ({split_kind} split{', shipped checkpoint' if args.shipped else ''})", flush=True)
+            results.append(run(task, Path(args.data), Path(args.work), args.epochs_scale, split_kind, args.shipped))
             print({k: v for k, v in results[-1].items() if k != "headline"}, flush=True)
     done = {r["task"]: r for r in results if "skipped" not in r and r["split_kind"] == "grouped"}
     for pipeline in tasks.pipeline_names():  # where its required stages ran
         if set(tasks.pipeline_required_stages(pipeline)) <= set(done) and tasks.pipeline_reference(pipeline) in done:
             print(f"== {tasks.pipeline_gate(pipeline)} as served and {pipeline} (grouped split)", flush=True)
-            results += run_pipeline(pipeline, done, Path(args.work))
+            results += run_pipeline(pipeline, done, Path(args.work), args.shipped)
     rows = []
     for r in results:
         if "skipped" in r:

@@ -88,8 +88,8 @@ def load_app(
     # the networks the task's infer reads (the gate: tumor_seg's), unless a checkpoint of the task itself is given
     read = () if model else tuple(getattr(discover_configs().get(task), "reads_networks_of", ()))
     options = {**(conf or {}), "models": ",".join(stages + read)}
-    if model_dir:  # the models trained there are evaluated, never the shipped ones in their place
-        options.update(model_dir=model_dir, shipped_models="none")
+    if model_dir:  # the models trained there are evaluated, not the shipped ones in their place (unless conf asks)
+        options.update(model_dir=model_dir, shipped_models=(conf or {}).get("shipped_models", "none"))
     app = MRIApp(folder, str(studies), options)
     if model:
         if not Path(model).is_file():

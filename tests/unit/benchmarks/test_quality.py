@@ -138,3 +138,31 @@ def test_segmentation_and_pipeline_rows_carry_dice_per_label_and_the_reference(c
         and "| 0.870 | Dice anterior" in out[2]
     )
     assert "| n/a |" in out[3] and out[-1] == "| sequence | data absent: /x | | | | | | | | | |"
+
+
+def test_shipped_rows_evaluate_the_shipped_checkpoint_without_training(datastore_dir, tmp_path, monkeypatch):
+    """``--shipped``: the shipped checkpoint on the test subjects, the epochs and minutes its model.json records;
+    nothing is trained (the model folder stays empty)."""
+    data = tmp_path / "data"
+    for _, folder, _ in quality.PLAN["tumor_seg"][0]:
+        (data / folder).mkdir(parents=True)
+    monkeypatch.setattr(quality, "build", lambda task, data, work: datastore_dir)
+    result = quality.run("tumor_seg", data, tmp_path / "work", 1.0, shipped=True)
+    training = json.loads((ROOT / quality.SHIPPED / "tumor_seg" / "model.json").read_text())["training"]
+    assert (result["epochs"], result["train_min"], result["device"]) == (
+        training["epochs"],
+        training["minutes"],
+        training["device"],
+    )
+    assert 0.0 <= result["value"] <= 1.0 and Path(result["metrics_file"]).is_file()
+    assert list(Path(result["model_dir"]).iterdir()) == []
+    metrics = json.loads(Path(result["metrics_file"]).read_text())
+    assert Path(metrics["meta"]["model"]).resolve() == (ROOT / quality.SHIPPED / "tumor_seg" / "model.pt").resolve()
+    with pytest.raises(ValueError, match="grouped"):
+        quality.run("tumor_seg", data, tmp_path / "work", 1.0, split_kind="random", shipped=True)
+    # the pipeline rows with the shipped stages: the gate as served and the cascade, nothing copied or trained
+    done = {"tumor_seg": result, "tumor_gate": {**result, "task": "tumor_gate"}}
+    rows = quality.run_pipeline("tumor_pipeline", done, tmp_path / "work", shipped=True)
+    assert [r["task"] for r in rows] == ["tumor_gate", "tumor_pipeline"]
+    assert all(0.0 <= r["value"] <= 1.0 for r in rows)
+    assert list((tmp_path / "work" / "tumor_pipeline" / "model").iterdir()) == []
