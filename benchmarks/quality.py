@@ -152,13 +152,22 @@ def image_level_copy(store: Path, dest: Path) -> Path:
     return dest
 
 
-def _result(task: str, store: Path, train_store: Path, models: Path, out: Path, report: Dict, **run: Any) -> dict:
-    """One task's result row data: its data label, subjects per split side (of ``train_store``), the headline metric
-    of ``report`` (an :func:`mri_label.evaluate.evaluate` summary), the files, and ``run`` (split_kind, epochs,
-    train_min, device)."""
+def _result(
+    task: str,
+    store: Path,
+    train_store: Path,
+    models: Path,
+    out: Path,
+    report: Dict,
+    label: Optional[str] = None,
+    **run: Any,
+) -> dict:
+    """One task's result row data: its data label (``label``, else :data:`PLAN`'s), subjects per split side (of
+    ``train_store``), the headline metric of ``report`` (an :func:`mri_label.evaluate.evaluate` summary), the files,
+    and ``run`` (split_kind, epochs, train_min, device)."""
     from mri_label.core.splits import ensure_split
 
-    label, metric = PLAN[task][1], METRIC[task]
+    label, metric = label or PLAN[task][1], METRIC[task]
     if task in SPLITS:
         label += {"grouped": ", grouped split (near-duplicate groups)", "random": ", RANDOM image split (optimistic)"}[
             run["split_kind"]
@@ -185,6 +194,7 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
     ``split_kind`` split and evaluate it on the held-out test subjects. ``shipped``: train nothing, evaluate the
     shipped checkpoint (grouped split only; epochs, minutes and device from its ``model.json``)."""
     from main import MRIApp
+    from mri_label import tasks
     from mri_label.core.splits import ensure_split
     from mri_label.evaluate import evaluate
     from mri_label.recipes import recipe_of, train_request
@@ -212,7 +222,10 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
         recorded = {
             k: training.get(v) for k, v in (("epochs", "epochs"), ("train_min", "minutes"), ("device", "device"))
         }
-        return _result(task, store, store, models, out, report, split_kind=split_kind, **recorded)
+        # a task whose infer reads another's network (the gate: tumor_seg's) answers as served, not with its own
+        read = tasks.reads_networks_of(task)
+        label = f"{PLAN[task][1]}, as served: reads {', '.join(read)}" if read else None
+        return _result(task, store, store, models, out, report, label=label, split_kind=split_kind, **recorded)
     suffix = "" if split_kind == "grouped" else f"_{split_kind}"
     train_store = store if split_kind == "grouped" else image_level_copy(store, work / task / f"datastore{suffix}")
     if (

@@ -166,3 +166,6 @@ def test_shipped_rows_evaluate_the_shipped_checkpoint_without_training(datastore
     assert [r["task"] for r in rows] == ["tumor_gate", "tumor_pipeline"]
     assert all(0.0 <= r["value"] <= 1.0 for r in rows)
     assert list((tmp_path / "work" / "tumor_pipeline" / "model").iterdir()) == []
+    # the gate reads tumor_seg's network: its shipped row says it answers as served
+    gate = quality.run("tumor_gate", data, tmp_path / "work", 1.0, shipped=True)
+    assert gate["data"].endswith("as served: reads tumor_seg") and result["data"] == quality.PLAN["tumor_seg"][1]
