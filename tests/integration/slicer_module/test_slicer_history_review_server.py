@@ -15,17 +15,14 @@ import pytest
 from MRILabelLib import ServerLogic, plain_sentence
 from MRILabelLib.errors import ServerHTTPError
 from tests.helpers.app import plant_archive
-from tests.helpers.live_server import running_server
 
 TASK = "tumor_seg"
 IMAGE = "synth01_t1"  # no final label in the sample data
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, sample_template):
-    conf = {"models": TASK, "tumor_seg_image_size": "64"}
-    with running_server(tmp_path_factory.mktemp("slicer_history"), sample_template, conf=conf) as live:
-        yield live
+def server(tumor_seg_server):
+    return tumor_seg_server
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from fake_slicer import FakeVolumeNode, load_mrilabel
 
 from MRILabelLib.jobs import JobRunner
 from tests.helpers.app import plant_archive
-from tests.helpers.live_server import running_server
 
 TASK = "tumor_seg"
 SHAPE = (12, 40, 48)  # numpy order (K, J, I): 12 axial slices
@@ -30,10 +29,8 @@ TURNED_AND_MOVED = np.array([[0.0, -1.0, 0.0, 15.0], [1.0, 0.0, 0.0, -6.0], [0.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, sample_template):
-    conf = {"models": TASK, "tumor_seg_image_size": "64"}
-    with running_server(tmp_path_factory.mktemp("slicer_panel_logic"), sample_template, conf=conf) as live:
-        yield live
+def server(tumor_seg_server):
+    return tumor_seg_server
 
 
 @pytest.fixture(scope="module")
