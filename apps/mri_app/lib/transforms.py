@@ -152,7 +152,7 @@ def scanner_augment(key: str = "image", mask: Optional[str] = None) -> list:
             changes leave it alone. None: an image-level label (classifiers).
     """
     zoom_keys = [key] if mask is None else [key, mask]
-    zoom_modes = ["bilinear"] if mask is None else ["bilinear", "nearest"]
+    zoom_modes = ["area"] if mask is None else ["area", "nearest"]  # area: RandZoomd's default for the image
     return [
         RandBiasFieldd(keys=key, prob=0.3, coeff_range=(0.0, 0.3)),
         RandAdjustContrastd(keys=key, prob=0.3, gamma=(0.7, 1.5)),
