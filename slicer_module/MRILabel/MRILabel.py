@@ -1577,6 +1577,21 @@ class MRILabelTest(ScriptedLoadableModuleTest):
         self.logic._removeWithHelpers(node)
         return path
 
+    def _uncertaintyAnswer(self, name, values, ijkToRas):
+        """The server's answer for the normalised-entropy map ``values`` (numpy order K, J, I): the map file (see
+        :meth:`_serverFile`) and its summary along K, each slice with voxels at or over 0.5 listed, most first."""
+        path = self._serverFile(name, values, ijkToRas)
+        counts, means = (values >= 0.5).sum(axis=(1, 2)), values.mean(axis=(1, 2))
+        listed = sorted((k for k in range(values.shape[0]) if counts[k]), key=lambda k: -int(counts[k]))
+        summary = {
+            "axis": 2,
+            "mean": float(values.mean()),
+            "max": float(values.max()),
+            "uncertain_from": 0.5,
+            "slices": [{"slice": k, "uncertain_voxels": int(counts[k]), "mean": float(means[k])} for k in listed],
+        }
+        return read_uncertainty({"uncertainty": summary}, path, "selftest")
+
     def test_results_and_overlay(self):
         result = parse_classification({"label": "T2", "probabilities": {"T1": 0.25, "T2": 0.75}})
         self.assertEqual([row.name for row in result.rows if row.predicted], ["T2"])
@@ -1642,15 +1657,7 @@ class MRILabelTest(ScriptedLoadableModuleTest):
         volume = self._volume("MRILabel self-test scan", np.zeros((6, 16, 20), np.float32), ijkToRas)
         values = np.zeros((6, 16, 20), np.float32)
         values[4, 5:9, 6:12] = 0.8  # numpy order (K, J, I): 24 uncertain voxels on slice K = 4
-        mapPath = self._serverFile("MRILabel self-test uncertainty", values, ijkToRas)
-        summary = {
-            "axis": 2,
-            "mean": 0.01,
-            "max": 0.8,
-            "uncertain_from": 0.5,
-            "slices": [{"slice": 4, "uncertain_voxels": 24, "mean": 0.06}],
-        }
-        answer = read_uncertainty({"uncertainty": summary}, mapPath, "selftest")
+        answer = self._uncertaintyAnswer("MRILabel self-test uncertainty", values, ijkToRas)
         self.assertEqual(answer.summary.sentence(), "Correct first: slice 4 (24 uncertain voxels).")
         node, _ = self.logic.showUncertaintyMap(answer, volume)
         self.assertEqual(node.GetAttribute(ROLE_ATTRIBUTE), OVERLAY_ROLE)
@@ -1676,15 +1683,8 @@ class MRILabelTest(ScriptedLoadableModuleTest):
         picture = self._volume("MRILabel self-test 2D scan", np.zeros((1, 12, 20), np.float32), pictureIjkToRas)
         flat = np.zeros((1, 12, 20), np.float32)
         flat[0, 3:6, 4:10] = 0.9  # 18 uncertain pixels
-        flatPath = self._serverFile("MRILabel self-test 2D uncertainty", flat, np.eye(4))  # the server's identity
-        flatSummary = {
-            "axis": 2,
-            "mean": 0.0675,
-            "max": 0.9,
-            "uncertain_from": 0.5,
-            "slices": [{"slice": 0, "uncertain_voxels": 18, "mean": 0.0675}],
-        }
-        flatAnswer = read_uncertainty({"uncertainty": flatSummary}, flatPath, "selftest")
+        # the server writes a 2D picture's map with an identity geometry
+        flatAnswer = self._uncertaintyAnswer("MRILabel self-test 2D uncertainty", flat, np.eye(4))
         flatNode, _ = self.logic.showUncertaintyMap(flatAnswer, picture)
         self.assertEqual(flatNode.GetAttribute(ROLE_ATTRIBUTE), OVERLAY_ROLE)
         overlayGrid, pictureGrid = self.logic._geometry(flatNode), self.logic._geometry(picture)
