@@ -120,6 +120,8 @@ METRIC: Dict[str, str] = _MetricOf()
 #: ``--previous`` default: the shipped models' cards at the commit before the per-source evaluation.
 PREVIOUS = "git:7851caa"
 SHIPPED = "apps/mri_app/shipped"
+#: ``--shipped``: the app option that serves the shipped checkpoints from an empty model folder
+SHIPPED_CONF = {"shipped_models": str(ROOT / SHIPPED)}
 
 
 def build(task: str, data: Path, work: Path) -> Path:
@@ -217,15 +219,24 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
             model_dir=str(models),
             out=str(out),
             progress=lambda m: None,
-            conf={"shipped_models": str(ROOT / SHIPPED)},
+            conf=SHIPPED_CONF,
         )
-        recorded = {
-            k: training.get(v) for k, v in (("epochs", "epochs"), ("train_min", "minutes"), ("device", "device"))
-        }
         # a task whose infer reads another's network (the gate: tumor_seg's) answers as served, not with its own
         read = tasks.reads_networks_of(task)
         label = f"{PLAN[task][1]}, as served: reads {', '.join(read)}" if read else None
-        return _result(task, store, store, models, out, report, label=label, split_kind=split_kind, **recorded)
+        return _result(
+            task,
+            store,
+            store,
+            models,
+            out,
+            report,
+            label=label,
+            split_kind=split_kind,
+            epochs=training.get("epochs"),
+            train_min=training.get("minutes"),
+            device=training.get("device"),
+        )
     suffix = "" if split_kind == "grouped" else f"_{split_kind}"
     train_store = store if split_kind == "grouped" else image_level_copy(store, work / task / f"datastore{suffix}")
     if (
@@ -279,7 +290,7 @@ def run_pipeline(pipeline: str, done: Dict[str, dict], work: Path, shipped: bool
     models.mkdir(parents=True)
     for task in [] if shipped else tasks.pipeline_required_stages(pipeline):
         shutil.copytree(Path(done[task]["model_dir"]) / task, models / task)
-    conf = {"shipped_models": str(ROOT / SHIPPED)} if shipped else None
+    conf = SHIPPED_CONF if shipped else None
     read = [t for t in tasks.reads_networks_of(gate) if t in tasks.pipeline_required_stages(pipeline)]
     series = tasks.input_series(reference)
     volumes = f"{tasks.series_class(series)} volumes" if series else "volumes"
