@@ -9,11 +9,13 @@ its held-out test subjects, and print one table.
 inference options) on the same held-out test subjects and prints the same table, with the epochs and training
 minutes their ``model.json`` records: the README's held-out table.
 
-Data (see ``../shared/data/README.md``): ``sequence`` on BraTS 2018 (every subject has every contrast) plus the
-LGG FLAIR and T1 channels and the 2D slices with skull of ``mri_sequence_2d``; ``dementia_stage`` on the Alzheimer
-JPEG set (no patient ids: near-duplicate groups stand in for subjects); ``tumor_gate`` and ``tumor_seg`` on LGG and
-BraTS FLAIR; ``hippocampus`` on Decathlon Task04. A task whose data is absent is skipped with a line saying so.
-Subject splits are ``split.json`` of each datastore (70/15/15 by subject, seed 0). Epoch budgets (each task's
+Data (see ``../shared/data/README.md``): ``sequence`` on every source with a contrast: BraTS 2018 (every subject
+has every contrast), the LGG FLAIR and T1 channels, the 2D slices with skull of ``mri_sequence_2d``, the Alzheimer T1
+slices and the Decathlon T1 crops; ``dementia_stage`` on the Alzheimer JPEG set (no patient ids: near-duplicate
+groups stand in for subjects); ``tumor_gate`` and ``tumor_seg`` on LGG and BraTS FLAIR; ``hippocampus`` on Decathlon
+Task04. A task whose data is absent is skipped with a line saying so.
+Subject splits are ``split.json`` of each datastore (70/15/15 by subject, seed 0; with ``--shipped``, pinned to the
+subjects each card names: ``mri_label.core.splits.pin_split``). Epoch budgets (each task's
 declared ``recipe``, ``mri_label.recipes``) are for this 2-core CPU; ``--epochs-scale`` multiplies them.
 
 ``tumor_type`` (brain tumor 4-class JPEG set, imported with ``classfolders --task tumor_type``) gives TWO rows, each
@@ -72,8 +74,10 @@ PLAN: Dict[str, Tuple[List[Tuple[str, str, Optional[str]]], str]] = {
             ("brats", "brats2018", None),
             ("lgg", "lgg_kaggle_3m/kaggle_3m", None),
             ("classfolders", "mri_sequence_2d", "sequence"),
+            ("classfolders", "alzheimer_4class/train", "sequence"),
+            ("decathlon", "Task04_Hippocampus", None),
         ],
-        "BraTS 2018 + LGG channels + 2D slices with skull",
+        "BraTS 2018 + LGG channels + 2D slices with skull + Alzheimer T1 slices + Decathlon T1 crops",
     ),
     "dementia_stage": ([("classfolders", "alzheimer_4class/train", "dementia_stage")], "Alzheimer 4-class JPEG"),
     "tumor_gate": (
@@ -197,7 +201,7 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
     shipped checkpoint (grouped split only; epochs, minutes and device from its ``model.json``)."""
     from main import MRIApp
     from mri_label import tasks
-    from mri_label.core.splits import ensure_split
+    from mri_label.core.splits import ensure_split, pin_split
     from mri_label.evaluate import evaluate
     from mri_label.recipes import recipe_of, train_request
     from mri_label.train import run_record, update_card
@@ -213,6 +217,7 @@ def run(task: str, data: Path, work: Path, scale: float, split_kind: str = "grou
         shutil.rmtree(models, ignore_errors=True)
         models.mkdir(parents=True)  # empty: the app serves the shipped checkpoint
         training = json.loads((ROOT / SHIPPED / task / "model.json").read_text()).get("training") or {}
+        pin_split(store, training.get("split"))  # the test subjects its card names, whatever the import order
         report = evaluate(
             task,
             str(store),

@@ -164,6 +164,43 @@ def ensure_split(
     return split
 
 
+#: a model card's ``training.split`` key -> the side its subjects are on
+CARD_SIDES = {"train_subjects": "train", "val_subjects": "val", "test_subjects_held_out": "test"}
+
+
+def pin_split(datastore_path, card_split: Optional[dict]) -> dict:
+    """Put the subjects that a model card's ``training.split`` names on the sides it names, in the datastore's
+    ``split.json`` (written first by :func:`ensure_split` where absent), so that the checkpoint is scored on the very
+    test subjects its card names. A split made at once over every source differs from one made before a source was
+    added (the first cut orders all subjects; later ones go by hash), so a datastore imported in another order would
+    otherwise put a few subjects on another side. Subjects the card does not name keep theirs.
+
+    Args:
+        datastore_path: datastore folder (holding ``datastore_v2.json``).
+        card_split: ``training.split`` of a ``model.json`` (lists under the keys of :data:`CARD_SIDES`).
+
+    Returns:
+        The split dict as written (``"pinned"`` counts the subjects moved).
+
+    Raises:
+        ValueError: ``card_split`` names no subject list (the card predates the split lists).
+    """
+    if not isinstance(card_split, dict) or not any(isinstance(card_split.get(k), list) for k in CARD_SIDES):
+        raise ValueError(f"card_split must hold the subject lists {', '.join(CARD_SIDES)}, got {card_split!r}")
+    split = ensure_split(datastore_path)
+    folder = Path(datastore_path)
+    with FileLock(str(folder / (SPLIT_FILE + ".lock"))):
+        subjects, moved = dict(split["subjects"]), 0
+        for key, side in CARD_SIDES.items():
+            for subject in card_split.get(key) or []:
+                if subject in subjects and subjects[subject] != side:
+                    subjects[subject], moved = side, moved + 1
+        if moved:
+            split = dict(split, subjects=subjects, pinned=moved)
+            atomic_write_json(folder / SPLIT_FILE, split, indent=1)
+    return split
+
+
 def split_of(split: dict, subject) -> str:
     """``"train"``, ``"val"`` or ``"test"`` for a subject; one the split has not recorded yet gets the side that
     :func:`ensure_split` would give it (by hash), without writing anything."""

@@ -155,3 +155,27 @@ def test_random_image_split_is_a_second_file_keyed_by_image_id(tmp_path):
     assert ensure_split(alone)["subjects"] == random["subjects"]
     with pytest.raises(ValueError, match="unit"):
         ensure_split(store, unit="patient")
+
+
+def test_pin_split_puts_a_cards_subjects_on_its_sides_and_keeps_the_rest(tmp_path):
+    """A datastore whose split was made over another import order: the card's train/val/test lists win, subjects the
+    card does not name keep their side, and a second pin moves nothing."""
+    store = _datastore(tmp_path / "ds", SUBJECTS)
+    before = ensure_split(store)["subjects"]
+    test, train = [s for s in SUBJECTS if before[s] == "train"][:3], [s for s in SUBJECTS if before[s] == "test"][:2]
+    card = {"train_subjects": train + ["not_in_store"], "val_subjects": [], "test_subjects_held_out": test}
+    split = splits.pin_split(store, card)
+    assert split["pinned"] == 5 and load_split(store) == split
+    assert all(split["subjects"][s] == "test" for s in test) and all(split["subjects"][s] == "train" for s in train)
+    assert "not_in_store" not in split["subjects"]
+    assert {s: side for s, side in split["subjects"].items() if s not in test + train} == {
+        s: side for s, side in before.items() if s not in test + train
+    }
+    assert splits.pin_split(store, card) == split  # nothing left to move
+
+
+@pytest.mark.parametrize("card_split", [None, {}, {"source": "split.json", "seed": 0}])
+def test_pin_split_refuses_a_card_without_subject_lists(tmp_path, card_split):
+    store = _datastore(tmp_path / "ds", SUBJECTS[:10])
+    with pytest.raises(ValueError, match="card_split must hold the subject lists"):
+        splits.pin_split(store, card_split)
