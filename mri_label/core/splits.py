@@ -11,7 +11,9 @@ the trainers do). The first call orders them by ``sha1("<seed>:<subject>")`` and
 spare one). No stratification. Later calls return the stored split unchanged; subjects that appeared since (images
 added later) are placed by their own hash, ``u = sha1(...) / 2**60`` against the cumulative fractions, so no
 existing subject ever moves and the assignment does not depend on the order in which subjects arrive. Writes are
-atomic (:mod:`mri_label.core.atomic`) and serialised by a file lock beside ``split.json``.
+atomic (:mod:`mri_label.core.atomic`) and serialised by a file lock beside ``split.json``. :func:`pin_split` moves
+the subjects a model card names to the card's sides (``"pinned"``: how many moved), to score a shipped checkpoint on
+its own test subjects in a datastore imported in another order.
 
 ``split_random.json`` (``ensure_split(..., unit="image")``) is the same kind of split with the IMAGE id as the unit
 (``"unit": "image"`` in the file), for comparison only: where images of one subject (or near-duplicate group) sit on
