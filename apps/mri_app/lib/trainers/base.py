@@ -43,7 +43,7 @@ from lib.trainers.distributed import DistributedTrainTask
 from lib.trainers.energy import EnergyMeter
 from lib.trainers.promotion import FineTune
 from mri_label.core.atomic import atomic_write_json
-from mri_label.core.splits import ensure_split, split_of
+from mri_label.core.splits import CARD_SIDES, ensure_split, split_of
 
 logger = logging.getLogger(__name__)
 
@@ -189,18 +189,19 @@ class MRITrainTask(DistributedTrainTask):
             test = []
         if not train:  # too few subjects for a three-way split: train on what there is
             train, val = val + test, []
+        sides = {"train": train, "val": val, "test": test}
+        subjects = {key: sorted({str(i["subject"]) for i in sides[side]}) for key, side in CARD_SIDES.items()}
         context.split = {
             "source": "split.json" if self._split else "hash per run",
             "seed": seed,
-            "train_subjects": sorted({str(i["subject"]) for i in train}),
-            "val_subjects": sorted({str(i["subject"]) for i in val}),
-            "test_subjects_held_out": sorted({str(i["subject"]) for i in test}),
+            **subjects,  # the card's subject lists, under the keys mri_label.core.splits.pin_split reads back
             "train_items": len(train),
             "val_items": len(val),
         }
+        train_ids, val_ids = ({str(i["subject"]) for i in items} for items in (train, val))
         logger.info(
-            f"{self.task}: {len(train)} training items from {len(context.split['train_subjects'])} subjects, "
-            f"{len(val)} validation items from {len(context.split['val_subjects'])} subjects"
+            f"{self.task}: {len(train)} training items from {len(train_ids)} subjects, "
+            f"{len(val)} validation items from {len(val_ids)} subjects"
         )
         return train, val
 
