@@ -189,9 +189,11 @@ def pin_split(datastore_path, card_split: Optional[dict]) -> dict:
     """
     if not isinstance(card_split, dict) or not any(isinstance(card_split.get(k), list) for k in CARD_SIDES):
         raise ValueError(f"card_split must hold the subject lists {', '.join(CARD_SIDES)}, got {card_split!r}")
-    split = ensure_split(datastore_path)
+    ensure_split(datastore_path)
     folder = Path(datastore_path)
     with FileLock(str(folder / (SPLIT_FILE + ".lock"))):
+        split = load_split(folder)  # read under the lock: a split written meanwhile is not overwritten
+        assert split is not None  # ensure_split wrote it, and splits are never removed
         subjects, moved = dict(split["subjects"]), 0
         for key, side in CARD_SIDES.items():
             for subject in card_split.get(key) or []:

@@ -189,19 +189,20 @@ class MRITrainTask(DistributedTrainTask):
             test = []
         if not train:  # too few subjects for a three-way split: train on what there is
             train, val = val + test, []
-        sides = {"train": train, "val": val, "test": test}
-        subjects = {key: sorted({str(i["subject"]) for i in sides[side]}) for key, side in CARD_SIDES.items()}
+        ids = {
+            side: {str(i["subject"]) for i in items} for side, items in (("train", train), ("val", val), ("test", test))
+        }
         context.split = {
             "source": "split.json" if self._split else "hash per run",
             "seed": seed,
-            **subjects,  # the card's subject lists, under the keys mri_label.core.splits.pin_split reads back
+            # the card's subject lists, under the keys mri_label.core.splits.pin_split reads back
+            **{key: sorted(ids[side]) for key, side in CARD_SIDES.items()},
             "train_items": len(train),
             "val_items": len(val),
         }
-        train_ids, val_ids = ({str(i["subject"]) for i in items} for items in (train, val))
         logger.info(
-            f"{self.task}: {len(train)} training items from {len(train_ids)} subjects, "
-            f"{len(val)} validation items from {len(val_ids)} subjects"
+            f"{self.task}: {len(train)} training items from {len(ids['train'])} subjects, "
+            f"{len(val)} validation items from {len(ids['val'])} subjects"
         )
         return train, val
 
