@@ -31,6 +31,10 @@ MIRRORING = "class probabilities averaged over the image and its left-right mirr
 """What ``model.json`` records of a classifier's ``test_time_mirroring``."""
 SCANNER_AUGMENTATION = "bias field, gamma, blur, 8-bit quantisation and zoom-in (mask zoomed with its image)"
 """What ``model.json`` records of a slice segmentation's ``scanner_augment`` (training only)."""
+NNUNET_AUGMENTATION = (
+    "nnU-Net's: rotation ±30°, scaling 0.7-1.4, noise, blur, brightness, contrast, low resolution, gamma"
+)
+"""What ``model.json`` records of a volume segmentation's ``nnunet_augment`` (training only)."""
 
 EVALUATIONS = {
     "classification": "each image's class: accuracy, balanced accuracy, macro F1, per class and per subject",
@@ -310,8 +314,9 @@ class SliceSegmentationConfig(MRITaskConfig):
 
 class VolumeSegmentationConfig(MRITaskConfig):
     """3D residual U-Net. Options ``--conf <task>_spacing`` (mm, default 1.0), ``<task>_roi`` (voxels,
-    default [48,48,48]) and ``<task>_widths`` (default [16,32,64,128]). ``flip_axes`` (declared by the task):
-    spatial axes mirrored at random in training and averaged over at inference (:mod:`lib.mirroring`)."""
+    default [48,48,48]), ``<task>_widths`` (default [16,32,64,128]) and ``<task>_nnunet_augment`` (default: the
+    task's declaration). ``flip_axes`` (declared by the task): spatial axes mirrored at random in training and
+    averaged over at inference (:mod:`lib.mirroring`)."""
 
     kind = "segmentation"
     infer_class = VolumeSegmentationInfer
@@ -319,6 +324,9 @@ class VolumeSegmentationConfig(MRITaskConfig):
     evaluation = "segmentation"
     uncertainty = "epistemic"
     volume_only = True
+    nnunet_augment = False
+    """Training uses nnU-Net's augmentation (:func:`lib.transforms.nnunet_augment_3d`) in place of the mild
+    default; declare it when a checkpoint trained with it wins on validation."""
 
     def init(self, name, model_dir, conf, planner=None, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -331,9 +339,10 @@ class VolumeSegmentationConfig(MRITaskConfig):
             raise ValueError(f"--conf {name}_roi must be divisible by {step}, got {list(self.roi)}")
         self.network_spec = residual_unet(3, len(self.labels) + 1, widths)
         self.network = build_network(self.network_spec)
+        self.nnunet_augment = conf_bool(conf, f"{name}_nnunet_augment", type(self).nnunet_augment)
 
     def card(self):
-        return dict(
+        card = dict(
             super().card(),
             input={
                 "layout": "3D volume",
@@ -343,6 +352,9 @@ class VolumeSegmentationConfig(MRITaskConfig):
                 **({"mirrored_axes": list(self.flip_axes)} if self.flip_axes else {}),
             },
         )
+        if self.nnunet_augment:
+            card["training_augmentation"] = NNUNET_AUGMENTATION
+        return card
 
     def infer(self):
         return self.infer_class(
@@ -362,6 +374,7 @@ class VolumeSegmentationConfig(MRITaskConfig):
             spacing=self.spacing,
             roi=self.roi,
             flip_axes=self.flip_axes,
+            nnunet_augment=self.nnunet_augment,
             config={"train_batch_size": 2, "val_batch_size": 1},
             **self._trainer_kwargs(),
         )

@@ -25,7 +25,9 @@ from monai.transforms import (
     RandGaussianSmoothd,
     RandomizableTransform,
     RandScaleIntensityd,
+    RandScaleIntensityFixedMeand,
     RandShiftIntensityd,
+    RandSimulateLowResolutiond,
     RandZoomd,
     Spacingd,
     SpatialPadd,
@@ -148,11 +150,14 @@ def scanner_augment(key: str = "image", mask: Optional[str] = None) -> list:
 
     Args:
         key: the image, ``(C, H, W)``.
-        mask: a label map zoomed with the image (nearest neighbour) so that they stay aligned; the appearance
+        mask: a label map zoomed with the image (nearest neighbour on the same pixel centres) so that they stay
+            aligned; the appearance
             changes leave it alone. None: an image-level label (classifiers).
     """
     zoom_keys = [key] if mask is None else [key, mask]
-    zoom_modes = ["area"] if mask is None else ["area", "nearest"]  # area: RandZoomd's default for the image
+    # area: RandZoomd's default for an image alone. With a mask, bilinear and "nearest-exact" sample the same
+    # pixel centres; torch's legacy "nearest" beside "area" shifts the mask by up to a pixel against its image.
+    zoom_modes = ["area"] if mask is None else ["bilinear", "nearest-exact"]
     return [
         RandBiasFieldd(keys=key, prob=0.3, coeff_range=(0.0, 0.3)),
         RandAdjustContrastd(keys=key, prob=0.3, gamma=(0.7, 1.5)),
@@ -162,30 +167,76 @@ def scanner_augment(key: str = "image", mask: Optional[str] = None) -> list:
     ]
 
 
+def nnunet_augment_3d(keys: Sequence[str] = ("image", "label")) -> list:
+    """nnU-Net's default augmentation of 3D patches (Isensee et al., Nature Methods 2021; ``nnUNetTrainer``), in
+    MONAI transforms: rotation up to ±30° about each axis and scaling 0.7-1.4 along each axis (each with probability
+    0.2),
+    Gaussian noise (std up to 0.3, p 0.1), blur (σ 0.5-1 voxel, p 0.2), brightness ×0.75-1.25 (p 0.15), contrast
+    ×0.75-1.25 about the mean within the original range (p 0.15), low-resolution simulation (zoom 0.5-1, p 0.25)
+    and gamma 0.7-1.5 on the inverted (p 0.1) and the plain image (p 0.3), both keeping mean and std. Mirroring is
+    left to the task's ``flip_axes``.
+
+    Args:
+        keys: the image ``(C, H, W, D)`` first, then a label map moved with it (nearest neighbour); the intensity
+            changes touch the image only.
+    """
+    if not keys:
+        raise ValueError(f"keys must name the image first, got {list(keys)}")
+    image = keys[0]
+    # image and label through one resampling grid (RandAffined), so they stay aligned: torch's "nearest" resize,
+    # which RandZoomd uses, shifts a label by up to a voxel against its linearly resized image
+    modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
+    blur = (0.5, 1.0)
+    return [
+        RandAffined(keys=keys, prob=0.2, rotate_range=(np.pi / 6,) * 3, mode=modes, padding_mode="zeros"),
+        RandAffined(keys=keys, prob=0.2, scale_range=((-0.3, 0.4),) * 3, mode=modes, padding_mode="zeros"),
+        RandGaussianNoised(keys=image, prob=0.1, std=0.3),
+        RandGaussianSmoothd(keys=image, prob=0.2, sigma_x=blur, sigma_y=blur, sigma_z=blur),
+        RandScaleIntensityd(keys=image, factors=0.25, prob=0.15),
+        RandScaleIntensityFixedMeand(keys=image, factors=0.25, preserve_range=True, prob=0.15),
+        RandSimulateLowResolutiond(keys=image, prob=0.25, zoom_range=(0.5, 1.0)),
+        RandAdjustContrastd(keys=image, prob=0.1, gamma=(0.7, 1.5), invert_image=True, retain_stats=True),
+        RandAdjustContrastd(keys=image, prob=0.3, gamma=(0.7, 1.5), retain_stats=True),
+    ]
+
+
 def infer_volume_pre(spacing: Sequence[float]) -> list:
     """Pre-transforms of 3D tasks: read, resample to ``spacing`` (mm), normalise."""
     return load(["image"]) + [Spacingd(keys="image", pixdim=spacing, mode="bilinear")] + normalize()
 
 
 def train_volume_pre(
-    spacing: Sequence[float], roi: Sequence[int], augment: bool, samples: int = 2, flip_axes: Sequence[int] = ()
+    spacing: Sequence[float],
+    roi: Sequence[int],
+    augment: bool,
+    samples: int = 2,
+    flip_axes: Sequence[int] = (),
+    nnunet_augment: bool = False,
 ) -> list:
     """Training chain of 3D segmentation: resample, normalise, then random patches of ``roi`` voxels.
 
     Args:
         flip_axes: spatial axes (0..2) each mirrored with probability 0.5 when ``augment`` (the task's
             ``flip_axes``; its infer averages over the same mirrors).
+        nnunet_augment: when ``augment``, :func:`nnunet_augment_3d` in place of the mild default (rotation
+            ±5.7° and scaling ±10% with p 0.3, intensity ×0.9-1.1, noise).
     """
     keys = ["image", "label"]
     chain = load(keys) + [Spacingd(keys=keys, pixdim=spacing, mode=("bilinear", "nearest"))] + normalize()
     chain.append(SpatialPadd(keys=keys, spatial_size=roi))
     if augment:
         chain += [
-            RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=samples),
-            RandAffined(keys=keys, prob=0.3, rotate_range=0.1, scale_range=0.1, mode=("bilinear", "nearest")),
-            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
-            RandGaussianNoised(keys="image", prob=0.2, std=0.05),
+            RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=samples)
         ]
+        chain += (
+            nnunet_augment_3d(keys)
+            if nnunet_augment
+            else [
+                RandAffined(keys=keys, prob=0.3, rotate_range=0.1, scale_range=0.1, mode=("bilinear", "nearest")),
+                RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+                RandGaussianNoised(keys="image", prob=0.2, std=0.05),
+            ]
+        )
         chain += [RandFlipd(keys=keys, prob=0.5, spatial_axis=int(axis)) for axis in flip_axes]
     else:
         chain.append(DivisiblePadd(keys=keys, k=8))

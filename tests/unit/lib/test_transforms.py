@@ -17,6 +17,7 @@ from lib.transforms import (
     brain_slices,
     infer_slices_pre,
     measure_label_file,
+    nnunet_augment_3d,
     train_volume_pre,
 )
 
@@ -358,3 +359,84 @@ def test_measure_label_file_refuses_a_label_of_another_size_or_an_unknown_lesion
         measure_label_file(str(tmp_path / "image.nii.gz"), str(tmp_path / "label.nii.gz"), {"tumor": 1})
     with pytest.raises(ValueError, match="lesions must name one of the labels"):
         measure_label_file(str(tmp_path / "image.nii.gz"), str(tmp_path / "image.nii.gz"), {"tumor": 1}, "edema")
+
+
+def _labelled_cube(size: int = 24):
+    label = torch.zeros(1, size, size, size)
+    label[0, 6:18, 8:16, 5:19] = 1
+    label[0, 10:14, 10:14, 10:14] = 2
+    return torch.randn(1, size, size, size) + 2 * label, label
+
+
+@pytest.mark.parametrize("keys", [("image", "label"), ("image",)])
+def test_nnunet_augment_3d_keeps_shape_and_label_values(keys):
+    from monai.utils import set_determinism
+
+    set_determinism(0)
+    try:
+        chain = Compose(nnunet_augment_3d(keys))
+        image, label = _labelled_cube()
+        changed = 0
+        for _ in range(30):
+            out = chain({"image": image.clone(), "label": label.clone()})
+            assert out["image"].shape == image.shape and out["label"].shape == label.shape
+            assert set(torch.as_tensor(out["label"]).unique().tolist()) <= {0.0, 1.0, 2.0}
+            if "label" not in keys:
+                assert torch.equal(torch.as_tensor(out["label"]), label)  # not named: left alone
+            changed += not torch.equal(torch.as_tensor(out["image"]), image)
+        assert changed >= 15  # about 80% of patches get at least one change at nnU-Net's probabilities
+    finally:
+        set_determinism(None)
+
+
+def test_nnunet_augment_3d_moves_the_label_with_the_image():
+    """Spatial changes move image and label together: the bright block stays under its label."""
+    from monai.utils import set_determinism
+
+    set_determinism(1)
+    try:
+        spatial = Compose(nnunet_augment_3d()[:2])  # rotation and scaling
+        image, label = _labelled_cube()
+        image = 10 * (label > 0).float()  # noise-free: the image is its label's foreground
+        moved = 0
+        for _ in range(40):
+            out = spatial({"image": image.clone(), "label": label.clone()})
+            fg = torch.as_tensor(out["label"]) > 0
+            bright = torch.as_tensor(out["image"]) > 5
+            moved += not torch.equal(fg, label > 0)
+            assert (fg & bright).sum() >= 0.9 * fg.sum()
+        assert moved > 0
+    finally:
+        set_determinism(None)
+
+
+def test_nnunet_augment_3d_rejects_no_keys_naming_the_parameter():
+    with pytest.raises(ValueError, match="keys"):
+        nnunet_augment_3d(())
+
+
+@pytest.mark.parametrize("nnunet, expected", [(False, "RandGaussianNoised"), (True, "RandSimulateLowResolutiond")])
+def test_train_volume_pre_nnunet_augment_replaces_the_mild_default(files, nnunet, expected):
+    chain = train_volume_pre((2.0, 2.0, 3.0), (8, 8, 8), augment=True, nnunet_augment=nnunet)
+    names = [type(t).__name__ for t in chain]
+    assert expected in names
+    assert ("RandAdjustContrastd" in names) == nnunet
+    out = Compose(chain)({"image": files["vol"], "label": files["mask"]})
+    assert all(p["image"].shape == (1, 8, 8, 8) and p["label"].shape == (1, 8, 8, 8) for p in out)
+
+
+@pytest.mark.parametrize(
+    "conf, expected",
+    [({}, None), ({"hippocampus_nnunet_augment": "true"}, True), ({"hippocampus_nnunet_augment": "false"}, False)],
+)
+def test_hippocampus_nnunet_augmentation_reaches_the_training_chain_and_the_card(tmp_path, conf, expected):
+    from lib.configs.hippocampus import HippocampusConfig
+    from lib.task_config import NNUNET_AUGMENTATION
+
+    config = HippocampusConfig()
+    config.init("hippocampus", str(tmp_path), {"shipped_models": "none", **conf})
+    on = expected if expected is not None else HippocampusConfig.nnunet_augment
+    names = {type(t).__name__ for t in config.trainer().train_pre_transforms(None)}
+    assert ("RandSimulateLowResolutiond" in names) == on
+    assert "RandFlipd" in names  # the task's mirrors either way
+    assert config.card().get("training_augmentation") == (NNUNET_AUGMENTATION if on else None)

@@ -87,19 +87,31 @@ class SliceSegmentationTrainer(_SegmentationTrainer):
 
 class VolumeSegmentationTrainer(_SegmentationTrainer):
     """3D U-Net on random patches of ``roi`` voxels at ``spacing`` mm, Dice + cross-entropy loss; random mirrors
-    along ``flip_axes``, validated with the served inferer (mirror-averaged likewise)."""
+    along ``flip_axes``, validated with the served inferer (mirror-averaged likewise). ``nnunet_augment``: nnU-Net's
+    augmentation (:func:`lib.transforms.nnunet_augment_3d`) in place of the mild default."""
 
     slicewise = False
 
-    def __init__(self, *args, spacing: Sequence[float], roi: Sequence[int], flip_axes: Sequence[int] = (), **kwargs):
+    def __init__(
+        self,
+        *args,
+        spacing: Sequence[float],
+        roi: Sequence[int],
+        flip_axes: Sequence[int] = (),
+        nnunet_augment: bool = False,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.spacing, self.roi, self.flip_axes = tuple(spacing), tuple(roi), tuple(flip_axes)
+        self.nnunet_augment = nnunet_augment
 
     def loss_function(self, context: Context):
         return DiceCELoss(to_onehot_y=True, softmax=True)
 
     def train_pre_transforms(self, context: Context):
-        return train_volume_pre(self.spacing, self.roi, augment=True, flip_axes=self.flip_axes)
+        return train_volume_pre(
+            self.spacing, self.roi, augment=True, flip_axes=self.flip_axes, nnunet_augment=self.nnunet_augment
+        )
 
     def val_pre_transforms(self, context: Context):
         return train_volume_pre(self.spacing, self.roi, augment=False)
