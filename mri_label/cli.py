@@ -66,18 +66,22 @@ def serve(args) -> int:
 def evaluate(args) -> int:
     from mri_label.evaluate import evaluate as run
 
-    summary = run(
-        args.task,
-        args.studies,
-        model=args.model,
-        out=args.out,
-        target_recall=args.target_recall,
-        model_dir=args.model_dir,
-        progress=lambda m: print(m, flush=True),
-        split_kind=args.split,
-        side=args.side,
-        conf=dict(args.conf or []),
-    )
+    try:
+        summary = run(
+            args.task,
+            args.studies,
+            model=args.model,
+            out=args.out,
+            target_recall=args.target_recall,
+            model_dir=args.model_dir,
+            progress=lambda m: print(m, flush=True),
+            split_kind=args.split,
+            side=args.side,
+            conf=dict(args.conf or []),
+        )
+    except (FileNotFoundError, ValueError) as error:  # as train: a wrong folder or option in one line, not a traceback
+        print(f"mri-label evaluate: {error}", file=sys.stderr)
+        return 1
     held_out = f"{'held-out' if args.side == 'test' else 'validation'} subjects"
     if args.split != "grouped":
         held_out = "subjects, RANDOM image split (optimistic)"

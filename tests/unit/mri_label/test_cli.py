@@ -80,3 +80,24 @@ def test_evaluate_takes_a_split_kind(monkeypatch, capsys):
     assert calls == [("tumor_type", "store", "random")] and "RANDOM image split" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["evaluate", "tumor_type", "--studies", "store", "--split", "patients"])
+
+
+SHIPPED = os.path.join(os.path.dirname(cli.__file__), "..", "apps", "mri_app", "shipped")
+
+
+@pytest.mark.parametrize(
+    "folder, conf, message",
+    [
+        ("empty", ["--conf", "shipped_models", SHIPPED], "no datastore here"),
+        ("missing", ["--conf", "shipped_models", SHIPPED], "no datastore here"),
+        ("empty", ["--conf", "shipped_models", "none"], "tumor_type has no checkpoint"),
+    ],
+)
+def test_evaluate_refuses_in_one_line(tmp_path, capsys, folder, conf, message):
+    """A wrong folder or a missing checkpoint: exit 1 and one line naming it, as ``train`` answers, not a traceback."""
+    studies = tmp_path / folder
+    if folder == "empty":
+        studies.mkdir()
+    code = cli.main(["evaluate", "tumor_type", "--studies", str(studies), "--model-dir", str(tmp_path / "m")] + conf)
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("mri-label evaluate: ") and message in err and "Traceback" not in err
