@@ -31,11 +31,7 @@ def server_state():
 def sample_data(args) -> int:
     from mri_label.sample_data import write_sample_data
 
-    try:
-        summary = write_sample_data(args.dest, seed=args.seed, progress=lambda m: print(m, flush=True))
-    except FileExistsError as error:
-        print(f"mri-label: {error}", file=sys.stderr)
-        return 1
+    summary = write_sample_data(args.dest, seed=args.seed, progress=lambda m: print(m, flush=True))
     print(f"wrote {summary['images']} synthetic images and {summary['labels']} labels to {summary['path']}")
     return 0
 
@@ -66,22 +62,18 @@ def serve(args) -> int:
 def evaluate(args) -> int:
     from mri_label.evaluate import evaluate as run
 
-    try:
-        summary = run(
-            args.task,
-            args.studies,
-            model=args.model,
-            out=args.out,
-            target_recall=args.target_recall,
-            model_dir=args.model_dir,
-            progress=lambda m: print(m, flush=True),
-            split_kind=args.split,
-            side=args.side,
-            conf=dict(args.conf or []),
-        )
-    except (FileNotFoundError, ValueError) as error:  # as train: a wrong folder or option in one line, not a traceback
-        print(f"mri-label evaluate: {error}", file=sys.stderr)
-        return 1
+    summary = run(
+        args.task,
+        args.studies,
+        model=args.model,
+        out=args.out,
+        target_recall=args.target_recall,
+        model_dir=args.model_dir,
+        progress=lambda m: print(m, flush=True),
+        split_kind=args.split,
+        side=args.side,
+        conf=dict(args.conf or []),
+    )
     held_out = f"{'held-out' if args.side == 'test' else 'validation'} subjects"
     if args.split != "grouped":
         held_out = "subjects, RANDOM image split (optimistic)"
@@ -96,21 +88,17 @@ def train(args) -> int:
     from mri_label.train import train as run
 
     model_dir = args.model_dir or server_state().model_dir(args.studies)
-    try:
-        summary = run(
-            args.task,
-            args.studies,
-            model_dir,
-            epochs=args.epochs,
-            held_out=not args.no_evaluate,
-            progress=lambda m: print(m, flush=True),
-            learning_rate=args.learning_rate,
-            patience=args.patience,
-            conf=dict(args.conf or []),
-        )
-    except (FileNotFoundError, ValueError) as error:
-        print(f"mri-label train: {error}", file=sys.stderr)
-        return 1
+    summary = run(
+        args.task,
+        args.studies,
+        model_dir,
+        epochs=args.epochs,
+        held_out=not args.no_evaluate,
+        progress=lambda m: print(m, flush=True),
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        conf=dict(args.conf or []),
+    )
     print(summary)
     return 0
 
@@ -125,31 +113,21 @@ def pretrain(args) -> int:
             print(f"mri-label pretrain: --source must be TASK=DATASTORE, got {pair!r}", file=sys.stderr)
             return 2
         sources[task] = studies
-    try:
-        card = run(
-            sources,
-            args.out,
-            epochs=args.epochs,
-            learning_rate=args.learning_rate,
-            progress=lambda m: print(m, flush=True),
-        )
-    except (FileNotFoundError, ValueError) as error:
-        print(f"mri-label pretrain: {error}", file=sys.stderr)
-        return 1
+    card = run(
+        sources,
+        args.out,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        progress=lambda m: print(m, flush=True),
+    )
     print(json.dumps({k: card[k] for k in ("checkpoint", "tasks", "training")}, indent=1))
     return 0
 
 
 def import_data(args) -> int:
-    from mri_label.importers import DatasetError, import_dataset
+    from mri_label.importers import import_dataset  # its DatasetError is a ValueError: refused by main
 
-    try:
-        summary = import_dataset(
-            args.format, args.src, args.dest, progress=lambda m: print(m, flush=True), task=args.task
-        )
-    except DatasetError as error:
-        print(f"mri-label import: {error}", file=sys.stderr)
-        return 1
+    summary = import_dataset(args.format, args.src, args.dest, progress=lambda m: print(m, flush=True), task=args.task)
     print(summary)
     return 0
 
@@ -166,19 +144,15 @@ def report(args) -> int:
     except ValueError as error:
         print(f"mri-label report: {error}", file=sys.stderr)
         return 2
-    try:
-        summary = make_report(
-            args.image,
-            args.task,
-            model_dir=args.model_dir,
-            age=args.age,
-            sex=args.sex,
-            out=args.out,
-            progress=lambda m: print(m, flush=True),
-        )
-    except (FileNotFoundError, ValueError) as error:
-        print(f"mri-label report: {error}", file=sys.stderr)
-        return 1
+    summary = make_report(
+        args.image,
+        args.task,
+        model_dir=args.model_dir,
+        age=args.age,
+        sex=args.sex,
+        out=args.out,
+        progress=lambda m: print(m, flush=True),
+    )
     print("wrote " + ", ".join(summary["files"].values()))
     return 0
 
@@ -302,9 +276,18 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+REFUSED = (FileNotFoundError, FileExistsError, ValueError)
+"""What a subcommand raises for input it refuses (a wrong folder or file, an existing destination, an option out of
+range; an importer's ``DatasetError`` is a ``ValueError``): :func:`main` prints it in one line and exits 1."""
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except REFUSED as error:  # one place: a refusal in one line naming the problem, not a traceback
+        print(f"mri-label {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
