@@ -151,8 +151,7 @@ def scanner_augment(key: str = "image", mask: Optional[str] = None) -> list:
     Args:
         key: the image, ``(C, H, W)``.
         mask: a label map zoomed with the image (nearest neighbour on the same pixel centres) so that they stay
-            aligned; the appearance
-            changes leave it alone. None: an image-level label (classifiers).
+            aligned; the appearance changes leave it alone. None: an image-level label (classifiers).
     """
     zoom_keys = [key] if mask is None else [key, mask]
     # area: RandZoomd's default for an image alone. With a mask, bilinear and "nearest-exact" sample the same
@@ -170,11 +169,10 @@ def scanner_augment(key: str = "image", mask: Optional[str] = None) -> list:
 def nnunet_augment_3d(keys: Sequence[str] = ("image", "label")) -> list:
     """nnU-Net's default augmentation of 3D patches (Isensee et al., Nature Methods 2021; ``nnUNetTrainer``), in
     MONAI transforms: rotation up to ±30° about each axis and scaling 0.7-1.4 along each axis (each with probability
-    0.2),
-    Gaussian noise (std up to 0.3, p 0.1), blur (σ 0.5-1 voxel, p 0.2), brightness ×0.75-1.25 (p 0.15), contrast
-    ×0.75-1.25 about the mean within the original range (p 0.15), low-resolution simulation (zoom 0.5-1, p 0.25)
-    and gamma 0.7-1.5 on the inverted (p 0.1) and the plain image (p 0.3), both keeping mean and std. Mirroring is
-    left to the task's ``flip_axes``.
+    0.2), Gaussian noise (std up to 0.3, p 0.1), blur (σ 0.5-1 voxel, p 0.2), brightness ×0.75-1.25 (p 0.15),
+    contrast ×0.75-1.25 about the mean within the original range (p 0.15), low-resolution simulation (zoom 0.5-1,
+    p 0.25) and gamma 0.7-1.5 on the inverted (p 0.1) and the plain image (p 0.3), both keeping mean and std.
+    Mirroring is left to the task's ``flip_axes``.
 
     Args:
         keys: the image ``(C, H, W, D)`` first, then a label map moved with it (nearest neighbour); the intensity
