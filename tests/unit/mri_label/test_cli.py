@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from mri_label import cli
+from tests.helpers.app import SHIPPED_DIR
 
 
 def test_sample_data_writes_once_and_refuses_to_overwrite(tmp_path, capsys):
@@ -82,14 +83,11 @@ def test_evaluate_takes_a_split_kind(monkeypatch, capsys):
         cli.parser().parse_args(["evaluate", "tumor_type", "--studies", "store", "--split", "patients"])
 
 
-SHIPPED = os.path.join(os.path.dirname(cli.__file__), "..", "apps", "mri_app", "shipped")
-
-
 @pytest.mark.parametrize(
     "folder, conf, message",
     [
-        ("empty", ["--conf", "shipped_models", SHIPPED], "no datastore here"),
-        ("missing", ["--conf", "shipped_models", SHIPPED], "no datastore here"),
+        ("empty", ["--conf", "shipped_models", str(SHIPPED_DIR)], "no datastore here"),
+        ("missing", ["--conf", "shipped_models", str(SHIPPED_DIR)], "no datastore here"),
         ("empty", ["--conf", "shipped_models", "none"], "tumor_type has no checkpoint"),
     ],
 )
